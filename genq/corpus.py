@@ -1,0 +1,652 @@
+"""Corpus ingestion: read whatever a user has, cut it into passages a model can read.
+
+The output is the BEIR corpus layout plus the source document id, one JSON line per
+passage: ``{"_id", "title", "text", "doc_id"}``. Everything streams: documents are read,
+chunked and written one at a time, so memory stays flat whatever the corpus size (only a
+set of ids and of text digests is kept, to catch duplicates).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import re
+import sys
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from tqdm.auto import tqdm
+
+from genq.io import DataError, ErrorTally, GenqError, atomic_write, dumps_line, iter_jsonl, require_file
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "beir", "jsonl", "json", "csv", "tsv", "txt", "folder", "hf", "parquet")
+TXT_MODES = ("auto", "line", "paragraph")
+DEFAULT_MAX_TOKENS = 350
+DEFAULT_OVERLAP = 50
+DEFAULT_TOKENIZER = "BeIR/query-gen-msmarco-t5-base-v1"
+WORDS_TOKENIZER = "words"
+
+ID_CANDIDATES = ("_id", "id", "doc_id", "docid", "pid", "passage_id")
+TEXT_CANDIDATES = ("text", "contents", "content", "body", "passage", "document")
+TITLE_CANDIDATES = ("title", "heading", "name")
+
+_WHITESPACE = re.compile(r"\s+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+_SENTENCE_END = re.compile(r"(?<=[.!?;:\u3002])\s+")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+
+
+class Document(NamedTuple):
+    """One source document before chunking; ``where`` is "file:line" for error messages."""
+
+    id: str
+    title: str
+    text: str
+    where: str
+
+
+def normalize_whitespace(text: str) -> str:
+    """NFC, control characters removed, whitespace runs collapsed to one space."""
+    text = unicodedata.normalize("NFC", text)
+    text = _CONTROL.sub(" ", text)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def detect_format(path: Path) -> str:
+    """Guess the reader from the path: folder layout, then the file suffix."""
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (
+            path / "state.json"
+        ).exists():
+            return "hf"
+        if (path / "corpus.jsonl").exists():
+            return "beir"
+        return "folder"
+    suffixes = [s.lower() for s in path.suffixes]
+    suffix = suffixes[-1] if suffixes else ""
+    if suffix in (".gz", ".bz2", ".xz") and len(suffixes) > 1:
+        suffix = suffixes[-2]
+    table = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+             ".tab": "tsv", ".txt": "txt", ".md": "txt", ".parquet": "parquet"}
+    if suffix in table:
+        return table[suffix]
+    raise DataError(path, f"cannot tell the format from the suffix {suffix or '(none)'!r}",
+                    f"pass --format, one of: {', '.join(FORMATS[1:])}")
+
+
+def _pick_field(available: Iterable[str], wanted: str | None, candidates: tuple[str, ...]) -> str | None:
+    available = list(available)
+    if wanted:
+        return wanted if wanted in available else None
+    for name in candidates:
+        if name in available:
+            return name
+    return None
+
+
+@dataclass
+class FieldMap:
+    """Which record fields hold id, text and title; unset ones are detected from the first record."""
+
+    id_field: str | None = None
+    text_field: str | None = None
+    title_field: str | None = None
+    _resolved: bool = False
+
+    def resolve(self, keys: Iterable[str], path: Path, line: int | None) -> None:
+        keys = list(keys)
+        explicit_id, explicit_text = self.id_field, self.text_field
+        id_field = _pick_field(keys, self.id_field, ID_CANDIDATES)
+        text_field = _pick_field(keys, self.text_field, TEXT_CANDIDATES)
+        if text_field is None:
+            hint = f"--text-field {explicit_text!r} is not among" if explicit_text else "no text field among"
+            raise DataError(path, f"{hint} the fields {keys}",
+                            "pass --text-field NAME naming the field that holds the passage text", line)
+        if id_field is None:
+            hint = f"--id-field {explicit_id!r} is not among" if explicit_id else "no id field among"
+            raise DataError(path, f"{hint} the fields {keys}",
+                            "pass --id-field NAME naming a unique id field", line)
+        self.id_field, self.text_field = id_field, text_field
+        self.title_field = _pick_field(keys, self.title_field, TITLE_CANDIDATES) or self.title_field
+        self._resolved = True
+
+    def extract(self, record: dict, path: Path, line: int | None) -> Document:
+        if not self._resolved:
+            self.resolve(record.keys(), path, line)
+        where = f"{path}:{line}" if line is not None else str(path)
+        doc_id = record.get(self.id_field)
+        if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
+            raise DataError(path, f"record has no id in field {self.id_field!r}",
+                            "give every record an id, or pass --on-error skip to drop such records", line)
+        if self.text_field not in record:
+            raise DataError(path, f"record has no text field {self.text_field!r}",
+                            "give every record a text, or pass --on-error skip to drop such records", line)
+        text = record.get(self.text_field)
+        title = record.get(self.title_field) if self.title_field else ""
+        return Document(str(doc_id).strip(), "" if title is None else str(title),
+                        "" if text is None else str(text), where)
+
+
+def _decoded_lines(path: Path, errors: ErrorTally) -> Iterator[str]:
+    """Yield text lines, reporting non-UTF-8 lines by number (skipped ones become empty)."""
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                yield raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                errors.report(DataError(path, f"bytes that are not UTF-8 ({exc.reason} at byte {exc.start})",
+                                        "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`", line_number))
+                yield "\n"
+
+
+def _read_jsonl(path: Path, fields: FieldMap, errors: ErrorTally) -> Iterator[Document]:
+    for line, record in iter_jsonl(path, errors):
+        try:
+            yield fields.extract(record, path, line)
+        except DataError as exc:
+            errors.report(exc)
+
+
+def _read_json_array(path: Path, fields: FieldMap, errors: ErrorTally) -> Iterator[Document]:
+    import json
+
+    require_file(path, "JSON file")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"bytes that are not UTF-8 at byte {exc.start}", "re-encode the file as UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"malformed JSON ({exc.msg}, column {exc.colno})",
+                        "fix the JSON; for one record per line use a .jsonl file", exc.lineno) from None
+    if isinstance(data, dict):
+        # {"id": {"title":..., "text":...}} or {"data": [...]}
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) == 1:
+            data = lists[0]
+        elif all(isinstance(v, dict) for v in data.values()):
+            data = [{"_id": k, **v} for k, v in data.items()]
+    if not isinstance(data, list):
+        raise DataError(path, f"expected a JSON array of objects, found {type(data).__name__}",
+                        "write the corpus as [{\"_id\": ..., \"text\": ...}, ...]")
+    if not data:
+        raise DataError(path, "the JSON array is empty", "pass a file with at least one record")
+    for index, record in enumerate(data, start=1):
+        if not isinstance(record, dict):
+            errors.report(DataError(path, f"array item {index} is a {type(record).__name__}, not an object",
+                                    "every item must be an object with id and text fields"))
+            continue
+        try:
+            yield fields.extract(record, path, None)._replace(where=f"{path}[item {index}]")
+        except DataError as exc:
+            errors.report(DataError(path, f"array item {index}: {exc.problem}", exc.fix))
+
+
+def _read_delimited(path: Path, fields: FieldMap, errors: ErrorTally, delimiter: str) -> Iterator[Document]:
+    require_file(path, "CSV/TSV file")
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.DictReader(_decoded_lines(path, errors), delimiter=delimiter)
+    if not reader.fieldnames:
+        raise DataError(path, "has no header row", "the first line must name the columns, e.g. id,title,text", 1)
+    fields.resolve(reader.fieldnames, path, 1)
+    any_rows = False
+    for row in reader:
+        if not any(v for k, v in row.items() if k is not None):
+            continue
+        any_rows = True
+        try:
+            yield fields.extract(row, path, reader.line_num)
+        except DataError as exc:
+            errors.report(exc)
+    if not any_rows and errors.skipped == 0:
+        raise DataError(path, "has a header but no rows", "add at least one row")
+
+
+def _read_txt(path: Path, errors: ErrorTally, mode: str) -> Iterator[Document]:
+    require_file(path, "text file")
+    if mode == "auto":
+        mode = "line"
+        for line in _decoded_lines(path, ErrorTally("skip")):
+            if not line.strip():
+                mode = "paragraph"
+                break
+    stem = path.stem
+    if mode == "line":
+        number = 0
+        for line_number, line in enumerate(_decoded_lines(path, errors), start=1):
+            if line.strip():
+                number += 1
+                yield Document(f"{stem}-{number}", "", line, f"{path}:{line_number}")
+        return
+    number, buffer, first_line = 0, [], 0
+    for line_number, line in enumerate(_decoded_lines(path, errors), start=1):
+        if line.strip():
+            if not buffer:
+                first_line = line_number
+            buffer.append(line)
+        elif buffer:
+            number += 1
+            yield Document(f"{stem}-{number}", "", "".join(buffer), f"{path}:{first_line}")
+            buffer = []
+    if buffer:
+        number += 1
+        yield Document(f"{stem}-{number}", "", "".join(buffer), f"{path}:{first_line}")
+
+
+def _title_from_file(path: Path, text: str) -> tuple[str, str]:
+    """Title from the first Markdown heading (removed from the text), else from the file name."""
+    lines = text.splitlines()
+    for index, line in enumerate(lines[:20]):
+        if not line.strip():
+            continue
+        match = _HEADING.match(line)
+        if match:
+            return match.group(1), "\n".join(lines[:index] + lines[index + 1:])
+        break
+    return re.sub(r"[_\-]+", " ", path.stem).strip(), text
+
+
+def _read_folder(path: Path, errors: ErrorTally) -> Iterator[Document]:
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md", ".markdown"))
+    if not files:
+        raise DataError(path, "folder holds no .txt or .md files", "point at a folder of .txt/.md documents")
+    for file in files:
+        try:
+            text = file.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            errors.report(DataError(file, f"bytes that are not UTF-8 at byte {exc.start}",
+                                    "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"))
+            continue
+        title, body = _title_from_file(file, text)
+        yield Document(file.relative_to(path).with_suffix("").as_posix(), title, body, str(file))
+
+
+def _read_hf(path: Path, fields: FieldMap, errors: ErrorTally, fmt: str, split: str | None) -> Iterator[Document]:
+    import datasets
+
+    try:
+        if fmt == "parquet":
+            dataset = datasets.load_dataset("parquet", data_files=str(path), split="train")
+        else:
+            dataset = datasets.load_from_disk(str(path))
+    except Exception as exc:  # datasets raises many types for unreadable input
+        raise DataError(path, f"could not be opened as a Hugging Face dataset ({exc})",
+                        "save it with Dataset.save_to_disk, or pass --format for another reader") from None
+    if isinstance(dataset, datasets.DatasetDict):
+        names = list(dataset.keys())
+        chosen = split or ("train" if "train" in names else names[0] if len(names) == 1 else None)
+        if chosen not in names:
+            raise DataError(path, f"holds splits {names}", "pass --split NAME to choose one")
+        dataset = dataset[chosen]
+    if len(dataset) == 0:
+        raise DataError(path, "the dataset has no rows", "pass a dataset with at least one row")
+    fields.resolve(dataset.column_names, path, None)
+    for index, row in enumerate(dataset):
+        try:
+            yield fields.extract(row, path, None)._replace(where=f"{path}[row {index}]")
+        except DataError as exc:
+            errors.report(DataError(path, f"row {index}: {exc.problem}", exc.fix))
+
+
+def iter_documents(
+    path: str | Path,
+    format: str = "auto",
+    id_field: str | None = None,
+    text_field: str | None = None,
+    title_field: str | None = None,
+    txt_mode: str = "auto",
+    split: str | None = None,
+    errors: ErrorTally | None = None,
+) -> Iterator[Document]:
+    """Stream the documents of any supported corpus, refusing (or skipping) duplicate ids."""
+    path = Path(path)
+    errors = errors or ErrorTally()
+    if not path.exists():
+        raise DataError(path, "does not exist", "check the corpus path")
+    if format not in FORMATS:
+        raise GenqError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt == "beir" and path.is_dir():
+        path = path / "corpus.jsonl"
+    fields = FieldMap(id_field, text_field, title_field)
+    if fmt in ("beir", "jsonl"):
+        documents = _read_jsonl(path, fields, errors)
+    elif fmt == "json":
+        documents = _read_json_array(path, fields, errors)
+    elif fmt in ("csv", "tsv"):
+        documents = _read_delimited(path, fields, errors, "," if fmt == "csv" else "\t")
+    elif fmt == "txt":
+        if txt_mode not in TXT_MODES:
+            raise GenqError(f"unknown txt mode {txt_mode!r}; choose one of {', '.join(TXT_MODES)}")
+        documents = _read_txt(path, errors, txt_mode)
+    elif fmt == "folder":
+        if not path.is_dir():
+            raise DataError(path, "is not a folder", "pass a folder of .txt/.md files or another --format")
+        documents = _read_folder(path, errors)
+    else:
+        documents = _read_hf(path, fields, errors, fmt, split)
+
+    seen_ids: set[str] = set()
+    for document in documents:
+        if document.id in seen_ids:
+            file, _, line = document.where.rpartition(":")
+            errors.report(DataError(file if line.isdigit() else document.where,
+                                    f"duplicate id {document.id!r} (an earlier record has the same id)",
+                                    "make the ids unique, or pass --on-error skip to keep only the first",
+                                    int(line) if line.isdigit() else None))
+            continue
+        seen_ids.add(document.id)
+        yield document
+
+
+# --------------------------------------------------------------------------- chunking
+
+
+class TokenCounter:
+    """Counts tokens the way the model that will read the passages does.
+
+    ``"words"`` counts words and punctuation marks without any model: a quick, offline
+    approximation (sub-word tokenizers produce somewhat more tokens than this).
+    """
+
+    def __init__(self, name_or_tokenizer: str | object = DEFAULT_TOKENIZER, gguf_file: str | None = None):
+        if not isinstance(name_or_tokenizer, str):
+            self.name = getattr(name_or_tokenizer, "name_or_path", type(name_or_tokenizer).__name__)
+            self._tokenizer = name_or_tokenizer
+            return
+        self.name = name_or_tokenizer
+        if name_or_tokenizer == WORDS_TOKENIZER:
+            self._tokenizer = None
+            return
+        from transformers import AutoTokenizer
+
+        try:
+            if gguf_file or name_or_tokenizer.endswith(".gguf"):
+                gguf_path = Path(gguf_file or name_or_tokenizer)
+                self._tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+            else:
+                self._tokenizer = AutoTokenizer.from_pretrained(name_or_tokenizer)
+        except Exception as exc:  # OSError offline, ValueError for unknown configs
+            raise GenqError(
+                f"could not load the tokenizer {name_or_tokenizer!r} ({type(exc).__name__}: {str(exc)[:200]})\n"
+                f"  fix: pass --tokenizer with a local model directory, or --tokenizer words to count words offline"
+            ) from None
+
+    _WORD = re.compile(r"\w+|[^\w\s]")
+
+    def count(self, texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        if self._tokenizer is None:
+            return [len(self._WORD.findall(t)) for t in texts]
+        encoded = self._tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+
+def split_units(text: str) -> list[str]:
+    """Paragraphs, then sentences: the boundaries a chunk prefers to end on."""
+    units = []
+    for paragraph in _PARAGRAPH_BREAK.split(text):
+        paragraph = paragraph.strip()
+        if paragraph:
+            units.extend(s for s in _SENTENCE_END.split(paragraph) if s.strip())
+    return units
+
+
+class Chunker:
+    """Cut a document into passages of at most ``max_tokens`` tokens, overlapping by ``overlap``.
+
+    Chunks end on sentence or paragraph boundaries; a single sentence longer than the
+    budget is cut between words. Overlap carries whole trailing sentences (words, inside an
+    over-long sentence) of one chunk into the next, up to ``overlap`` tokens.
+    """
+
+    def __init__(self, counter: TokenCounter, max_tokens: int = DEFAULT_MAX_TOKENS, overlap: int = DEFAULT_OVERLAP):
+        if max_tokens < 8:
+            raise GenqError(f"--max-tokens must be at least 8, got {max_tokens}")
+        if not 0 <= overlap < max_tokens // 2 + 1:
+            raise GenqError(f"--overlap must be between 0 and half of --max-tokens ({max_tokens // 2}), got {overlap}")
+        self.counter = counter
+        self.max_tokens = max_tokens
+        self.overlap = overlap
+
+    def chunk(self, text: str) -> list[str]:
+        text = text.strip()
+        if not text:
+            return []
+        if self.counter.count([text])[0] <= self.max_tokens:
+            return [normalize_whitespace(text)]
+        units = split_units(text)
+        counts = self.counter.count(units)
+        pieces: list[tuple[str, int]] = []
+        for unit, count in zip(units, counts):
+            if count <= self.max_tokens:
+                pieces.append((unit, count))
+            else:
+                words = unit.split()
+                pieces.extend(zip(words, self.counter.count(words)))
+        return [normalize_whitespace(" ".join(chunk)) for chunk in self._pack(pieces)]
+
+    def _pack(self, pieces: list[tuple[str, int]]) -> Iterator[list[str]]:
+        current: list[tuple[str, int]] = []
+        size = 0
+        for piece, count in pieces:
+            if current and size + count > self.max_tokens:
+                yield [p for p, _ in current]
+                carried: list[tuple[str, int]] = []
+                carried_size = 0
+                for previous in reversed(current):
+                    if carried_size + previous[1] > self.overlap:
+                        break
+                    carried.insert(0, previous)
+                    carried_size += previous[1]
+                while carried and carried_size + count > self.max_tokens:
+                    carried_size -= carried.pop(0)[1]
+                current, size = carried, carried_size
+            current.append((piece, count))
+            size += count
+        if current:
+            yield [p for p, _ in current]
+
+
+# --------------------------------------------------------------------------- passages
+
+
+@dataclass
+class PrepareSummary:
+    input: str
+    output: str
+    format: str
+    documents: int = 0
+    passages: int = 0
+    chunked_documents: int = 0
+    empty_dropped: int = 0
+    duplicates_dropped: int = 0
+    bad_records_skipped: int = 0
+    bad_record_examples: list[str] = field(default_factory=list)
+    tokenizer: str = ""
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    overlap: int = DEFAULT_OVERLAP
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def iter_passages(
+    documents: Iterable[Document], chunker: Chunker, summary: PrepareSummary, dedup: bool = True
+) -> Iterator[dict]:
+    """Chunk, normalise and deduplicate documents into passage records (counts go to ``summary``)."""
+    seen_texts: set[bytes] = set()
+    for document in documents:
+        summary.documents += 1
+        chunks = chunker.chunk(document.text)
+        if len(chunks) > 1:
+            summary.chunked_documents += 1
+        title = normalize_whitespace(document.title)
+        if not chunks:
+            summary.empty_dropped += 1
+            continue
+        for number, chunk in enumerate(chunks):
+            if dedup:
+                digest = hashlib.blake2b(f"{title}\x00{chunk}".encode(), digest_size=16).digest()
+                if digest in seen_texts:
+                    summary.duplicates_dropped += 1
+                    continue
+                seen_texts.add(digest)
+            passage_id = document.id if len(chunks) == 1 else f"{document.id}#{number}"
+            summary.passages += 1
+            yield {"_id": passage_id, "title": title, "text": chunk, "doc_id": document.id}
+
+
+def prepare_corpus(
+    input_path: str | Path,
+    output_path: str | Path,
+    format: str = "auto",
+    id_field: str | None = None,
+    text_field: str | None = None,
+    title_field: str | None = None,
+    txt_mode: str = "auto",
+    split: str | None = None,
+    tokenizer: str | object = DEFAULT_TOKENIZER,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    overlap: int = DEFAULT_OVERLAP,
+    on_error: str = "raise",
+    dedup: bool = True,
+    progress: bool = True,
+) -> PrepareSummary:
+    """Read a corpus in any supported format and write clean passages to ``output_path``.
+
+    The output appears only when the whole corpus was read without a fatal error; an
+    existing output file is left untouched by a failed run.
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    if output_path.resolve() == input_path.resolve():
+        raise GenqError(f"the output {output_path} is the input; choose another output path")
+    started = time.perf_counter()
+    errors = ErrorTally(on_error)
+    counter = tokenizer if isinstance(tokenizer, TokenCounter) else TokenCounter(tokenizer)
+    chunker = Chunker(counter, max_tokens, overlap)
+    fmt = format if format != "auto" else detect_format(input_path) if input_path.exists() else "auto"
+    summary = PrepareSummary(str(input_path), str(output_path), fmt, tokenizer=counter.name,
+                             max_tokens=max_tokens, overlap=overlap)
+    documents = iter_documents(input_path, format, id_field, text_field, title_field, txt_mode, split, errors)
+    with atomic_write(output_path) as handle:
+        bar = tqdm(desc="preparing", unit=" docs", disable=not progress, file=sys.stderr)
+        for passage in iter_passages(_counted(documents, bar), chunker, summary, dedup):
+            handle.write(dumps_line(passage))
+        bar.close()
+        if summary.passages == 0:
+            raise DataError(input_path, "no passages left after dropping empty and duplicate texts",
+                            "check that the text field holds the passage text")
+    summary.bad_records_skipped = errors.skipped
+    summary.bad_record_examples = errors.examples
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _counted(items: Iterable, bar) -> Iterator:
+    for item in items:
+        bar.update(1)
+        yield item
+
+
+def iter_passage_file(path: str | Path, errors: ErrorTally | None = None) -> Iterator[dict]:
+    """Stream a prepared passages file (BEIR corpus layout) as ``{"_id", "title", "text", "doc_id"}``.
+
+    Used by every later stage, so a BEIR ``corpus.jsonl`` works directly as well.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "corpus.jsonl").exists():
+        path = path / "corpus.jsonl"
+    errors = errors or ErrorTally()
+    seen: set[str] = set()
+    for line, record in iter_jsonl(path, errors):
+        passage_id = record.get("_id", record.get("id"))
+        text = record.get("text")
+        if passage_id is None or not isinstance(text, str):
+            errors.report(DataError(path, "passage record needs \"_id\" and a string \"text\"",
+                                    "run `genq corpus prepare` on the raw corpus first", line))
+            continue
+        passage_id = str(passage_id)
+        if passage_id in seen:
+            errors.report(DataError(path, f"duplicate passage id {passage_id!r}",
+                                    "run `genq corpus prepare` to deduplicate ids", line))
+            continue
+        seen.add(passage_id)
+        yield {"_id": passage_id, "title": str(record.get("title") or ""), "text": text,
+               "doc_id": str(record.get("doc_id", passage_id))}
+
+
+def load_passages(path: str | Path) -> list[dict]:
+    """All passages of a prepared file as a list, for stages that need random access."""
+    return list(iter_passage_file(path))
+
+
+@dataclass
+class CorpusStats:
+    path: str
+    documents: int
+    passages: int
+    tokenizer: str
+    token_percentiles: dict[str, int]
+    mean_tokens: float
+    over_limit: int
+    limit: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def corpus_stats(
+    path: str | Path,
+    tokenizer: str | object = DEFAULT_TOKENIZER,
+    format: str = "auto",
+    limit: int = DEFAULT_MAX_TOKENS,
+    progress: bool = True,
+    **reader_options,
+) -> CorpusStats:
+    """Documents, passages and token-length percentiles of a corpus or a prepared passages file."""
+    import numpy as np
+
+    counter = tokenizer if isinstance(tokenizer, TokenCounter) else TokenCounter(tokenizer)
+    path = Path(path)
+    lengths: list[int] = []
+    doc_ids: set[str] = set()
+    passages = 0
+    batch: list[str] = []
+
+    def flush() -> None:
+        lengths.extend(counter.count(batch))
+        batch.clear()
+
+    fmt = format if format != "auto" else detect_format(path) if path.exists() else "auto"
+    records: Iterable[tuple[str, str]]
+    if fmt in ("beir", "jsonl"):
+        records = ((p["doc_id"], p["text"]) for p in iter_passage_file(path))
+    else:
+        records = ((d.id, d.text) for d in iter_documents(path, format, **reader_options))
+    for doc_id, text in tqdm(records, desc="measuring", unit=" passages", disable=not progress, file=sys.stderr):
+        passages += 1
+        doc_ids.add(doc_id)
+        batch.append(text)
+        if len(batch) >= 1024:
+            flush()
+    flush()
+    array = np.asarray(lengths) if lengths else np.zeros(1, dtype=int)
+    percentiles = {f"p{q}": int(np.percentile(array, q)) for q in (0, 50, 90, 95, 99, 100)}
+    return CorpusStats(str(path), len(doc_ids), passages, counter.name, percentiles,
+                       round(float(array.mean()), 1), int((array > limit).sum()), limit)
+
+
+ProgressCallback = Callable[[int], None]

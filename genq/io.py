@@ -1,0 +1,246 @@
+"""File I/O shared by every stage: line-numbered JSONL reading, atomic and resumable writes.
+
+Every stage reads the previous stage's files and writes its own. Two promises hold for all
+of them, so they live here once:
+
+* a user's bad data is reported as a :class:`DataError` naming the file, the line and the
+  fix -- never a traceback;
+* nothing half-written is ever mistaken for a finished file: single-shot outputs are written
+  to a temporary file and renamed, long outputs are appended line by line and a torn last
+  line (from a crash or ``kill -9``) is detected and cut off before resuming.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+
+class GenqError(Exception):
+    """An error caused by the user's input or settings; the CLI prints it without a traceback."""
+
+    exit_code = 2
+
+
+class DataError(GenqError):
+    """A problem at a precise place in a user's file."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, fix: str = "", line: int | None = None):
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
+        self.fix = fix
+        where = f"{self.path}:{line}" if line is not None else self.path
+        message = f"{where}: {problem}"
+        if fix:
+            message += f"\n  fix: {fix}"
+        super().__init__(message)
+
+
+ON_ERROR_CHOICES = ("raise", "skip")
+
+
+@dataclass
+class ErrorTally:
+    """Counts the bad records skipped under ``on_error="skip"`` and keeps a few examples."""
+
+    on_error: str = "raise"
+    skipped: int = 0
+    examples: list[str] = field(default_factory=list)
+    max_examples: int = 5
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR_CHOICES:
+            raise GenqError(f"on_error must be one of {ON_ERROR_CHOICES}, got {self.on_error!r}")
+
+    def report(self, error: DataError) -> None:
+        """Raise ``error`` or, when skipping, count it."""
+        if self.on_error == "raise":
+            raise error
+        self.skipped += 1
+        if len(self.examples) < self.max_examples:
+            self.examples.append(str(error).split("\n")[0])
+
+
+def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
+    """Return ``path`` as a Path, or fail with a clear message if it is not a readable, non-empty file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, f"{what} does not exist", "check the path")
+    if path.is_dir():
+        raise DataError(path, f"{what} is a directory, expected a file", "pass the file inside it")
+    if path.stat().st_size == 0:
+        raise DataError(path, f"{what} is empty", "pass a file with at least one record")
+    return path
+
+
+def iter_jsonl(path: str | os.PathLike, errors: ErrorTally | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)`` for each JSON object line of ``path``, streaming.
+
+    Blank lines are ignored. A line that is not UTF-8, not JSON, or not an object is a
+    :class:`DataError` (or counted in ``errors`` when it skips).
+    """
+    path = require_file(path, "JSONL file")
+    errors = errors or ErrorTally()
+    seen_any = False
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                errors.report(DataError(path, f"bytes that are not UTF-8 ({exc.reason} at byte {exc.start})",
+                                        "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`", line_number))
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                errors.report(DataError(path, f"malformed JSON ({exc.msg}, column {exc.colno})",
+                                        "each line must be one complete JSON object", line_number))
+                continue
+            if not isinstance(record, dict):
+                errors.report(DataError(path, f"expected a JSON object, found {type(record).__name__}",
+                                        "each line must be one JSON object like {\"_id\": ..., \"text\": ...}",
+                                        line_number))
+                continue
+            seen_any = True
+            yield line_number, record
+    if not seen_any and errors.skipped == 0:
+        raise DataError(path, "holds no records (only blank lines)", "pass a file with at least one JSON line")
+
+
+def dumps_line(record: dict) -> str:
+    """One JSONL line; UTF-8 kept readable rather than \\u-escaped."""
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Load a JSON document with a user-facing error on failure."""
+    path = require_file(path, what)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(path, "is not UTF-8", "re-encode it as UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"malformed JSON ({exc.msg})", "fix or delete the file", exc.lineno) from None
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Write to a temporary file beside ``path`` and rename it into place only on success.
+
+    A crash mid-write leaves the old file (or none) in place, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path) as handle:
+        json.dump(obj, handle, ensure_ascii=False, indent=2)
+        handle.write("\n")
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Stream ``records`` into ``path`` atomically; return how many were written."""
+    count = 0
+    with atomic_write(path) as handle:
+        for record in records:
+            handle.write(dumps_line(record))
+            count += 1
+    return count
+
+
+def repair_torn_tail(path: str | os.PathLike) -> int:
+    """Cut a last line that a crash left without its newline (or unparsable); return bytes removed.
+
+    An appending writer flushes whole lines only, so anything after the last newline is a
+    torn write. A complete-looking last line that does not parse is torn too (a crash can
+    land between the bytes and the newline of a line that was itself split by the OS).
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as handle:
+        # Find the start of the last line by scanning backwards in blocks.
+        block = 1 << 16
+        end = size
+        data = b""
+        while end > 0:
+            start = max(0, end - block)
+            handle.seek(start)
+            data = handle.read(end - start) + data
+            # need the second-to-last newline (or file start) to isolate the last line
+            if data.count(b"\n") >= 2 or start == 0:
+                break
+            end = start
+        offset_of_data = size - len(data)
+        if data.endswith(b"\n"):
+            body = data[:-1]
+            last_start = body.rfind(b"\n") + 1
+            last_line = body[last_start:]
+            try:
+                json.loads(last_line.decode("utf-8"))
+                return 0
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                keep = offset_of_data + last_start
+        else:
+            keep = offset_of_data + data.rfind(b"\n") + 1
+        handle.truncate(keep)
+        return size - keep
+
+
+class JsonlAppender:
+    """Append records to a JSONL file in flushed batches so an interrupted run can resume.
+
+    Each :meth:`write_batch` writes whole lines, flushes and fsyncs: after it returns the
+    batch survives a crash. Before appending to an existing file, its torn tail is repaired.
+    """
+
+    def __init__(self, path: str | os.PathLike, fsync: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.torn_bytes_dropped = repair_torn_tail(self.path)
+        self._fsync = fsync
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+
+    def write_batch(self, records: Iterable[dict]) -> int:
+        text = "".join(dumps_line(r) for r in records)
+        if not text:
+            return 0
+        self._handle.write(text)
+        self._handle.flush()
+        if self._fsync:
+            os.fsync(self._handle.fileno())
+        return text.count("\n")
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,122 @@
+"""Shared fixtures: tiny models built on the fly, so no test touches a model hub."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_IR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ir"
+
+WORDS = (
+    "the a of to and in is for on with bike chain brake tyre wheel gear saddle pedal frame "
+    "spoke hub valve pressure cable lever shift oil clean adjust replace tighten loose worn "
+    "squeak noise how what why when which does do can should my your it this that road mountain "
+    "tube patch pump inflate rim disc pad rotor bolt torque grease bearing headset fork "
+    "suspension "
+).split()
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer_dir(tmp_path_factory) -> Path:
+    """A WordLevel tokenizer trained on the fly, saved as a transformers tokenizer directory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    directory = tmp_path_factory.mktemp("tokenizer")
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "</s>"])
+    tokenizer.train_from_iterator([" ".join(WORDS)] * 3 + ["? . , ! ' -"], trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", tokenizer.token_to_id("[CLS]")), ("[SEP]", tokenizer.token_to_id("[SEP]"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", eos_token="</s>")
+    fast.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
+    """A randomly initialised two-layer T5 saved with save_pretrained, so the real loading path runs."""
+    import torch
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-t5")
+    tokenizer = AutoTokenizer.from_pretrained(word_tokenizer_dir)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=2,
+                      decoder_start_token_id=tokenizer.pad_token_id, pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.eos_token_id)
+    T5ForConditionalGeneration(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
+    """A randomly initialised two-layer GPT-2 (decoder-only) with the same word tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = AutoTokenizer.from_pretrained(word_tokenizer_dir)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=512,
+                        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
+    """A randomly initialised small BERT saved as a sentence-transformers model (mean pooling)."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    bert_dir = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(word_tokenizer_dir)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(bert_dir)
+    tokenizer.save_pretrained(bert_dir)
+    transformer = models.Transformer(str(bert_dir), max_seq_length=128)
+    pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+    model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
+    directory = tmp_path_factory.mktemp("tiny-st")
+    model.save(str(directory))
+    return directory
+
+
+@pytest.fixture()
+def bike_passages(tmp_path) -> Path:
+    """A small prepared passages file on one topic."""
+    texts = [
+        ("chain", "Chain care", "clean the chain and oil it when it makes noise"),
+        ("brake", "Brake pads", "replace worn brake pad when the lever feels loose"),
+        ("tyre", "Tyre pressure", "inflate the tyre with a pump to the right pressure"),
+        ("gear", "Gear shifting", "adjust the cable when the gear does not shift"),
+        ("saddle", "Saddle height", "tighten the saddle bolt to the right torque"),
+        ("tube", "Tube repair", "patch the tube when the tyre is flat"),
+        ("hub", "Hub bearings", "grease the hub bearing when the wheel is loose"),
+        ("disc", "Disc rotor", "clean the disc rotor when the brake makes a squeak"),
+    ]
+    return write_jsonl(tmp_path / "passages.jsonl",
+                       [{"_id": i, "title": t, "text": x, "doc_id": i} for i, t, x in texts])
