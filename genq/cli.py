@@ -162,5 +162,110 @@ def corpus_stats_command(path, format_, id_field, text_field, title_field, txt_m
     click.echo(f"  longer than {stats.limit} tokens: {stats.over_limit:,}")
 
 
+# --------------------------------------------------------------------------- generate
+
+
+def device_options(function):
+    for option in reversed([
+        click.option("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)."),
+        click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+                     show_default=True, help="auto = bfloat16 where the hardware does it natively, else float32."),
+    ]):
+        function = option(function)
+    return function
+
+
+def generation_options(function):
+    """Every knob of `genq generate`, shared with `genq adapt`."""
+    from genq.generate import BUILTIN_TEMPLATES, DEFAULT_GENERATOR
+
+    for option in reversed([
+        click.option("--generator", "generator_model", default=DEFAULT_GENERATOR, show_default=True,
+                     help="Seq2seq or causal LM id/dir, or a .gguf file."),
+        click.option("--gguf-file", help="GGUF weights (a path, or a file name inside the --generator repo/dir)."),
+        click.option("--queries-per-passage", type=click.IntRange(1), default=3, show_default=True),
+        click.option("--top-p", type=float, default=0.95, show_default=True, help="Nucleus sampling mass."),
+        click.option("--top-k", type=click.IntRange(0), default=25, show_default=True, help="0 turns it off."),
+        click.option("--max-length", type=click.IntRange(1), default=64, show_default=True,
+                     help="Longest query, in tokens."),
+        click.option("--max-passage-tokens", type=click.IntRange(8), default=350, show_default=True,
+                     help="Passage input truncation."),
+        click.option("--temperature", type=float, default=1.0, show_default=True),
+        click.option("--seed", type=int, default=42, show_default=True),
+        click.option("--prefix", default="", help="Text prepended to each passage (for generators trained so)."),
+        click.option("--prompt-template", default="msmarco", show_default=True,
+                     help=f"Causal LMs: built-in ({', '.join(BUILTIN_TEMPLATES)}) or a file with {{passage}}."),
+        click.option("--no-title", is_flag=True, help="Do not prepend the passage title to the generator input."),
+        click.option("--min-query-words", type=click.IntRange(0), default=0, help="Drop shorter queries."),
+        click.option("--max-query-words", type=click.IntRange(0), default=0, help="Drop longer queries (0: no cap)."),
+        click.option("--drop-copies", is_flag=True, help="Drop queries that are a verbatim span of their passage."),
+        click.option("--gen-batch-size", "--batch-size", "gen_batch_size", type=click.IntRange(1), default=16,
+                     show_default=True, help="Passages per generate call."),
+    ]):
+        function = option(function)
+    return function
+
+
+def generation_config(options: dict, device=None, dtype="auto"):
+    from genq.generate import GenerationConfig
+
+    return GenerationConfig(
+        model=options["generator_model"], gguf_file=options["gguf_file"],
+        queries_per_passage=options["queries_per_passage"], top_p=options["top_p"], top_k=options["top_k"],
+        max_length=options["max_length"], max_passage_tokens=options["max_passage_tokens"],
+        temperature=options["temperature"], seed=options["seed"], prefix=options["prefix"],
+        prompt_template=options["prompt_template"], include_title=not options["no_title"],
+        min_query_words=options["min_query_words"], max_query_words=options["max_query_words"],
+        drop_copies=options["drop_copies"], batch_size=options["gen_batch_size"], device=device, dtype=dtype)
+
+
+@main.command()
+@click.argument("passages", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="pairs.jsonl to write.")
+@generation_options
+@device_options
+@click.option("--overwrite", is_flag=True, help="Start over instead of resuming an existing output.")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N passages (a trial run).")
+@click.option("--export", "export_", nargs=2, metavar="FORMAT DIR", help="Also export the pairs, e.g. beir DIR.")
+@user_errors
+def generate(passages, output, device, dtype, overwrite, limit, export_, **options):
+    """Sample synthetic queries for every passage of PASSAGES; resumable."""
+    from genq.generate import generate_pairs, meta_path_for
+
+    config = generation_config(options, device, dtype)
+    summary = generate_pairs(passages, output, config, overwrite=overwrite, progress=show_progress(), limit=limit)
+    if summary.already_complete:
+        say(f"{output} is already complete ({summary.pairs_written:,} pairs for {summary.passages:,} passages); "
+            "nothing to do. Pass --overwrite to generate again.")
+    else:
+        rate = summary.passages_generated / max(summary.seconds, 1e-9)
+        say(f"generated {summary.queries_sampled:,} queries for {summary.passages_generated:,} passages "
+            f"in {summary.seconds:.1f}s ({rate:.2f} passages/s, {summary.family}, {summary.device}, {summary.dtype})")
+        if summary.passages_skipped_as_done:
+            say(f"  resumed: {summary.passages_skipped_as_done:,} passages were already done")
+        say(f"  wrote {summary.pairs_written:,} pairs to {output} (+ {meta_path_for(output).name}); "
+            f"duplicates dropped {summary.duplicates_dropped:,}, filtered {summary.filtered_out:,}, "
+            f"passages left without a query {summary.passages_without_query:,}")
+    if export_:
+        from genq.exports import export_pairs
+
+        result = export_pairs(output, export_[0], export_[1])
+        say(f"  exported ({result['format']}) to {result['output']}")
+
+
+@main.command("export")
+@click.argument("pairs", type=click.Path(path_type=str))
+@click.option("--format", "format_", required=True,
+              type=click.Choice(["beir", "dpr", "flag", "simpletransformers", "hf"]))
+@click.option("-o", "--output", required=True, type=click.Path(), help="File or folder to write.")
+@user_errors
+def export_command(pairs, format_, output):
+    """Write PAIRS for another tool: BEIR, DPR/Haystack, FlagEmbedding, simpletransformers, HF datasets."""
+    from genq.exports import export_pairs
+
+    result = export_pairs(pairs, format_, output)
+    say(" ".join(f"{k}={v}" for k, v in result.items()))
+
+
 if __name__ == "__main__":
     main()

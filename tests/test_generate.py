@@ -1,0 +1,149 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from genq.cli import main
+from genq.generate import GenerationConfig, QueryGenerator, clean_queries, generate_pairs, meta_path_for
+from genq.io import GenqError
+
+from .conftest import write_jsonl
+
+
+def lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def config_for(model, **overrides):
+    options = dict(model=str(model), queries_per_passage=3, batch_size=3, max_length=8, dtype="float32", seed=1)
+    options.update(overrides)
+    return GenerationConfig(**options)
+
+
+def test_counts_and_record_shape(tmp_path, tiny_t5_dir, bike_passages):
+    out = tmp_path / "pairs.jsonl"
+    summary = generate_pairs(bike_passages, out, config_for(tiny_t5_dir), progress=False)
+    pairs = lines(out)
+    assert summary.passages == 8 and summary.queries_sampled == 24
+    assert len(pairs) == summary.pairs_written == 24 - summary.duplicates_dropped - summary.filtered_out
+    assert set(pairs[0]) == {"query", "passage_id", "passage", "title"}
+    by_passage = {}
+    for pair in pairs:
+        by_passage.setdefault(pair["passage_id"], []).append(pair["query"].lower())
+    for queries in by_passage.values():
+        assert len(queries) == len(set(queries)) <= 3
+    meta = json.loads(meta_path_for(out).read_text())
+    assert meta["complete"] and meta["parameters"]["top_k"] == 25 and meta["counts"]["pairs"] == len(pairs)
+    assert meta["generator"]["family"] == "seq2seq"
+
+
+def test_seed_determinism(tmp_path, tiny_t5_dir, bike_passages):
+    first, second, third = (tmp_path / f"{n}.jsonl" for n in "abc")
+    generate_pairs(bike_passages, first, config_for(tiny_t5_dir), progress=False)
+    generate_pairs(bike_passages, second, config_for(tiny_t5_dir), progress=False)
+    generate_pairs(bike_passages, third, config_for(tiny_t5_dir, seed=2), progress=False)
+    assert first.read_text() == second.read_text()
+    assert first.read_text() != third.read_text()
+
+
+def test_resume_after_crash_with_torn_line(tmp_path, tiny_t5_dir, bike_passages):
+    reference = tmp_path / "reference.jsonl"
+    generate_pairs(bike_passages, reference, config_for(tiny_t5_dir, batch_size=1), progress=False)
+    out = tmp_path / "pairs.jsonl"
+    generate_pairs(bike_passages, out, config_for(tiny_t5_dir, batch_size=1), progress=False)
+    full = out.read_text()
+    # simulate kill -9: the file holds some complete lines and half of the next one; meta says incomplete
+    kept_lines = full.splitlines(keepends=True)[:7]
+    out.write_text("".join(kept_lines) + kept_lines[0][:15])
+    meta = json.loads(meta_path_for(out).read_text())
+    meta["complete"] = False
+    meta_path_for(out).write_text(json.dumps(meta))
+    summary = generate_pairs(bike_passages, out, config_for(tiny_t5_dir, batch_size=1), progress=False)
+    assert summary.torn_bytes_dropped == 15
+    assert 0 < summary.passages_skipped_as_done < 8
+    pairs = lines(out)
+    ids = [p["passage_id"] for p in pairs]
+    # every passage present, none doubled: each passage's lines are contiguous and appear once
+    groups = [ids[0]] + [b for a, b in zip(ids, ids[1:]) if a != b]
+    assert sorted(groups) == sorted(set(groups)) and len(set(groups)) == 8
+    assert all(len(set(p["query"] for p in pairs if p["passage_id"] == g)) ==
+               len([p for p in pairs if p["passage_id"] == g]) for g in groups)
+
+
+def test_finished_rerun_is_noop_and_changed_settings_refused(tmp_path, tiny_t5_dir, bike_passages):
+    out = tmp_path / "pairs.jsonl"
+    runner = CliRunner()
+    args = ["generate", str(bike_passages), "-o", str(out), "--generator", str(tiny_t5_dir), "--max-length", "8",
+            "--dtype", "float32"]
+    assert runner.invoke(main, args).exit_code == 0
+    before = out.read_text()
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0 and "already complete" in result.output and out.read_text() == before
+    result = runner.invoke(main, args + ["--top-p", "0.5"])
+    assert result.exit_code == 2 and "top_p" in result.output and "--overwrite" in result.output
+    assert out.read_text() == before
+    result = runner.invoke(main, args + ["--top-p", "0.5", "--overwrite"])
+    assert result.exit_code == 0 and json.loads(meta_path_for(out).read_text())["parameters"]["top_p"] == 0.5
+
+
+def test_bad_inputs(tmp_path, tiny_t5_dir):
+    runner = CliRunner()
+    out = tmp_path / "pairs.jsonl"
+    result = runner.invoke(main, ["generate", str(tmp_path / "missing.jsonl"), "-o", str(out),
+                                  "--generator", str(tiny_t5_dir)])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = runner.invoke(main, ["generate", str(empty), "-o", str(out), "--generator", str(tiny_t5_dir)])
+    assert result.exit_code == 2 and "empty" in result.output
+    passages = write_jsonl(tmp_path / "p.jsonl", [{"_id": "1", "text": "chain"}])
+    result = runner.invoke(main, ["generate", str(passages), "-o", str(out), "--generator",
+                                  str(tmp_path / "no-such-model")])
+    assert result.exit_code == 2 and "could not load the generator" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_existing_foreign_file_refused(tmp_path, tiny_t5_dir, bike_passages):
+    out = tmp_path / "pairs.jsonl"
+    out.write_text('{"something": "else"}\n')
+    with pytest.raises(GenqError, match="--overwrite"):
+        generate_pairs(bike_passages, out, config_for(tiny_t5_dir), progress=False)
+    assert out.read_text() == '{"something": "else"}\n'
+
+
+def test_clean_queries_dedup_and_filters():
+    config = GenerationConfig(min_query_words=2, max_query_words=5, drop_copies=True)
+    kept, duplicates, filtered = clean_queries(
+        ["How to oil a chain?", "how  to OIL a chain", "chain", "oil the chain when it", "why is my bike so very loud"],
+        "Clean the chain and oil the chain when it makes noise.", config)
+    assert kept == ["How to oil a chain?"] and duplicates == 1 and filtered == 3
+
+
+def test_causal_lm_path(tmp_path, tiny_gpt2_dir, bike_passages):
+    out = tmp_path / "pairs.jsonl"
+    config = config_for(tiny_gpt2_dir, max_length=6)
+    summary = generate_pairs(bike_passages, out, config, progress=False)
+    assert summary.family == "causal" and summary.queries_sampled == 24
+    assert all("\n" not in p["query"] and p["query"].strip() for p in lines(out))
+
+
+def test_custom_prompt_template(tmp_path, tiny_gpt2_dir):
+    template = tmp_path / "prompt.txt"
+    template.write_text("Passage: {passage}\nQuestion:")
+    generator = QueryGenerator(config_for(tiny_gpt2_dir, prompt_template=str(template)))
+    assert generator._inputs([{"text": "chain oil", "title": ""}]) == ["Passage: chain oil\nQuestion:"]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("no placeholder")
+    with pytest.raises(GenqError, match="placeholder"):
+        QueryGenerator(config_for(tiny_gpt2_dir, prompt_template=str(bad)))
+
+
+def test_export_beir_from_generate(tmp_path, tiny_t5_dir, bike_passages):
+    out = tmp_path / "pairs.jsonl"
+    result = CliRunner().invoke(main, ["generate", str(bike_passages), "-o", str(out), "--generator",
+                                       str(tiny_t5_dir), "--max-length", "8", "--export", "beir",
+                                       str(tmp_path / "beir")])
+    assert result.exit_code == 0, result.output
+    queries = lines(tmp_path / "beir" / "gen-queries.jsonl")
+    qrels = (tmp_path / "beir" / "gen-qrels" / "train.tsv").read_text().splitlines()
+    assert qrels[0] == "query-id\tcorpus-id\tscore" and len(qrels) - 1 == len(queries) == len(lines(out))
