@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -265,6 +266,86 @@ def export_command(pairs, format_, output):
 
     result = export_pairs(pairs, format_, output)
     say(" ".join(f"{k}={v}" for k, v in result.items()))
+
+
+# --------------------------------------------------------------------------- train
+
+
+def training_options(function):
+    """Every knob of `genq train`, shared with `genq adapt`."""
+    from genq.train import DEFAULT_BASE_MODEL, LOSSES
+
+    for option in reversed([
+        click.option("--base-model", default=DEFAULT_BASE_MODEL, show_default=True,
+                     help="sentence-transformers id/dir; a plain HF encoder gets mean pooling."),
+        click.option("--loss", type=click.Choice(LOSSES), default="mnrl", show_default=True,
+                     help="mnrl = MultipleNegativesRankingLoss; cached-mnrl = its GradCache variant."),
+        click.option("--mini-batch-size", type=click.IntRange(1), default=32, show_default=True,
+                     help="cached-mnrl: sub-batch that fits in memory."),
+        click.option("--scale", type=float, default=20.0, show_default=True, help="MNRL similarity scale."),
+        click.option("--similarity", type=click.Choice(["cos", "dot"]), default="cos", show_default=True),
+        click.option("--epochs", type=float, default=1.0, show_default=True),
+        click.option("--train-batch-size", "--batch-size", "train_batch_size", type=click.IntRange(2), default=64,
+                     show_default=True),
+        click.option("--lr", type=float, default=2e-5, show_default=True),
+        click.option("--warmup-ratio", type=float, default=0.1, show_default=True),
+        click.option("--max-seq-length", type=click.IntRange(8), default=350, show_default=True),
+        click.option("--train-seed", "train_seed", type=int, default=42, show_default=True),
+        click.option("--bf16", is_flag=True, help="bf16 mixed precision (fast on AMX CPUs and recent GPUs)."),
+        click.option("--eval-share", type=float, default=0.01, show_default=True,
+                     help="Share of passages held out for in-training retrieval metrics."),
+        click.option("--allow-duplicates-in-batch", is_flag=True,
+                     help="Plain shuffled batches (default: no passage twice in a batch)."),
+        click.option("--max-steps", type=int, default=-1, help="Stop after N steps (overrides --epochs)."),
+        click.option("--save-steps", type=click.IntRange(1), default=500, show_default=True,
+                     help="Checkpoint (and evaluate) every N steps."),
+    ]):
+        function = option(function)
+    return function
+
+
+def train_config(options: dict, device=None):
+    from genq.train import TrainConfig
+
+    return TrainConfig(
+        base_model=options["base_model"], loss=options["loss"], mini_batch_size=options["mini_batch_size"],
+        scale=options["scale"], similarity=options["similarity"], epochs=options["epochs"],
+        batch_size=options["train_batch_size"], lr=options["lr"], warmup_ratio=options["warmup_ratio"],
+        max_seq_length=options["max_seq_length"], seed=options["train_seed"], bf16=options["bf16"],
+        eval_share=options["eval_share"], no_duplicates=not options["allow_duplicates_in_batch"],
+        max_steps=options["max_steps"], save_steps=options["save_steps"], device=device)
+
+
+@main.command()
+@click.argument("pairs", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
+@training_options
+@click.option("--device", default=None, help="cpu, cuda, mps (default: the best available).")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output directory.")
+@click.option("--overwrite", is_flag=True, help="Replace whatever the output directory holds.")
+@click.option("--eval-beir", type=click.Path(file_okay=False), help="Evaluate on a labelled BEIR folder at the end.")
+@user_errors
+def train(pairs, output, device, resume, overwrite, eval_beir, **options):
+    """Fine-tune a bi-encoder on PAIRS (query, passage[, negatives]) with in-batch negatives."""
+    from genq.train import train_bi_encoder
+
+    config = train_config(options, device)
+    summary = train_bi_encoder(pairs, output, config, resume=resume, overwrite=overwrite, progress=show_progress())
+    say(f"trained {summary.steps:,} steps on {summary.train_pairs:,} pairs ({summary.passages:,} passages, "
+        f"{summary.negatives_per_pair} hard negatives each) in {summary.seconds:.0f}s; final loss {summary.final_loss}")
+    say(f"  no-duplicates sampler kept {summary.duplicates_a_plain_batch_would_hold:,} same-passage pairs out of "
+        "shared batches" if config.no_duplicates else
+        f"  plain batches: ~{summary.duplicates_a_plain_batch_would_hold:,} pairs share a batch with their passage")
+    for key, value in summary.eval_metrics.items():
+        if "ndcg@10" in key or "mrr@10" in key:
+            say(f"  held-out {key}: {value}")
+    say(f"  model saved to {output} (training_log.json, loss_curve.png, README.md model card)")
+    if eval_beir:
+        from genq.evaluate import evaluate_systems, format_table
+
+        report = evaluate_systems(eval_beir, models=[config.base_model, output], output_dir=Path(output) / "eval",
+                                  progress=show_progress())
+        click.echo(format_table(report))
 
 
 if __name__ == "__main__":

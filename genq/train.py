@@ -1,0 +1,370 @@
+"""Bi-encoder training on synthetic pairs: pairs.jsonl -> a sentence-transformers model directory.
+
+Built on ``SentenceTransformerTrainer`` (so checkpoints, logging and callbacks are the
+library's) with MultipleNegativesRankingLoss: every other passage in the batch is a
+negative for a query. GenQ writes several queries per passage, so a plainly shuffled batch
+often holds one passage twice and MNRL would push a query away from its own passage; the
+no-duplicates batch sampler is therefore on by default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from genq import __version__
+from genq.generate import iter_pairs
+from genq.io import DataError, GenqError, write_json_atomic
+from genq.models import resolve_model
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+LOSSES = ("mnrl", "cached-mnrl")
+RUN_RECORD = "genq_training.json"
+# Settings that define a run: resuming into a directory with other values is refused.
+RUN_KEYS = ("base_model", "loss", "epochs", "batch_size", "lr", "warmup_ratio", "max_seq_length", "seed", "scale",
+            "similarity", "eval_share", "no_duplicates", "mini_batch_size")
+
+
+@dataclass
+class TrainConfig:
+    base_model: str = DEFAULT_BASE_MODEL
+    loss: str = "mnrl"
+    mini_batch_size: int = 32
+    scale: float = 20.0
+    similarity: str = "cos"
+    epochs: float = 1.0
+    batch_size: int = 64
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1
+    max_seq_length: int = 350
+    seed: int = 42
+    bf16: bool = False
+    eval_share: float = 0.01
+    no_duplicates: bool = True
+    max_steps: int = -1
+    save_steps: int = 500
+    logging_steps: int = 10
+    device: str | None = None
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise GenqError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.similarity not in ("cos", "dot"):
+            raise GenqError("--similarity must be cos or dot")
+        if not 0 <= self.eval_share < 0.5:
+            raise GenqError("--eval-share must be in [0, 0.5)")
+        if self.batch_size < 2:
+            raise GenqError("--batch-size must be at least 2: in-batch negatives need company")
+
+
+@dataclass
+class TrainSummary:
+    output: str
+    pairs: int = 0
+    train_pairs: int = 0
+    eval_pairs: int = 0
+    passages: int = 0
+    negatives_per_pair: int = 0
+    duplicates_a_plain_batch_would_hold: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    final_loss: float | None = None
+    eval_metrics: dict = field(default_factory=dict)
+    resumed_from: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _negative_text(negative) -> str | None:
+    if isinstance(negative, dict):
+        return negative.get("text") if isinstance(negative.get("text"), str) else None
+    return negative if isinstance(negative, str) else None
+
+
+def read_training_pairs(path: str | Path) -> tuple[list[dict], int]:
+    """Validated pairs as ``{"query", "passage", "passage_id", "negatives": [str]}`` plus negatives per pair.
+
+    Pairs with negatives train on (query, positive, negative_1..n) tuples; n is the smallest
+    count present, since every row needs the same columns.
+    """
+    rows = []
+    for line, record in iter_pairs(path):
+        negatives = record.get("negatives")
+        if negatives is None and record.get("negative") is not None:
+            negatives = [record["negative"]]
+        texts = []
+        for negative in negatives or []:
+            text = _negative_text(negative)
+            if text is None:
+                raise DataError(path, "a negative is neither a string nor {\"text\": ...}",
+                                "write negatives as [{\"passage_id\", \"title\", \"text\"}, ...]", line)
+            texts.append(text)
+        rows.append({"query": record["query"], "passage": record["passage"],
+                     "passage_id": str(record.get("passage_id", record["passage"])), "negatives": texts})
+    counts = {len(r["negatives"]) for r in rows}
+    negatives_per_pair = min(counts) if counts else 0
+    if negatives_per_pair == 0 and max(counts, default=0) > 0:
+        logger.warning("some pairs have no negatives; training on (query, passage) pairs only")
+    return rows, negatives_per_pair
+
+
+def split_by_passage(rows: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Hold out whole passages (not single pairs) so no evaluation passage was seen in training."""
+    if share <= 0:
+        return rows, []
+    threshold = int(share * 2**32)
+
+    def held_out(passage_id: str) -> bool:
+        digest = hashlib.blake2b(f"{seed}:{passage_id}".encode(), digest_size=4).digest()
+        return int.from_bytes(digest, "big") < threshold
+
+    train, evaluation = [], []
+    for row in rows:
+        (evaluation if held_out(row["passage_id"]) else train).append(row)
+    if not evaluation or not train:
+        return rows, []
+    return train, evaluation
+
+
+def in_batch_duplicates(passage_ids: list[str], batch_size: int, seed: int) -> int:
+    """How many pairs a plainly shuffled batching would put beside another pair of the same passage."""
+    order = list(range(len(passage_ids)))
+    random.Random(seed).shuffle(order)
+    duplicates = 0
+    for start in range(0, len(order), batch_size):
+        seen: set[str] = set()
+        for index in order[start:start + batch_size]:
+            if passage_ids[index] in seen:
+                duplicates += 1
+            seen.add(passage_ids[index])
+    return duplicates
+
+
+def _to_dataset(rows: list[dict], negatives_per_pair: int):
+    from datasets import Dataset
+
+    columns = {"anchor": [r["query"] for r in rows], "positive": [r["passage"] for r in rows]}
+    for n in range(negatives_per_pair):
+        columns[f"negative_{n + 1}"] = [r["negatives"][n] for r in rows]
+    return Dataset.from_dict(columns)
+
+
+def _ir_evaluator(train: list[dict], evaluation: list[dict], max_corpus: int = 20000):
+    """Held-out queries searched over held-out passages plus training passages as distractors."""
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+
+    corpus: dict[str, str] = {}
+    for row in evaluation:
+        corpus[row["passage_id"]] = row["passage"]
+    for row in train:
+        if len(corpus) >= max_corpus:
+            break
+        corpus.setdefault(row["passage_id"], row["passage"])
+    queries, relevant = {}, {}
+    for number, row in enumerate(evaluation):
+        queries[f"q{number}"] = row["query"]
+        relevant[f"q{number}"] = {row["passage_id"]}
+    return InformationRetrievalEvaluator(queries, corpus, relevant, name="heldout", show_progress_bar=False,
+                                         mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 10],
+                                         precision_recall_at_k=[10], map_at_k=[100])
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _check_output_dir(output: Path, settings: dict, resume: bool, overwrite: bool) -> None:
+    record = output / RUN_RECORD
+    if not output.exists() or not any(output.iterdir()):
+        return
+    if overwrite:
+        import shutil
+
+        shutil.rmtree(output)
+        return
+    if not record.exists():
+        raise GenqError(f"{output} exists and is not a genq training directory; it is left alone\n"
+                        "  fix: choose another --output, or pass --overwrite to replace it")
+    previous = json.loads(record.read_text())
+    changed = {k: (previous.get("settings", {}).get(k), v) for k, v in settings.items()
+               if previous.get("settings", {}).get(k) != v}
+    if changed:
+        details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise GenqError(f"{output} holds a training run with other settings ({details})\n"
+                        "  fix: choose another --output, or pass --overwrite to replace it")
+    if not resume:
+        raise GenqError(f"{output} already holds a training run with these settings\n"
+                        "  fix: pass --resume to continue it, or --overwrite to train again")
+
+
+def last_checkpoint(output: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoints = output / "checkpoints"
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None
+
+
+def train_bi_encoder(
+    pairs_path: str | Path,
+    output_dir: str | Path,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TrainSummary:
+    """Fine-tune ``config.base_model`` on the pairs and save a sentence-transformers model to ``output_dir``."""
+    config = config or TrainConfig()
+    config.validate()
+    started = time.perf_counter()
+    pairs_path, output = Path(pairs_path), Path(output_dir)
+    rows, negatives_per_pair = read_training_pairs(pairs_path)
+    settings = {k: getattr(config, k) for k in RUN_KEYS}
+    _check_output_dir(output, settings, resume, overwrite)
+    if len(rows) < 2:
+        raise DataError(pairs_path, f"holds {len(rows)} pair(s); training needs at least 2",
+                        "generate more queries, or relax the filters")
+
+    import torch
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+        losses,
+    )
+    from sentence_transformers import util as st_util
+
+    try:
+        from sentence_transformers.base.sampler import BatchSamplers
+    except ImportError:  # sentence-transformers 3.x - 5.x
+        from sentence_transformers.training_args import BatchSamplers
+
+    torch.manual_seed(config.seed)
+    train_rows, eval_rows = split_by_passage(rows, config.eval_share, config.seed)
+    summary = TrainSummary(str(output), pairs=len(rows), train_pairs=len(train_rows), eval_pairs=len(eval_rows),
+                           passages=len({r["passage_id"] for r in rows}), negatives_per_pair=negatives_per_pair)
+    summary.duplicates_a_plain_batch_would_hold = in_batch_duplicates(
+        [r["passage_id"] for r in train_rows], config.batch_size, config.seed)
+
+    try:
+        model = SentenceTransformer(resolve_model(config.base_model), device=config.device)
+    except Exception as exc:
+        raise GenqError(f"could not load the base model {config.base_model!r}: {type(exc).__name__}: "
+                        f"{str(exc)[:300]}") from None
+    model.max_seq_length = config.max_seq_length
+    similarity = st_util.cos_sim if config.similarity == "cos" else st_util.dot_score
+    if config.loss == "mnrl":
+        loss = losses.MultipleNegativesRankingLoss(model, scale=config.scale, similarity_fct=similarity)
+    else:
+        loss = losses.CachedMultipleNegativesRankingLoss(model, scale=config.scale, similarity_fct=similarity,
+                                                         mini_batch_size=config.mini_batch_size,
+                                                         show_progress_bar=False)
+    evaluator = _ir_evaluator(train_rows, eval_rows) if eval_rows else None
+    batch_size = min(config.batch_size, len(train_rows))
+    output.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "pairs_file": str(pairs_path),
+                                            "settings": settings, "complete": False})
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(output / "checkpoints"),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=config.lr,
+        **_warmup(config.warmup_ratio),
+        seed=config.seed,
+        bf16=config.bf16,
+        batch_sampler=BatchSamplers.NO_DUPLICATES if config.no_duplicates else BatchSamplers.BATCH_SAMPLER,
+        eval_strategy="steps" if evaluator else "no",
+        eval_steps=config.save_steps if evaluator else None,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        disable_tqdm=not progress,
+        use_cpu=(config.device == "cpu"),
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=_to_dataset(train_rows,
+                                                                                          negatives_per_pair),
+                                         loss=loss, evaluator=evaluator)
+    checkpoint = last_checkpoint(output) if resume else None
+    summary.resumed_from = checkpoint
+    if resume and checkpoint is None:
+        logger.info("no checkpoint in %s; training from the start", output / "checkpoints")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if evaluator is not None:
+        summary.eval_metrics = {k: round(float(v), 4) for k, v in evaluator(model).items()}
+    model.save(str(output))
+    history = trainer.state.log_history
+    losses_logged = [h["loss"] for h in history if "loss" in h]
+    summary.final_loss = round(float(losses_logged[-1]), 4) if losses_logged else None
+    summary.steps = trainer.state.global_step
+    summary.seconds = round(time.perf_counter() - started, 2)
+    write_json_atomic(output / "training_log.json", {"log_history": history, "summary": summary.to_dict()})
+    _plot_loss(history, output / "loss_curve.png")
+    _append_model_card(output, config, pairs_path, summary)
+    write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "pairs_file": str(pairs_path),
+                                            "settings": settings, "complete": True, "summary": summary.to_dict()})
+    return summary
+
+
+def _warmup(ratio: float) -> dict:
+    """transformers v5 takes the warmup ratio as a float ``warmup_steps``; v4 as ``warmup_ratio``."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return {"warmup_steps": float(ratio)}
+    return {"warmup_ratio": ratio}
+
+
+def _plot_loss(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    if points:
+        axis.plot(*zip(*points), marker="." if len(points) < 50 else None)
+    axis.set_xlabel("step")
+    axis.set_ylabel("training loss")
+    axis.set_title("genq train: loss")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _append_model_card(output: Path, config: TrainConfig, pairs_path: Path, summary: TrainSummary) -> None:
+    card = output / "README.md"
+    text = card.read_text(encoding="utf-8") if card.exists() else "# genq model\n"
+    loss_name = "MultipleNegativesRankingLoss" if config.loss == "mnrl" else "CachedMultipleNegativesRankingLoss"
+    section = [
+        "", "## Trained with genq", "",
+        f"Adapted with [genq](https://github.com/) {__version__} on synthetic queries (GenQ).", "",
+        "| setting | value |", "|---|---|",
+        f"| base model | `{config.base_model}` |", f"| pairs file | `{pairs_path}` |",
+        f"| pairs (train / held out) | {summary.train_pairs:,} / {summary.eval_pairs:,} |",
+        f"| passages | {summary.passages:,} |", f"| negatives per pair | {summary.negatives_per_pair} |",
+        f"| loss | {loss_name} (scale {config.scale}, {config.similarity}) |",
+        f"| epochs / batch / lr / warmup | {config.epochs} / {config.batch_size} / {config.lr} / "
+        f"{config.warmup_ratio} |",
+        f"| max sequence length | {config.max_seq_length} |", f"| seed | {config.seed} |",
+        f"| batch sampler | {'no duplicates' if config.no_duplicates else 'plain'} |",
+        f"| steps / final loss | {summary.steps} / {summary.final_loss} |",
+    ]
+    if summary.eval_metrics:
+        section += ["", "Held-out synthetic queries:", ""]
+        section += [f"- {k}: {v}" for k, v in summary.eval_metrics.items() if "ndcg" in k or "mrr" in k]
+    card.write_text(text.rstrip() + "\n" + "\n".join(section) + "\n", encoding="utf-8")

@@ -1,0 +1,137 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from genq.cli import main
+from genq.io import DataError, GenqError
+from genq.train import TrainConfig, in_batch_duplicates, read_training_pairs, split_by_passage, train_bi_encoder
+
+from .conftest import SHARED_IR, write_jsonl
+
+QUERIES = {
+    "chain": ["how to oil a chain", "chain noise", "clean chain"],
+    "brake": ["brake lever loose", "replace brake pad", "worn pad"],
+    "tyre": ["tyre pressure pump", "inflate tyre", "right pressure"],
+    "gear": ["gear does not shift", "adjust gear cable", "shift cable"],
+    "saddle": ["saddle bolt torque", "tighten saddle", "saddle height"],
+    "tube": ["flat tyre patch", "patch tube", "tube repair"],
+}
+
+
+def pairs_file(tmp_path, negatives=False):
+    records = []
+    names = list(QUERIES)
+    for index, (name, queries) in enumerate(QUERIES.items()):
+        for query in queries:
+            record = {"query": query, "passage_id": name, "passage": f"{name} text about the {name}", "title": name}
+            if negatives:
+                other = names[(index + 1) % len(names)]
+                record["negatives"] = [{"passage_id": other, "title": other, "text": f"{other} text"}]
+            records.append(record)
+    return write_jsonl(tmp_path / "pairs.jsonl", records)
+
+
+def small_config(model_dir, **overrides):
+    options = dict(base_model=str(model_dir), batch_size=4, epochs=1, max_seq_length=32, eval_share=0.0,
+                   save_steps=2, logging_steps=1, device="cpu")
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+def test_train_saves_a_loadable_model(tmp_path, tiny_encoder_dir):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "model"
+    summary = train_bi_encoder(pairs_file(tmp_path), out, small_config(tiny_encoder_dir), progress=False)
+    assert summary.train_pairs == 18 and summary.steps > 0 and summary.final_loss is not None
+    model = SentenceTransformer(str(out), device="cpu")
+    assert model.encode(["chain noise"]).shape == (1, 32)
+    log = json.loads((out / "training_log.json").read_text())
+    assert any("loss" in entry for entry in log["log_history"])
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    card = (out / "README.md").read_text()
+    assert "Trained with genq" in card and str(tiny_encoder_dir) in card and "MultipleNegativesRankingLoss" in card
+
+
+def test_training_changes_the_weights_and_uses_negatives(tmp_path, tiny_encoder_dir):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "model"
+    summary = train_bi_encoder(pairs_file(tmp_path, negatives=True), out,
+                               small_config(tiny_encoder_dir, lr=1e-3), progress=False)
+    assert summary.negatives_per_pair == 1
+    before = SentenceTransformer(str(tiny_encoder_dir), device="cpu").encode(["chain noise"])
+    after = SentenceTransformer(str(out), device="cpu").encode(["chain noise"])
+    assert abs(before - after).max() > 1e-4
+
+
+def test_held_out_split_is_by_passage():
+    rows = [{"query": f"q{i}", "passage": "p", "passage_id": f"p{i % 50}", "negatives": []} for i in range(500)]
+    train, held = split_by_passage(rows, 0.2, seed=1)
+    assert held and not {r["passage_id"] for r in train} & {r["passage_id"] for r in held}
+
+
+def test_in_batch_duplicate_count():
+    assert in_batch_duplicates(["a", "b", "c", "d"], 4, seed=0) == 0
+    assert in_batch_duplicates(["a", "a", "a", "a"], 4, seed=0) == 3
+
+
+def test_eval_share_reports_metrics(tmp_path, tiny_encoder_dir):
+    records = [{"query": f"question {i} about {w}", "passage_id": f"p{i}", "passage": f"{w} passage {i}"}
+               for i, w in enumerate(["chain", "brake", "tyre", "gear", "hub", "disc"] * 10)]
+    summary = train_bi_encoder(write_jsonl(tmp_path / "p.jsonl", records), tmp_path / "m",
+                               small_config(tiny_encoder_dir, eval_share=0.2), progress=False)
+    assert summary.eval_pairs > 0 and any("ndcg@10" in k for k in summary.eval_metrics)
+
+
+def test_output_dir_protection_and_resume(tmp_path, tiny_encoder_dir):
+    pairs = pairs_file(tmp_path)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(GenqError, match="not a genq training directory"):
+        train_bi_encoder(pairs, foreign, small_config(tiny_encoder_dir), progress=False)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+    out = tmp_path / "model"
+    train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, max_steps=4), progress=False)
+    with pytest.raises(GenqError, match="other settings"):
+        train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, max_steps=4, lr=1e-3), progress=False)
+    with pytest.raises(GenqError, match="--resume"):
+        train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, max_steps=4), progress=False)
+    # the first run stopped at step 4 of 5 (an interruption); resume continues from checkpoint-4 to the end
+    summary = train_bi_encoder(pairs, out, small_config(tiny_encoder_dir), resume=True, progress=False)
+    assert summary.resumed_from and summary.resumed_from.endswith("checkpoint-4") and summary.steps == 5
+
+
+def test_bad_pairs(tmp_path, tiny_encoder_dir):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"query": "q", "passage": "p"}, {"question": "x", "passage": "p"}])
+    with pytest.raises(DataError, match=r"bad.jsonl:2"):
+        read_training_pairs(bad)
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "m"),
+                                  "--base-model", str(tiny_encoder_dir)])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(main, ["train", str(bad), "-o", str(tmp_path / "m"), "--base-model",
+                                  str(tiny_encoder_dir)])
+    assert result.exit_code == 2 and "bad.jsonl:2" in result.output and "Traceback" not in result.output
+
+
+def test_cli_train(tmp_path, tiny_encoder_dir):
+    result = CliRunner().invoke(main, ["train", str(pairs_file(tmp_path)), "-o", str(tmp_path / "m"),
+                                       "--base-model", str(tiny_encoder_dir), "--batch-size", "4",
+                                       "--max-seq-length", "32", "--eval-share", "0", "--device", "cpu",
+                                       "--loss", "cached-mnrl", "--mini-batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert "model saved to" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_IR / "cranfield").exists(), reason="needs ../shared/data/ir/cranfield")
+def test_real_cranfield_half_split(tmp_path):
+    """Train MiniLM on real (query, relevant passage) pairs of half the queries; the other half must not get worse."""
+    from benchmarks.train_cranfield import run
+
+    result = run(tmp_path, max_steps=None)
+    assert result["after"]["ndcg@10"] >= result["before"]["ndcg@10"] - 0.005
