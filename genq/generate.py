@@ -220,7 +220,12 @@ class QueryGenerator:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_ref, **load_kwargs)
             model_class = AutoModelForSeq2SeqLM if self.family == "seq2seq" else AutoModelForCausalLM
-            self.model = model_class.from_pretrained(model_ref, **load_kwargs)
+            model_kwargs = dict(load_kwargs)
+            if self.family == "seq2seq" and self.device == "cpu":
+                # T5's relative position bias sends SDPA down its slow masked path on CPU;
+                # eager attention measured ~1.4x faster for T5-base decoding here
+                model_kwargs["attn_implementation"] = "eager"
+            self.model = model_class.from_pretrained(model_ref, **model_kwargs)
         except Exception as exc:
             raise GenqError(f"could not load the generator {config.model!r}: {type(exc).__name__}: "
                             f"{str(exc)[:300]}") from None
@@ -262,14 +267,67 @@ class QueryGenerator:
                     "pad_token_id": self.tokenizer.pad_token_id}
         with torch.inference_mode():
             if self.family == "seq2seq":
-                output = self.model.generate(**encoded, max_length=config.max_length, **sampling)
-                decoded = self.tokenizer.batch_decode(output, skip_special_tokens=True)
+                token_rows = self._sample_seq2seq(encoded)
+                decoded = self.tokenizer.batch_decode(token_rows, skip_special_tokens=True)
             else:
                 output = self.model.generate(**encoded, max_new_tokens=config.max_length, **sampling)
                 new_tokens = output[:, encoded["input_ids"].shape[1]:]
                 decoded = [_first_line(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         n = config.queries_per_passage
         return [decoded[i * n:(i + 1) * n] for i in range(len(passages))]
+
+    def _sample_seq2seq(self, encoded: dict) -> list[list[int]]:
+        """Nucleus sampling with a lean decoding loop instead of ``generate``.
+
+        Why not ``generate``: on CPU its per-step overhead dominates small-model decoding.
+        Here top-k is applied first and top-p only over those k logits (no full-vocabulary
+        sort or multinomial), and sequences that produced EOS leave the batch at once
+        (their rows are dropped from the KV cache), so the batch does not keep paying for
+        finished queries while the longest one completes.
+        """
+        import torch
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        config = self.config
+        model = self.model
+        n = config.queries_per_passage
+        encoder_outputs = model.get_encoder()(input_ids=encoded["input_ids"],
+                                              attention_mask=encoded["attention_mask"], return_dict=True)
+        hidden = encoder_outputs.last_hidden_state.repeat_interleave(n, dim=0)
+        attention_mask = encoded["attention_mask"].repeat_interleave(n, dim=0)
+        rows = hidden.shape[0]
+        generation = model.generation_config
+        start = generation.decoder_start_token_id
+        if start is None:
+            start = model.config.decoder_start_token_id if model.config.decoder_start_token_id is not None else \
+                self.tokenizer.pad_token_id
+        eos = generation.eos_token_id if generation.eos_token_id is not None else self.tokenizer.eos_token_id
+        eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos], device=self.device)
+        forced_bos = getattr(generation, "forced_bos_token_id", None)
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        current = torch.full((rows, 1), start, dtype=torch.long, device=self.device)
+        alive = torch.arange(rows, device=self.device)  # original row of each live sequence
+        outputs: list[list[int]] = [[] for _ in range(rows)]
+        for step in range(config.max_length - 1):
+            logits = model(encoder_outputs=(hidden,), attention_mask=attention_mask, decoder_input_ids=current,
+                           past_key_values=cache, use_cache=True, return_dict=True).logits[:, -1, :]
+            if step == 0 and forced_bos is not None:
+                next_tokens = torch.full((len(alive),), forced_bos, dtype=torch.long, device=self.device)
+            else:
+                next_tokens = sample_top_k_top_p(logits.float(), config.top_k, config.top_p, config.temperature)
+            finished = torch.isin(next_tokens, eos_ids)
+            for row, token, done in zip(alive.tolist(), next_tokens.tolist(), finished.tolist()):
+                if not done:
+                    outputs[row].append(token)
+            if bool(finished.all()):
+                break
+            if bool(finished.any()):
+                keep = (~finished).nonzero(as_tuple=True)[0]
+                alive, hidden, attention_mask = alive[keep], hidden[keep], attention_mask[keep]
+                next_tokens = next_tokens[keep]
+                cache.reorder_cache(keep)
+            current = next_tokens.unsqueeze(1)
+        return outputs
 
     def _truncate(self, text: str) -> str:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -280,6 +338,27 @@ class QueryGenerator:
     def input_length(self, passage: dict) -> int:
         """A cheap length proxy for sorting (characters; tokenizing twice would cost more than it saves)."""
         return len(passage["text"]) + len(passage.get("title") or "")
+
+
+def sample_top_k_top_p(logits, top_k: int, top_p: float, temperature: float):
+    """One token per row: top-k, then nucleus (top-p) over those k, then a draw.
+
+    Equivalent to transformers' TopK + TopP warpers followed by multinomial sampling, but
+    touches the full vocabulary only once (``topk``).
+    """
+    import torch
+
+    if temperature != 1.0:
+        logits = logits / temperature
+    k = logits.shape[-1] if not top_k else min(top_k, logits.shape[-1])
+    values, indices = torch.topk(logits, k, dim=-1)
+    probs = torch.softmax(values, dim=-1)
+    if top_p < 1.0:
+        cumulative = probs.cumsum(dim=-1)
+        # drop a token when the mass before it already reaches top_p (the first always stays)
+        probs = probs.masked_fill(cumulative - probs >= top_p, 0.0)
+    choice = torch.multinomial(probs, 1)
+    return indices.gather(-1, choice).squeeze(-1)
 
 
 def _first_line(text: str) -> str:
