@@ -348,5 +348,126 @@ def train(pairs, output, device, resume, overwrite, eval_beir, **options):
         click.echo(format_table(report))
 
 
+# --------------------------------------------------------------------------- index / search / serve
+
+
+def index_options(function):
+    from genq.index import INDEX_TYPES
+
+    for option in reversed([
+        click.option("--index-type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
+                     help="auto: flat up to 100k passages, hnsw up to 2M, ivf-pq beyond."),
+        click.option("--hnsw-m", type=click.IntRange(4), default=32, show_default=True),
+        click.option("--ef-construction", type=click.IntRange(8), default=200, show_default=True),
+        click.option("--ef-search", type=click.IntRange(1), default=128, show_default=True),
+        click.option("--nlist", type=click.IntRange(1), help="IVF lists (default ~4*sqrt(N))."),
+        click.option("--pq-m", type=click.IntRange(1), help="PQ sub-quantizers (must divide the dimension)."),
+        click.option("--nprobe", type=click.IntRange(1), default=16, show_default=True),
+        click.option("--faiss-factory", help="Any Faiss index_factory string, e.g. 'IVF1024,SQ8'."),
+    ]):
+        function = option(function)
+    return function
+
+
+def index_params(options: dict):
+    from genq.index import IndexParams
+
+    return IndexParams(index_type=options["index_type"], hnsw_m=options["hnsw_m"],
+                       ef_construction=options["ef_construction"], ef_search=options["ef_search"],
+                       nlist=options["nlist"], pq_m=options["pq_m"], nprobe=options["nprobe"],
+                       faiss_factory=options["faiss_factory"])
+
+
+@main.command()
+@click.argument("passages", type=click.Path(path_type=str))
+@click.option("-m", "--model", help="sentence-transformers model id or directory (not needed with --add).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Index directory.")
+@index_options
+@click.option("--add", "add", is_flag=True, help="Append PASSAGES to the existing index at --output.")
+@click.option("--save-embeddings", is_flag=True, help="Keep embeddings.npy to re-index without re-encoding.")
+@click.option("--encode-batch-size", "--batch-size", "encode_batch_size", type=click.IntRange(1), default=64,
+              show_default=True)
+@device_options
+@user_errors
+def index(passages, model, output, add, save_embeddings, encode_batch_size, device, dtype, **options):
+    """Encode PASSAGES with a model and write a Faiss index directory that searches on its own."""
+    from genq.index import add_to_index, build_index
+
+    if add:
+        summary = add_to_index(output, passages, batch_size=encode_batch_size, device=device, dtype=dtype,
+                               progress=show_progress())
+        say(f"added {summary.added:,} passages to {output}: {summary.passages:,} in all "
+            f"({summary.index_type}, {summary.seconds:.1f}s)")
+        return
+    if not model:
+        raise click.UsageError("--model is required (except with --add, which reuses the index's model)")
+    summary = build_index(passages, model, output, index_params(options), save_embeddings=save_embeddings,
+                          batch_size=encode_batch_size, device=device, dtype=dtype, progress=show_progress())
+    rate = summary.passages / max(summary.encode_seconds, 1e-9)
+    say(f"indexed {summary.passages:,} passages ({summary.dimension}-d, {summary.dtype}, {rate:.0f} passages/s) "
+        f"into a {summary.index_type} index at {output} in {summary.seconds:.1f}s")
+    say(f"  search it: genq search {output} \"your query\"   serve it: genq serve {output}")
+
+
+@main.command()
+@click.argument("index_dir", type=click.Path(path_type=str))
+@click.argument("query", required=False)
+@click.option("-k", "--top-k", "k", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--queries", type=click.Path(path_type=str), help="Search every query of a file (BEIR jsonl or lines).")
+@click.option("--run", "run_out", type=click.Path(dir_okay=False), help="With --queries: write a TREC run file.")
+@click.option("--ef-search", type=click.IntRange(1), help="Override HNSW efSearch.")
+@click.option("--nprobe", type=click.IntRange(1), help="Override IVF nprobe.")
+@device_options
+@user_errors
+def search(index_dir, query, k, as_json, queries, run_out, ef_search, nprobe, device, dtype):
+    """Search INDEX_DIR for QUERY (or every query of --queries)."""
+    from genq.search import Searcher, iter_run, read_queries, write_trec_run
+
+    if bool(query) == bool(queries):
+        raise click.UsageError("give either a QUERY or --queries FILE")
+    searcher = Searcher.load(index_dir, device=device, dtype=dtype, ef_search=ef_search, nprobe=nprobe)
+    if queries:
+        items = read_queries(queries)
+        if run_out:
+            result = write_trec_run(searcher, items, run_out, k=k)
+            say(f"searched {result['queries']:,} queries in {result['seconds']:.1f}s; wrote {result['lines']:,} "
+                f"lines to {run_out}")
+            return
+        for query_id, hits in iter_run(searcher, items, k):
+            if as_json:
+                click.echo(json.dumps({"query_id": query_id, "hits": [h.to_dict() for h in hits]},
+                                      ensure_ascii=False))
+            else:
+                click.echo(f"{query_id}\t" + " ".join(h.id for h in hits))
+        return
+    hits = searcher.search(query, k)
+    if as_json:
+        click.echo(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
+        return
+    for hit in hits:
+        title = hit.title or hit.id
+        click.echo(click.style(f"{hit.rank:>3}. {title}", bold=True) + click.style(f"  [{hit.id}]  {hit.score:.4f}",
+                                                                                 dim=True))
+        text = hit.text if len(hit.text) <= 240 else hit.text[:237] + "..."
+        click.echo(f"     {text}")
+
+
+@main.command()
+@click.argument("index_dir", type=click.Path(path_type=str))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface; 0.0.0.0 exposes it to the network.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@device_options
+@user_errors
+def serve(index_dir, host, port, device, dtype):
+    """Serve INDEX_DIR: JSON API (/search, /health, /info) and a search page at /."""
+    from genq.search import Searcher
+    from genq.serve import run_server
+
+    searcher = Searcher.load(index_dir, device=device, dtype=dtype)
+    say(f"serving {len(searcher):,} passages on http://{host}:{port}/  (API: /search?q=...&k=10, /info, /health)")
+    run_server(searcher, host=host, port=port, log_level="warning" if not show_progress() else "info")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,367 @@
+"""Faiss index building: passages + model -> an index directory that searches on its own.
+
+An index directory holds::
+
+    index.faiss          the Faiss index (row i = passage i)
+    passages.jsonl       the passages, one JSON line each (id, title, text)
+    passages.offsets.npy byte offset of every line, so a hit is read with one seek
+    embeddings.npy       optional (--save-embeddings): re-index without re-encoding
+    index.json           model, dimension, similarity, index type and parameters, counts, version
+
+Vectors are L2-normalised and compared by inner product (= cosine). The directory is built
+in a temporary sibling and renamed into place, so an interrupted run never leaves a half
+index that loads; ``--add`` builds the grown index the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from genq import __version__
+from genq.corpus import iter_passage_file
+from genq.encode import Encoder
+from genq.io import DataError, GenqError, read_json
+
+logger = logging.getLogger(__name__)
+
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf-pq")
+INDEX_FILE, META_FILE, STORE_FILE, OFFSETS_FILE, EMBEDDINGS_FILE = (
+    "index.faiss", "index.json", "passages.jsonl", "passages.offsets.npy", "embeddings.npy")
+
+
+@dataclass
+class IndexParams:
+    """Index type and its knobs; unset knobs get values suited to the corpus size."""
+
+    index_type: str = "auto"
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+    nlist: int | None = None
+    pq_m: int | None = None
+    nprobe: int = 16
+    pq_nbits: int = 8
+    faiss_factory: str | None = None
+    train_sample: int = 100_000
+
+    def resolved(self, count: int, dimension: int) -> IndexParams:
+        """Pick a concrete type for ``auto`` (Faiss guidelines) and fill size-dependent knobs."""
+        params = IndexParams(**asdict(self))
+        if params.faiss_factory:
+            params.index_type = "factory"
+            return params
+        if params.index_type == "auto":
+            params.index_type = "flat" if count <= 100_000 else "hnsw" if count <= 2_000_000 else "ivf-pq"
+        if params.index_type == "ivf-pq":
+            # Faiss: nlist ~ 4*sqrt(N) .. 16*sqrt(N); at least 39 training points per centroid
+            params.nlist = params.nlist or max(1, min(int(4 * math.sqrt(count)), count // 39 or 1))
+            if params.pq_m is None:
+                params.pq_m = next(m for m in (dimension // 8, dimension // 4, dimension // 2, dimension, 1)
+                                   if m >= 1 and dimension % m == 0)
+            # k-means for each PQ codebook needs at least 2**nbits training points
+            params.pq_nbits = max(1, min(params.pq_nbits, int(math.log2(max(count, 2)))))
+            if dimension % params.pq_m:
+                raise GenqError(f"--pq-m {params.pq_m} must divide the embedding dimension {dimension}")
+        return params
+
+
+def _new_index(params: IndexParams, dimension: int):
+    import faiss
+
+    metric = faiss.METRIC_INNER_PRODUCT
+    if params.index_type == "factory":
+        try:
+            return faiss.index_factory(dimension, params.faiss_factory, metric)
+        except RuntimeError as exc:
+            raise GenqError(f"Faiss could not build {params.faiss_factory!r}: {str(exc).splitlines()[0]}") from None
+    if params.index_type == "flat":
+        return faiss.IndexFlatIP(dimension)
+    if params.index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dimension, params.hnsw_m, metric)
+        index.hnsw.efConstruction = params.ef_construction
+        index.hnsw.efSearch = params.ef_search
+        return index
+    if params.index_type == "ivf-pq":
+        quantizer = faiss.IndexFlatIP(dimension)
+        index = faiss.IndexIVFPQ(quantizer, dimension, params.nlist, params.pq_m, params.pq_nbits, metric)
+        index.nprobe = params.nprobe
+        return index
+    raise GenqError(f"unknown index type {params.index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
+
+
+def apply_search_params(index, params: dict) -> None:
+    """Set the query-time knobs (efSearch, nprobe) recorded in index.json."""
+    import faiss
+
+    if params.get("ef_search") and hasattr(index, "hnsw"):
+        index.hnsw.efSearch = int(params["ef_search"])
+    ivf = faiss.try_extract_index_ivf(index) if params.get("nprobe") else None
+    if ivf is not None:
+        ivf.nprobe = int(params["nprobe"])
+
+
+def build_faiss_index(embeddings: np.ndarray, params: IndexParams, seed: int = 0):
+    """A trained and filled Faiss index over ``embeddings`` (already normalised)."""
+    index = _new_index(params, embeddings.shape[1])
+    if not index.is_trained:
+        rng = np.random.default_rng(seed)
+        sample = embeddings
+        if len(embeddings) > params.train_sample:
+            sample = embeddings[np.sort(rng.choice(len(embeddings), params.train_sample, replace=False))]
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    for start in range(0, len(embeddings), 65536):
+        index.add(np.ascontiguousarray(embeddings[start:start + 65536], dtype=np.float32))
+    return index
+
+
+@dataclass
+class IndexSummary:
+    output: str
+    passages: int = 0
+    added: int = 0
+    dimension: int = 0
+    index_type: str = ""
+    params: dict = field(default_factory=dict)
+    encode_seconds: float = 0.0
+    seconds: float = 0.0
+    dtype: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _temp_dir_for(out_dir: Path) -> Path:
+    tmp = out_dir.with_name(f".{out_dir.name}.building-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by ``tmp``; the old index stays loadable until the last moment."""
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+class _StoreWriter:
+    """Appends passages to the store and remembers each line's byte offset."""
+
+    def __init__(self, path: Path, start_offsets: np.ndarray | None = None):
+        self.handle = open(path, "ab")  # noqa: SIM115 (closed by close())
+        self.offsets: list[int] = [] if start_offsets is None else start_offsets.tolist()
+        self.position = self.handle.tell()
+
+    def write(self, passages: list[dict]) -> None:
+        for passage in passages:
+            line = (json.dumps({"_id": passage["_id"], "title": passage.get("title", ""), "text": passage["text"],
+                                "doc_id": passage.get("doc_id", passage["_id"])}, ensure_ascii=False) + "\n").encode()
+            self.offsets.append(self.position)
+            self.handle.write(line)
+            self.position += len(line)
+
+    def close(self) -> np.ndarray:
+        self.handle.close()
+        return np.asarray(self.offsets, dtype=np.int64)
+
+
+def _encode_into(passages_path: Path, encoder: Encoder, store: _StoreWriter, seen_ids: set[str],
+                 embeddings_path: Path, progress: bool, total: int, already: int = 0) -> int:
+    """Encode every passage into a growing .npy (memory-mapped) and the store; returns how many."""
+    from numpy.lib.format import open_memmap
+
+    matrix = open_memmap(embeddings_path, mode="w+", dtype=np.float32, shape=(total, encoder.dimension))
+    row = 0
+    for chunk, vectors in encoder.encode_stream(_unique(passages_path, seen_ids), progress=progress, total=total):
+        matrix[row:row + len(chunk)] = vectors
+        store.write(chunk)
+        row += len(chunk)
+    matrix.flush()
+    del matrix
+    return row
+
+
+def _unique(passages_path: Path, seen_ids: set[str]):
+    for line_number, passage in enumerate(iter_passage_file(passages_path), start=1):
+        if passage["_id"] in seen_ids:
+            raise DataError(passages_path, f"passage id {passage['_id']!r} is already in the index",
+                            "ids must stay unique: rename or drop the passage before adding", line_number)
+        seen_ids.add(passage["_id"])
+        yield passage
+
+
+def build_index(
+    passages_path: str | Path,
+    model: str | Encoder,
+    output_dir: str | Path,
+    params: IndexParams | None = None,
+    save_embeddings: bool = False,
+    batch_size: int = 64,
+    device: str | None = None,
+    dtype: str = "auto",
+    progress: bool = True,
+) -> IndexSummary:
+    """Encode every passage and write a self-contained index directory."""
+    started = time.perf_counter()
+    passages_path, out_dir = Path(passages_path), Path(output_dir)
+    params = params or IndexParams()
+    total = sum(1 for _ in iter_passage_file(passages_path))
+    encoder = model if isinstance(model, Encoder) else Encoder(model, device=device, dtype=dtype,
+                                                               batch_size=batch_size)
+    tmp = _temp_dir_for(out_dir)
+    try:
+        store = _StoreWriter(tmp / STORE_FILE)
+        encode_started = time.perf_counter()
+        count = _encode_into(passages_path, encoder, store, set(), tmp / EMBEDDINGS_FILE, progress, total)
+        encode_seconds = time.perf_counter() - encode_started
+        np.save(tmp / OFFSETS_FILE, store.close())
+        embeddings = np.load(tmp / EMBEDDINGS_FILE, mmap_mode="r")
+        resolved = params.resolved(count, encoder.dimension)
+        if progress:
+            print(f"index type: {resolved.index_type}" + (" (auto, by corpus size)" if params.index_type == "auto"
+                                                          else ""), file=sys.stderr)
+        index = build_faiss_index(embeddings, resolved)
+        _write_index(tmp, index, encoder, resolved, count, save_embeddings, model_name=_model_name(model, encoder))
+        del embeddings
+        if not save_embeddings:
+            (tmp / EMBEDDINGS_FILE).unlink()
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return IndexSummary(str(out_dir), passages=count, added=count, dimension=encoder.dimension,
+                        index_type=resolved.index_type, params=asdict(resolved),
+                        encode_seconds=round(encode_seconds, 2), seconds=round(time.perf_counter() - started, 2),
+                        dtype=encoder.dtype_label)
+
+
+def _model_name(model, encoder: Encoder) -> str:
+    if isinstance(model, str):
+        path = Path(model)
+        return str(path.resolve()) if path.exists() else model
+    return encoder.name
+
+
+def _write_index(directory: Path, index, encoder: Encoder, params: IndexParams, count: int, embeddings_kept: bool,
+                 model_name: str) -> None:
+    import faiss
+
+    faiss.write_index(index, str(directory / INDEX_FILE))
+    meta = {
+        "genq_version": __version__,
+        "model": model_name,
+        "dimension": encoder.dimension,
+        "similarity": "cosine",
+        "normalized": True,
+        "metric": "inner_product",
+        "index_type": params.index_type,
+        "params": asdict(params),
+        "passages": count,
+        "embeddings_saved": embeddings_kept,
+        "max_seq_length": int(encoder.model.max_seq_length),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def read_index_meta(index_dir: str | Path) -> dict:
+    index_dir = Path(index_dir)
+    if not index_dir.is_dir():
+        raise DataError(index_dir, "is not an index directory", "build one with `genq index PASSAGES -o DIR`")
+    for name in (META_FILE, INDEX_FILE, STORE_FILE, OFFSETS_FILE):
+        if not (index_dir / name).exists():
+            raise DataError(index_dir, f"is missing {name}; it is not a complete genq index",
+                            "rebuild it with `genq index`")
+    return read_json(index_dir / META_FILE, "index metadata")
+
+
+def add_to_index(
+    index_dir: str | Path,
+    passages_path: str | Path,
+    batch_size: int = 64,
+    device: str | None = None,
+    dtype: str = "auto",
+    progress: bool = True,
+) -> IndexSummary:
+    """Append passages to an existing index (ids must stay unique), atomically."""
+    import faiss
+
+    started = time.perf_counter()
+    index_dir, passages_path = Path(index_dir), Path(passages_path)
+    meta = read_index_meta(index_dir)
+    encoder = Encoder(meta["model"], device=device, dtype=dtype, batch_size=batch_size)
+    if encoder.dimension != meta["dimension"]:
+        raise GenqError(f"the index holds {meta['dimension']}-d vectors but {meta['model']} makes "
+                        f"{encoder.dimension}-d ones")
+    with open(index_dir / STORE_FILE, encoding="utf-8") as handle:
+        seen_ids = {json.loads(line)["_id"] for line in handle}
+    total = sum(1 for _ in iter_passage_file(passages_path))
+    tmp = _temp_dir_for(index_dir)
+    try:
+        shutil.copyfile(index_dir / STORE_FILE, tmp / STORE_FILE)
+        store = _StoreWriter(tmp / STORE_FILE, np.load(index_dir / OFFSETS_FILE))
+        encode_started = time.perf_counter()
+        added = _encode_into(passages_path, encoder, store, seen_ids, tmp / "new.npy", progress, total)
+        encode_seconds = time.perf_counter() - encode_started
+        np.save(tmp / OFFSETS_FILE, store.close())
+        new_vectors = np.load(tmp / "new.npy")
+        index = faiss.read_index(str(index_dir / INDEX_FILE))
+        index.add(new_vectors)
+        params = IndexParams(**meta["params"])
+        count = meta["passages"] + added
+        kept = bool(meta.get("embeddings_saved")) and (index_dir / EMBEDDINGS_FILE).exists()
+        if kept:
+            old = np.load(index_dir / EMBEDDINGS_FILE, mmap_mode="r")
+            np.save(tmp / EMBEDDINGS_FILE, np.concatenate([old, new_vectors]))
+        (tmp / "new.npy").unlink()
+        _write_index(tmp, index, encoder, params, count, kept, meta["model"])
+        _swap_into_place(tmp, index_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return IndexSummary(str(index_dir), passages=count, added=added, dimension=encoder.dimension,
+                        index_type=params.index_type, params=asdict(params), encode_seconds=round(encode_seconds, 2),
+                        seconds=round(time.perf_counter() - started, 2), dtype=encoder.dtype_label)
+
+
+def reindex(index_dir: str | Path, output_dir: str | Path, params: IndexParams) -> IndexSummary:
+    """Build another index type from an index's saved embeddings, without re-encoding."""
+    import faiss  # noqa: F401  (fail early if missing)
+
+    started = time.perf_counter()
+    index_dir, out_dir = Path(index_dir), Path(output_dir)
+    meta = read_index_meta(index_dir)
+    if not (index_dir / EMBEDDINGS_FILE).exists():
+        raise GenqError(f"{index_dir} kept no embeddings; rebuild with `genq index --save-embeddings`")
+    embeddings = np.load(index_dir / EMBEDDINGS_FILE, mmap_mode="r")
+    resolved = params.resolved(len(embeddings), embeddings.shape[1])
+    tmp = _temp_dir_for(out_dir)
+    try:
+        for name in (STORE_FILE, OFFSETS_FILE, EMBEDDINGS_FILE):
+            shutil.copyfile(index_dir / name, tmp / name)
+        index = build_faiss_index(embeddings, resolved)
+        meta.update({"index_type": resolved.index_type, "params": asdict(resolved)})
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return IndexSummary(str(out_dir), passages=len(embeddings), dimension=embeddings.shape[1],
+                        index_type=resolved.index_type, params=asdict(resolved),
+                        seconds=round(time.perf_counter() - started, 2))

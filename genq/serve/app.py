@@ -1,0 +1,133 @@
+"""The HTTP face of a Searcher: a JSON API and a one-page search UI (FastAPI on uvicorn).
+
+Every user input is validated before any work is done and answered with a 4xx and a JSON
+``{"error": ...}`` body when wrong; the work per request is bounded (query length, k,
+batch size) and model calls are serialised, so a burst of requests queues instead of
+exhausting memory.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+
+from genq.search import Searcher
+
+MAX_QUERY_CHARS = 1000
+MAX_K = 100
+MAX_BATCH = 64
+
+
+def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MAX_QUERY_CHARS,
+               max_batch: int = MAX_BATCH):
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    app = FastAPI(title="genq search", version=searcher.meta.get("genq_version", ""),
+                  description="Semantic search over a genq index.")
+    page = resources.files("genq.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
+
+    class BadInput(Exception):
+        def __init__(self, message: str, status: int = 400):
+            self.message, self.status = message, status
+
+    @app.exception_handler(BadInput)
+    async def bad_input(_request: Request, exc: BadInput):
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", []) if x != "body")
+        message = f"invalid request: {where + ': ' if where else ''}{first.get('msg', 'bad input')}"
+        return JSONResponse({"error": message}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    def check_query(query) -> str:
+        if not isinstance(query, str):
+            raise BadInput("each query must be a string")
+        query = query.strip()
+        if not query:
+            raise BadInput("the query is empty")
+        if len(query) > max_query_chars:
+            raise BadInput(f"the query is longer than {max_query_chars} characters", 413)
+        return query
+
+    def check_k(k) -> int:
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise BadInput("k must be an integer")
+        if not 1 <= k <= max_k:
+            raise BadInput(f"k must be between 1 and {max_k}")
+        return k
+
+    def run(queries: list[str], k: int) -> tuple[list, float]:
+        started = time.perf_counter()
+        results = searcher.search_batch(queries, k)
+        return results, round((time.perf_counter() - started) * 1000, 2)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index_page():
+        return page
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "passages": len(searcher)}
+
+    @app.get("/info")
+    def info():
+        return {**searcher.info(), "limits": {"max_k": max_k, "max_query_chars": max_query_chars,
+                                              "max_batch": max_batch}}
+
+    @app.get("/search")
+    def search_get(q: str = "", k: str = "10"):
+        try:
+            k_value = int(k)
+        except ValueError:
+            raise BadInput("k must be an integer") from None
+        query = check_query(q)
+        results, ms = run([query], check_k(k_value))
+        return {"query": query, "k": k_value, "took_ms": ms, "hits": [h.to_dict() for h in results[0]]}
+
+    @app.post("/search")
+    async def search_post(request: Request):
+        body = await request.body()
+        if len(body) > max_batch * (max_query_chars + 64) + 1024:
+            raise BadInput("request body too large", 413)
+        try:
+            import json
+
+            payload = json.loads(body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise BadInput("the body is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise BadInput('send a JSON object: {"queries": ["..."], "k": 10} or {"query": "..."}')
+        if "queries" in payload:
+            queries = payload["queries"]
+            if not isinstance(queries, list) or not queries:
+                raise BadInput('"queries" must be a non-empty list of strings')
+            if len(queries) > max_batch:
+                raise BadInput(f"at most {max_batch} queries per request", 413)
+        elif "query" in payload:
+            queries = [payload["query"]]
+        else:
+            raise BadInput('the body needs "queries" (a list) or "query" (a string)')
+        queries = [check_query(q) for q in queries]
+        k = check_k(payload.get("k", 10))
+        from starlette.concurrency import run_in_threadpool
+
+        results, ms = await run_in_threadpool(run, queries, k)
+        return {"k": k, "took_ms": ms, "results": [{"query": q, "hits": [h.to_dict() for h in hits]}
+                                                   for q, hits in zip(queries, results)]}
+
+    return app
+
+
+def run_server(searcher: Searcher, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(searcher), host=host, port=port, log_level=log_level)
