@@ -8,8 +8,15 @@ exhausting memory.
 
 from __future__ import annotations
 
+import json
 import time
 from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genq.search import Searcher
 
@@ -20,12 +27,7 @@ MAX_BATCH = 64
 
 def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MAX_QUERY_CHARS,
                max_batch: int = MAX_BATCH):
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    app = FastAPI(title="genq search", version=searcher.meta.get("genq_version", ""),
+    app = FastAPI(title="genq search", version=searcher.meta.get("genq_version") or "0",
                   description="Semantic search over a genq index.")
     page = resources.files("genq.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
 
@@ -99,8 +101,6 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
         if len(body) > max_batch * (max_query_chars + 64) + 1024:
             raise BadInput("request body too large", 413)
         try:
-            import json
-
             payload = json.loads(body or b"null")
         except (ValueError, UnicodeDecodeError):
             raise BadInput("the body is not valid JSON") from None
@@ -118,8 +118,6 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
             raise BadInput('the body needs "queries" (a list) or "query" (a string)')
         queries = [check_query(q) for q in queries]
         k = check_k(payload.get("k", 10))
-        from starlette.concurrency import run_in_threadpool
-
         results, ms = await run_in_threadpool(run, queries, k)
         return {"k": k, "took_ms": ms, "results": [{"query": q, "hits": [h.to_dict() for h in hits]}
                                                    for q, hits in zip(queries, results)]}
