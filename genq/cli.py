@@ -469,5 +469,35 @@ def serve(index_dir, host, port, device, dtype):
     run_server(searcher, host=host, port=port, log_level="warning" if not show_progress() else "info")
 
 
+# --------------------------------------------------------------------------- evaluate
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=str),
+              help="BEIR-layout folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")
+@click.option("--model", "models", multiple=True, help="A model to evaluate (repeatable: base, adapted, ...).")
+@click.option("--bm25", is_flag=True, help="Add a BM25 baseline (bm25s, English stemming).")
+@click.option("--index", "index_dirs", multiple=True, type=click.Path(path_type=str),
+              help="An existing genq index to evaluate (repeatable).")
+@click.option("--name", "names", multiple=True, help="Display names, one per system in the order bm25, models, "
+                                                     "indexes.")
+@click.option("--split", default="test", show_default=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="Write results.json, results.md, ndcg10.png.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True)
+@user_errors
+def evaluate(data_dir, models, bm25, index_dirs, names, split, output, dtype):
+    """Compare BM25, models and indexes on a labelled collection (nDCG@10, MRR@10, R@100, MAP@100, P@10)."""
+    from genq.evaluate import evaluate_systems, format_table
+
+    report = evaluate_systems(data_dir, models=list(models), bm25=bm25, index_dirs=list(index_dirs), output_dir=output,
+                              split=split, names=list(names) or None, dtype=dtype, progress=show_progress())
+    click.echo(f"{report['collection']}: {report['corpus']:,} documents, {report['queries']:,} queries")
+    click.echo(format_table(report))
+    for note in report["notes"]:
+        say(f"note: {note}")
+    if output:
+        say(f"wrote {output}/results.json, results.md and ndcg10.png")
+
+
 if __name__ == "__main__":
     main()

@@ -29,6 +29,7 @@ class Hit:
     score: float
     title: str
     text: str
+    doc_id: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,7 +119,7 @@ class Searcher:
                     continue
                 passage = self.store.get(int(row))
                 hits.append(Hit(len(hits) + 1, passage["_id"], round(float(score), 6), passage.get("title", ""),
-                                passage["text"]))
+                                passage["text"], passage.get("doc_id", passage["_id"])))
             results.append(hits)
         return results
 

@@ -47,7 +47,7 @@ def test_get_search(client):
     response = client.get("/search", params={"q": "oil the chain", "k": 2})
     body = response.json()
     assert response.status_code == 200 and len(body["hits"]) == 2 and body["took_ms"] >= 0
-    assert set(body["hits"][0]) == {"rank", "id", "score", "title", "text"}
+    assert set(body["hits"][0]) == {"rank", "id", "score", "title", "text", "doc_id"}
 
 
 def test_post_batch(client):
