@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -176,9 +177,13 @@ def device_options(function):
     return function
 
 
-def generation_options(function):
-    """Every knob of `genq generate`, shared with `genq adapt`."""
+def generation_options(function=None, batch_alias: bool = True):
+    """Every knob of `genq generate`, shared with `genq adapt` (where --batch-size would be ambiguous)."""
+    if function is None:
+        return functools.partial(generation_options, batch_alias=batch_alias)
     from genq.generate import BUILTIN_TEMPLATES, DEFAULT_GENERATOR
+
+    batch_flags = ("--gen-batch-size", "--batch-size") if batch_alias else ("--gen-batch-size",)
 
     for option in reversed([
         click.option("--generator", "generator_model", default=DEFAULT_GENERATOR, show_default=True,
@@ -200,7 +205,7 @@ def generation_options(function):
         click.option("--min-query-words", type=click.IntRange(0), default=0, help="Drop shorter queries."),
         click.option("--max-query-words", type=click.IntRange(0), default=0, help="Drop longer queries (0: no cap)."),
         click.option("--drop-copies", is_flag=True, help="Drop queries that are a verbatim span of their passage."),
-        click.option("--gen-batch-size", "--batch-size", "gen_batch_size", type=click.IntRange(1), default=16,
+        click.option(*batch_flags, "gen_batch_size", type=click.IntRange(1), default=16,
                      show_default=True, help="Passages per generate call."),
     ]):
         function = option(function)
@@ -271,9 +276,13 @@ def export_command(pairs, format_, output):
 # --------------------------------------------------------------------------- train
 
 
-def training_options(function):
-    """Every knob of `genq train`, shared with `genq adapt`."""
+def training_options(function=None, batch_alias: bool = True):
+    """Every knob of `genq train`, shared with `genq adapt` (where --batch-size would be ambiguous)."""
+    if function is None:
+        return functools.partial(training_options, batch_alias=batch_alias)
     from genq.train import DEFAULT_BASE_MODEL, LOSSES
+
+    batch_flags = ("--train-batch-size", "--batch-size") if batch_alias else ("--train-batch-size",)
 
     for option in reversed([
         click.option("--base-model", default=DEFAULT_BASE_MODEL, show_default=True,
@@ -285,7 +294,7 @@ def training_options(function):
         click.option("--scale", type=float, default=20.0, show_default=True, help="MNRL similarity scale."),
         click.option("--similarity", type=click.Choice(["cos", "dot"]), default="cos", show_default=True),
         click.option("--epochs", type=float, default=1.0, show_default=True),
-        click.option("--train-batch-size", "--batch-size", "train_batch_size", type=click.IntRange(2), default=64,
+        click.option(*batch_flags, "train_batch_size", type=click.IntRange(2), default=64,
                      show_default=True),
         click.option("--lr", type=float, default=2e-5, show_default=True),
         click.option("--warmup-ratio", type=float, default=0.1, show_default=True),
@@ -497,6 +506,154 @@ def evaluate(data_dir, models, bm25, index_dirs, names, split, output, dtype):
         say(f"note: {note}")
     if output:
         say(f"wrote {output}/results.json, results.md and ndcg10.png")
+
+
+# --------------------------------------------------------------------------- filter / negatives
+
+
+@main.command("filter")
+@click.argument("pairs", type=click.Path(path_type=str))
+@click.option("--corpus", required=True, type=click.Path(path_type=str), help="The passages the pairs came from.")
+@click.option("-m", "--model", required=True, help="Base retriever that judges the queries.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--top-k", type=click.IntRange(0), default=3, show_default=True,
+              help="Keep a pair if its passage ranks within the top k (0: rank not checked).")
+@click.option("--min-score", type=float, help="Also require this similarity between query and passage.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True)
+@user_errors
+def filter_command(pairs, corpus, model, output, top_k, min_score, dtype):
+    """Round-trip filter: keep pairs whose own passage the base model retrieves for the query."""
+    from genq.filter import filter_pairs, report_path_for
+
+    summary = filter_pairs(pairs, corpus, model, output, top_k=top_k or None, min_score=min_score, dtype=dtype,
+                           progress=show_progress())
+    say(f"kept {summary.kept:,} of {summary.total:,} pairs ({summary.kept_share:.1%}) -> {output}")
+    say(f"  passages with a query: {summary.passages_with_query_before:,} before, "
+        f"{summary.passages_with_query_after:,} after (corpus: {summary.passages_in_corpus:,})")
+    for example in summary.dropped_examples[:5]:
+        say(f"  dropped: {example['query']!r} (passage {example['passage_id']}, score {example['own_score']})")
+    say(f"  report: {report_path_for(output)}")
+
+
+@main.command("mine-negatives")
+@click.argument("pairs", type=click.Path(path_type=str))
+@click.option("--corpus", required=True, type=click.Path(path_type=str), help="The passages to mine from.")
+@click.option("-m", "--model", help="Dense retriever (needed unless --retriever bm25).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--num-negatives", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--range-min", type=click.IntRange(0), default=10, show_default=True, help="Skip the top N ranks.")
+@click.option("--range-max", type=click.IntRange(1), default=100, show_default=True, help="Look no deeper.")
+@click.option("--relative-margin", type=float, default=0.05, show_default=True,
+              help="Drop candidates scoring above positive*(1-margin): likely false negatives.")
+@click.option("--sampling", type=click.Choice(["top", "random"]), default="top", show_default=True)
+@click.option("--retriever", type=click.Choice(["dense", "bm25"]), default="dense", show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True)
+@user_errors
+def mine_negatives_command(pairs, corpus, model, output, num_negatives, range_min, range_max, relative_margin,
+                           sampling, retriever, seed, dtype):
+    """Add hard negatives (retrieved but not the positive) to every pair."""
+    from genq.negatives import MiningConfig, mine_negatives
+
+    config = MiningConfig(num_negatives=num_negatives, range_min=range_min, range_max=range_max,
+                          relative_margin=relative_margin, sampling=sampling, retriever=retriever, seed=seed)
+    summary = mine_negatives(pairs, corpus, output, model=model, config=config, dtype=dtype,
+                             progress=show_progress())
+    say(f"mined {summary.negatives:,} negatives for {summary.pairs:,} pairs in {summary.seconds:.1f}s -> {output}")
+    say(f"  excluded: {summary.excluded_as_positive_copies:,} positive copies, {summary.excluded_by_margin:,} by "
+        f"margin; pairs short of negatives: {summary.pairs_short_of_negatives:,}")
+
+
+# --------------------------------------------------------------------------- adapt
+
+
+def _load_config_file(ctx: click.Context, _param, value):
+    """--config FILE (TOML or YAML): its keys become option defaults; the command line still wins."""
+    if not value:
+        return value
+    path = Path(value)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix in (".toml", ".tml"):
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except FileNotFoundError:
+        raise click.BadParameter(f"{value} does not exist") from None
+    except Exception as exc:  # tomllib/yaml parse errors
+        raise click.BadParameter(f"{value} is not valid TOML/YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{value} must hold a mapping of option names to values")
+    known = {p.name for p in ctx.command.params}
+    defaults = {}
+    for key, option_value in data.items():
+        name = str(key).replace("-", "_")
+        name = {"generator": "generator_model", "format": "format_"}.get(name, name)
+        if name not in known:
+            raise click.BadParameter(f"{value}: unknown option {key!r}")
+        defaults[name] = option_value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+@main.command()
+@click.argument("corpus_path", metavar="CORPUS", type=click.Path(path_type=str))
+@click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+              callback=_load_config_file, help="TOML/YAML file of option values (names as on the command line).")
+@reader_options
+@click.option("--tokenizer", default=None, help="Chunking tokenizer (default: the generator's).")
+@click.option("--max-tokens", type=click.IntRange(8), default=350, show_default=True)
+@click.option("--overlap", type=click.IntRange(0), default=50, show_default=True)
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True)
+@click.option("--limit", type=click.IntRange(1), help="Generate for the first N passages only (a trial run).")
+@generation_options(batch_alias=False)
+@click.option("--filter-top-k", type=click.IntRange(1), help="Round-trip filter: keep pairs ranked in the top k.")
+@click.option("--filter-min-score", type=float, help="Round-trip filter: minimum query-passage similarity.")
+@click.option("--hard-negatives", type=click.IntRange(0), default=0, show_default=True,
+              help="Mine N hard negatives per pair before training.")
+@click.option("--neg-range-min", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--neg-range-max", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--neg-relative-margin", type=float, default=0.05, show_default=True)
+@click.option("--neg-retriever", type=click.Choice(["dense", "bm25"]), default="dense", show_default=True)
+@training_options(batch_alias=False)
+@index_options
+@click.option("--eval-data", type=click.Path(file_okay=False), help="Labelled BEIR folder: compare BM25/base/adapted.")
+@device_options
+@user_errors
+def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_mode, split, tokenizer, max_tokens,
+          overlap, on_error, limit, filter_top_k, filter_min_score, hard_negatives, neg_range_min, neg_range_max,
+          neg_relative_margin, neg_retriever, eval_data, device, dtype, **options):
+    """Prepare, generate, [filter, mine negatives,] train, index [and evaluate] in one resumable run."""
+    from genq.negatives import MiningConfig
+    from genq.pipeline import AdaptConfig, CorpusOptions
+    from genq.pipeline import adapt as run_adapt
+
+    generation = generation_config(options, device, dtype)
+    training = train_config(options, device)
+    config = AdaptConfig(
+        corpus=CorpusOptions(format=format_, id_field=id_field, text_field=text_field, title_field=title_field,
+                             txt_mode=txt_mode, split=split, tokenizer=tokenizer, max_tokens=max_tokens,
+                             overlap=overlap, on_error=on_error),
+        generation=generation, filter_top_k=filter_top_k, filter_min_score=filter_min_score,
+        hard_negatives=hard_negatives,
+        mining=MiningConfig(num_negatives=max(1, hard_negatives), range_min=neg_range_min, range_max=neg_range_max,
+                            relative_margin=neg_relative_margin, retriever=neg_retriever),
+        training=training, index=index_params(options), eval_data=eval_data, limit=limit, dtype=dtype)
+    started = time.perf_counter()
+    run_adapt(corpus_path, run_dir, config, progress=show_progress(), say=say)
+    elapsed = time.perf_counter() - started
+    say("")
+    say(f"done in {elapsed / 60:.1f} min. Run directory: {run_dir}")
+    say(f"  model:  {Path(run_dir) / 'model'}")
+    say(f"  index:  {Path(run_dir) / 'index'}")
+    if eval_data:
+        say(f"  report: {Path(run_dir) / 'eval' / 'results.md'}")
+    say(f"  serve it: genq serve {Path(run_dir) / 'index'}")
 
 
 if __name__ == "__main__":

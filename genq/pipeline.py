@@ -1,0 +1,267 @@
+"""``genq adapt``: every stage in order, recorded in a manifest so a rerun does only what is left.
+
+    RUN_DIR/
+      manifest.json        one entry per finished stage: parameters, outputs, summary, time
+      passages.jsonl       prepare
+      pairs.jsonl          generate (+ pairs.meta.json)
+      pairs.filtered.jsonl filter            (when --filter-top-k / --filter-min-score)
+      pairs.negatives.jsonl mine-negatives   (when --hard-negatives N)
+      model/               train
+      index/               index
+      eval/                evaluate          (when --eval-data)
+
+A stage is skipped when the manifest records it finished with the same parameters, its
+outputs exist and nothing before it ran again. A stage that was interrupted is continued
+the way its own command continues (generation appends after the last passage, training
+resumes from its last checkpoint); a stage whose parameters changed runs again from
+scratch, and so does everything after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from genq import __version__
+from genq.corpus import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, TokenCounter, prepare_corpus
+from genq.evaluate import evaluate_systems, format_table
+from genq.filter import filter_pairs
+from genq.generate import GenerationConfig, generate_pairs, meta_path_for
+from genq.index import IndexParams, build_index
+from genq.io import GenqError, read_json, write_json_atomic
+from genq.negatives import MiningConfig, mine_negatives
+from genq.train import RUN_RECORD, TrainConfig, last_checkpoint, train_bi_encoder
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class CorpusOptions:
+    format: str = "auto"
+    id_field: str | None = None
+    text_field: str | None = None
+    title_field: str | None = None
+    txt_mode: str = "auto"
+    split: str | None = None
+    tokenizer: str | None = None  # None: the generator's own tokenizer
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    overlap: int = DEFAULT_OVERLAP
+    on_error: str = "raise"
+
+
+@dataclass
+class AdaptConfig:
+    corpus: CorpusOptions = field(default_factory=CorpusOptions)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    filter_top_k: int | None = None
+    filter_min_score: float | None = None
+    hard_negatives: int = 0
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexParams = field(default_factory=IndexParams)
+    eval_data: str | None = None
+    limit: int | None = None
+    dtype: str = "auto"
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # "skipped" | "ran" | "resumed"
+    seconds: float
+    summary: dict
+
+
+def _fingerprint(params: dict) -> str:
+    return hashlib.blake2b(json.dumps(params, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
+
+
+class Manifest:
+    """RUN_DIR/manifest.json, rewritten atomically after every stage."""
+
+    def __init__(self, run_dir: Path, input_path: str):
+        self.path = run_dir / MANIFEST
+        if self.path.exists():
+            self.data = read_json(self.path, "run manifest")
+        else:
+            self.data = {"genq_version": __version__, "input": input_path, "created": time.strftime("%FT%T%z"),
+                         "stages": {}}
+
+    def finished(self, name: str, params: dict) -> bool:
+        entry = self.data["stages"].get(name)
+        return bool(entry and entry.get("status") == "done" and entry.get("fingerprint") == _fingerprint(params))
+
+    def previous_params(self, name: str) -> dict | None:
+        entry = self.data["stages"].get(name)
+        return entry.get("params") if entry else None
+
+    def record(self, name: str, params: dict, status: str, outputs: dict, summary: dict, seconds: float) -> None:
+        self.data["stages"][name] = {"status": status, "params": params, "fingerprint": _fingerprint(params),
+                                     "outputs": outputs, "summary": summary, "seconds": round(seconds, 2),
+                                     "finished_at": time.strftime("%FT%T%z")}
+        self.data["genq_version"] = __version__
+        write_json_atomic(self.path, self.data)
+
+    def forget_from(self, names: list[str]) -> None:
+        for name in names:
+            self.data["stages"].pop(name, None)
+        write_json_atomic(self.path, self.data)
+
+
+def _jsonable(obj) -> dict:
+    return json.loads(json.dumps(asdict(obj) if hasattr(obj, "__dataclass_fields__") else obj, default=str))
+
+
+def adapt(
+    corpus_path: str | Path,
+    run_dir: str | Path,
+    config: AdaptConfig | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+) -> dict:
+    """Run (or continue) the whole pipeline; returns the manifest."""
+    config = config or AdaptConfig()
+    corpus_path, run_dir = Path(corpus_path), Path(run_dir)
+    if not corpus_path.exists():
+        raise GenqError(f"the corpus {corpus_path} does not exist")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(run_dir, str(corpus_path))
+    paths = {"passages": run_dir / "passages.jsonl", "pairs": run_dir / "pairs.jsonl",
+             "filtered": run_dir / "pairs.filtered.jsonl", "negatives": run_dir / "pairs.negatives.jsonl",
+             "model": run_dir / "model", "index": run_dir / "index", "eval": run_dir / "eval",
+             "cache": run_dir / ".genq-cache"}
+    generation, training = config.generation, config.training
+    stages: list[tuple[str, dict, Callable[[bool], tuple[dict, str]], list[Path]]] = []
+
+    # -- prepare
+    tokenizer = config.corpus.tokenizer or generation.gguf_file or generation.model
+    prepare_params = {**_jsonable(config.corpus), "tokenizer": tokenizer, "input": str(corpus_path.resolve())}
+
+    def run_prepare(_resume: bool) -> tuple[dict, str]:
+        counter = TokenCounter(tokenizer)
+        options = _jsonable(config.corpus)
+        options.pop("tokenizer")
+        summary = prepare_corpus(corpus_path, paths["passages"], tokenizer=counter, progress=progress, **options)
+        return summary.to_dict(), "ran"
+
+    stages.append(("prepare", prepare_params, run_prepare, [paths["passages"]]))
+
+    # -- generate
+    generate_params = {**_jsonable(generation), "limit": config.limit}
+    for execution_only in ("batch_size", "device"):
+        generate_params.pop(execution_only)
+
+    def run_generate(resume: bool) -> tuple[dict, str]:
+        summary = generate_pairs(paths["passages"], paths["pairs"], generation, overwrite=not resume,
+                                 progress=progress, limit=config.limit)
+        return summary.to_dict(), "resumed" if summary.passages_skipped_as_done else "ran"
+
+    stages.append(("generate", generate_params, run_generate, [paths["pairs"], meta_path_for(paths["pairs"])]))
+    train_input = paths["pairs"]
+
+    # -- filter
+    if config.filter_top_k or config.filter_min_score is not None:
+        filter_params = {"top_k": config.filter_top_k, "min_score": config.filter_min_score,
+                         "model": training.base_model}
+        pairs_in = train_input
+
+        def run_filter(_resume: bool, pairs_in=pairs_in) -> tuple[dict, str]:
+            summary = filter_pairs(pairs_in, paths["passages"], training.base_model, paths["filtered"],
+                                   top_k=config.filter_top_k, min_score=config.filter_min_score,
+                                   cache_dir=paths["cache"], dtype=config.dtype, progress=progress)
+            if summary.kept < 2:
+                raise GenqError(f"the filter kept {summary.kept} of {summary.total} pairs: too few to train on\n"
+                                "  fix: raise --filter-top-k, lower --filter-min-score, or generate more queries")
+            return summary.to_dict(), "ran"
+
+        stages.append(("filter", filter_params, run_filter, [paths["filtered"]]))
+        train_input = paths["filtered"]
+
+    # -- hard negatives
+    if config.hard_negatives:
+        config.mining.num_negatives = config.hard_negatives
+        mining_params = {**_jsonable(config.mining), "model": training.base_model}
+        pairs_in = train_input
+
+        def run_mining(_resume: bool, pairs_in=pairs_in) -> tuple[dict, str]:
+            summary = mine_negatives(pairs_in, paths["passages"], paths["negatives"], model=training.base_model,
+                                     config=config.mining, cache_dir=paths["cache"], dtype=config.dtype,
+                                     progress=progress)
+            return summary.to_dict(), "ran"
+
+        stages.append(("negatives", mining_params, run_mining, [paths["negatives"]]))
+        train_input = paths["negatives"]
+
+    # -- train
+    train_params = {**_jsonable(training), "pairs": train_input.name}
+    train_params.pop("device")
+
+    def run_train(resume: bool) -> tuple[dict, str]:
+        can_resume = resume and (paths["model"] / RUN_RECORD).exists() and last_checkpoint(paths["model"])
+        summary = train_bi_encoder(train_input, paths["model"], training, resume=bool(can_resume),
+                                   overwrite=not can_resume, progress=progress)
+        return summary.to_dict(), "resumed" if summary.resumed_from else "ran"
+
+    stages.append(("train", train_params, run_train, [paths["model"] / "config.json"]))
+
+    # -- index
+    index_params = _jsonable(config.index)
+
+    def run_index(_resume: bool) -> tuple[dict, str]:
+        summary = build_index(paths["passages"], str(paths["model"]), paths["index"], config.index,
+                              dtype=config.dtype, progress=progress)
+        return summary.to_dict(), "ran"
+
+    stages.append(("index", index_params, run_index, [paths["index"] / "index.json"]))
+
+    # -- evaluate
+    if config.eval_data:
+        eval_params = {"data": str(Path(config.eval_data).resolve()), "base_model": training.base_model}
+
+        def run_eval(_resume: bool) -> tuple[dict, str]:
+            report = evaluate_systems(config.eval_data, models=[training.base_model, str(paths["model"])], bm25=True,
+                                      output_dir=paths["eval"], names=["BM25", f"base ({training.base_model})",
+                                                                       "adapted (genq)"],
+                                      dtype=config.dtype, progress=progress)
+            say(format_table(report))
+            return {"systems": report["systems"]}, "ran"
+
+        stages.append(("evaluate", eval_params, run_eval, [paths["eval"] / "results.json"]))
+
+    names = [name for name, *_ in stages]
+    upstream_ran = False
+    results: list[StageResult] = []
+    for position, (name, params, run, outputs) in enumerate(stages):
+        done = manifest.finished(name, params) and all(p.exists() for p in outputs)
+        if done and not upstream_ran:
+            say(f"[{name}] finished earlier with the same settings: skipped")
+            results.append(StageResult(name, "skipped", 0.0, manifest.data["stages"][name]["summary"]))
+            continue
+        previous = manifest.previous_params(name)
+        # resume only an interrupted run of the very same stage settings and inputs
+        resume = (not upstream_ran) and previous is not None and _fingerprint(previous) == _fingerprint(params)
+        if not resume and name == "generate" and previous is None and paths["pairs"].exists() and not upstream_ran:
+            resume = True  # interrupted before the manifest entry was written: generate checks the settings itself
+        manifest.forget_from(names[position:])
+        manifest.data["stages"][name] = {"status": "running", "params": params, "fingerprint": _fingerprint(params)}
+        write_json_atomic(manifest.path, manifest.data)
+        say(f"[{name}] {'continuing' if resume else 'running'} ...")
+        started = time.perf_counter()
+        summary, status = run(resume)
+        seconds = time.perf_counter() - started
+        manifest.record(name, params, "done", {k: str(v) for k, v in paths.items() if v in outputs
+                                               or any(str(o).startswith(str(v)) for o in outputs)}, summary, seconds)
+        results.append(StageResult(name, status, seconds, summary))
+        upstream_ran = True
+        say(f"[{name}] {status} in {seconds:.1f}s")
+    manifest.data["last_run"] = [asdict(r) | {"summary": None} for r in results]
+    write_json_atomic(manifest.path, manifest.data)
+    return manifest.data

@@ -1,0 +1,118 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from genq.cli import main
+from genq.search import Searcher
+
+from .conftest import write_jsonl
+
+
+@pytest.fixture()
+def raw_corpus(tmp_path):
+    texts = ["clean the chain and oil it", "replace worn brake pad", "inflate the tyre with a pump",
+             "adjust the gear cable", "tighten the saddle bolt", "patch the tube", "grease the hub bearing",
+             "clean the disc rotor", "true the wheel spoke", "check the fork suspension"]
+    return write_jsonl(tmp_path / "docs.jsonl", [{"id": f"d{i}", "title": t.split()[-1], "text": t}
+                                                  for i, t in enumerate(texts)])
+
+
+def adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, *extra):
+    return ["adapt", str(raw_corpus), "-o", str(run_dir), "--tokenizer", "words", "--generator", str(tiny_t5_dir),
+            "--max-length", "6", "--base-model", str(tiny_encoder_dir), "--train-batch-size", "4",
+            "--max-seq-length", "32", "--eval-share", "0", "--device", "cpu", "--dtype", "float32", *extra]
+
+
+def stage_status(output: str) -> dict[str, str]:
+    statuses = {}
+    for line in output.splitlines():
+        if line.startswith("[") and "] " in line:
+            name, rest = line[1:].split("] ", 1)
+            if "skipped" in rest:
+                statuses[name] = "skipped"
+            elif " in " in rest:
+                statuses[name] = rest.split(" in ")[0]
+    return statuses
+
+
+def test_adapt_end_to_end_skip_and_rerun_on_change(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
+    run_dir = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir))
+    assert result.exit_code == 0, result.output
+    assert stage_status(result.output) == {"prepare": "ran", "generate": "ran", "train": "ran", "index": "ran"}
+    assert "genq serve" in result.output
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert [manifest["stages"][s]["status"] for s in ("prepare", "generate", "train", "index")] == ["done"] * 4
+    assert len(Searcher.load(run_dir / "index", dtype="float32")) == 10
+
+    # the same command again: every stage skipped
+    result = runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir))
+    assert result.exit_code == 0, result.output
+    assert set(stage_status(result.output).values()) == {"skipped"}
+
+    # a training parameter changes: prepare and generate are kept, train and index run again
+    result = runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--lr", "1e-4"))
+    assert result.exit_code == 0, result.output
+    assert stage_status(result.output) == {"prepare": "skipped", "generate": "skipped", "train": "ran", "index": "ran"}
+
+    # a filter stage is added between generate and train
+    result = runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--lr", "1e-4",
+                                            "--filter-min-score", "-1"))
+    assert result.exit_code == 0, result.output
+    statuses = stage_status(result.output)
+    assert statuses["generate"] == "skipped" and statuses["filter"] == "ran" and statuses["train"] == "ran"
+
+
+def test_adapt_continues_interrupted_generation(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
+    run_dir = tmp_path / "run"
+    runner = CliRunner()
+    assert runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir)).exit_code == 0
+    # simulate an interruption in generate: manifest says running, the pairs file is cut short
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for stage in ("train", "index"):
+        manifest["stages"].pop(stage)
+    manifest["stages"]["generate"]["status"] = "running"
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    pairs = (run_dir / "pairs.jsonl").read_text().splitlines(keepends=True)
+    (run_dir / "pairs.jsonl").write_text("".join(pairs[:len(pairs) // 2]))
+    result = runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir))
+    assert result.exit_code == 0, result.output
+    statuses = stage_status(result.output)
+    assert statuses["prepare"] == "skipped" and statuses["generate"] == "resumed" and statuses["train"] == "ran"
+    ids = [json.loads(x)["passage_id"] for x in (run_dir / "pairs.jsonl").read_text().splitlines()]
+    assert len(set(ids)) == 10
+
+
+def test_adapt_with_negatives_and_evaluation(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
+    eval_dir = tmp_path / "eval-data"
+    (eval_dir / "qrels").mkdir(parents=True)
+    write_jsonl(eval_dir / "corpus.jsonl", [{"_id": "a", "title": "", "text": "oil the chain"},
+                                            {"_id": "b", "title": "", "text": "brake pad"}])
+    write_jsonl(eval_dir / "queries.jsonl", [{"_id": "q", "text": "chain oil"}])
+    (eval_dir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\t1\n")
+    config = tmp_path / "adapt.toml"
+    config.write_text('hard-negatives = 1\nneg-range-min = 0\nqueries-per-passage = 2\n')
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--config",
+                                                 str(config), "--eval-data", str(eval_dir)))
+    assert result.exit_code == 0, result.output
+    statuses = stage_status(result.output)
+    assert statuses["negatives"] == "ran" and statuses["evaluate"] == "ran"
+    pair = json.loads((run_dir / "pairs.negatives.jsonl").read_text().splitlines()[0])
+    assert "negatives" in pair
+    report = json.loads((run_dir / "eval" / "results.json").read_text())
+    assert [s["name"] for s in report["systems"]][0] == "BM25" and len(report["systems"]) == 3
+    meta = json.loads((run_dir / "pairs.meta.json").read_text())
+    assert meta["parameters"]["queries_per_passage"] == 2
+
+
+def test_adapt_bad_config_and_missing_corpus(tmp_path, tiny_t5_dir, tiny_encoder_dir):
+    config = tmp_path / "bad.toml"
+    config.write_text("no-such-option = 1\n")
+    result = CliRunner().invoke(main, ["adapt", str(tmp_path / "x.jsonl"), "-o", str(tmp_path / "r"), "--config",
+                                       str(config)])
+    assert result.exit_code == 2 and "unknown option" in result.output
+    result = CliRunner().invoke(main, ["adapt", str(tmp_path / "x.jsonl"), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "does not exist" in result.output
