@@ -233,6 +233,7 @@ class QueryGenerator:
         if self.family == "causal":
             self.tokenizer.padding_side = "left"
             self.template = load_prompt_template(config.prompt_template)
+            self.stop_ids = _newline_token_ids(self.tokenizer)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
 
@@ -270,7 +271,11 @@ class QueryGenerator:
                 token_rows = self._sample_seq2seq(encoded)
                 decoded = self.tokenizer.batch_decode(token_rows, skip_special_tokens=True)
             else:
-                output = self.model.generate(**encoded, max_new_tokens=config.max_length, **sampling)
+                # only the first line is kept, so a sequence can stop at its first newline
+                eos = self.model.generation_config.eos_token_id
+                eos = [eos] if isinstance(eos, int) else list(eos or [])
+                output = self.model.generate(**encoded, max_new_tokens=config.max_length,
+                                             eos_token_id=eos + self.stop_ids, **sampling)
                 new_tokens = output[:, encoded["input_ids"].shape[1]:]
                 decoded = [_first_line(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         n = config.queries_per_passage
@@ -359,6 +364,15 @@ def sample_top_k_top_p(logits, top_k: int, top_p: float, temperature: float):
         probs = probs.masked_fill(cumulative - probs >= top_p, 0.0)
     choice = torch.multinomial(probs, 1)
     return indices.gather(-1, choice).squeeze(-1)
+
+
+def _newline_token_ids(tokenizer) -> list[int]:
+    """Vocabulary entries that decode to something containing a newline (plus the EOS tokens)."""
+    ids = []
+    for token, index in tokenizer.get_vocab().items():
+        if "\n" in tokenizer.convert_tokens_to_string([token]):
+            ids.append(index)
+    return sorted(ids)[:64]
 
 
 def _first_line(text: str) -> str:

@@ -75,6 +75,9 @@ def test_adapt_continues_interrupted_generation(tmp_path, raw_corpus, tiny_t5_di
         manifest["stages"].pop(stage)
     manifest["stages"]["generate"]["status"] = "running"
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    meta = json.loads((run_dir / "pairs.meta.json").read_text())
+    meta["complete"] = False
+    (run_dir / "pairs.meta.json").write_text(json.dumps(meta))
     pairs = (run_dir / "pairs.jsonl").read_text().splitlines(keepends=True)
     (run_dir / "pairs.jsonl").write_text("".join(pairs[:len(pairs) // 2]))
     result = runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir))
