@@ -92,7 +92,7 @@ def write_results(rows: list[dict], args) -> None:
         ndcg = list(row["ndcg@10"].values())
         stages = row["stages"]
 
-        def seconds(name: str) -> str:
+        def seconds(name: str, stages=stages) -> str:
             if name not in stages:
                 return "-"
             value = f"{stages[name]['seconds']:.0f}"

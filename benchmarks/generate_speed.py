@@ -144,10 +144,11 @@ def main() -> None:
         flops = {label: model_flops(model_dir, inp, gen) for label, _, inp, gen, _ in rows}
     peak32, peak16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
     results = []
-    for label, seconds, inp, gen, dtype in rows:
+    for label, seconds, _, _, dtype in rows:
         achieved = flops[label] / seconds / 1e9
         peak = peak16 if "bfloat16" in dtype else peak32
-        results.append({"system": label, "seconds": round(seconds, 2), "passages_per_s": round(len(passages) / seconds, 3),
+        results.append({"system": label, "seconds": round(seconds, 2),
+                        "passages_per_s": round(len(passages) / seconds, 3),
                         "speedup_vs_example": round(example_seconds / seconds, 2),
                         "gflops_achieved": round(achieved, 1), "matmul_gflops_peak": round(peak, 1),
                         "share_of_peak": round(achieved / peak, 3)})

@@ -126,7 +126,8 @@ def pairs_with_negatives(tmp_path):
 def test_export_beir(tmp_path):
     result = export_pairs(pairs_with_negatives(tmp_path), "beir", tmp_path / "beir")
     queries = [json.loads(x) for x in (tmp_path / "beir" / "gen-queries.jsonl").read_text().splitlines()]
-    rows = list(csv.reader(open(tmp_path / "beir" / "gen-qrels" / "train.tsv"), delimiter="\t"))
+    with open(tmp_path / "beir" / "gen-qrels" / "train.tsv") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
     corpus = [json.loads(x) for x in (tmp_path / "beir" / "corpus.jsonl").read_text().splitlines()]
     assert rows[0] == ["query-id", "corpus-id", "score"] and rows[1] == [queries[0]["_id"], "p1", "1"]
     assert {c["_id"] for c in corpus} == {"p1", "p2"} and result["queries"] == 2
