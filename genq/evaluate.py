@@ -22,6 +22,7 @@ from genq import __version__
 from genq.corpus import iter_passage_file
 from genq.encode import Encoder
 from genq.io import DataError, GenqError, write_json_atomic
+from genq.retrieval import DenseCorpus, LexicalCorpus
 
 logger = logging.getLogger(__name__)
 
@@ -92,42 +93,28 @@ def load_collection(data_dir: str | Path, split: str = "test") -> Collection:
 # --------------------------------------------------------------------------- systems
 
 
+def _run_from(corpus: list[dict], query_ids: list[str], scores, rows) -> Run:
+    return {q: {corpus[int(r)]["_id"]: float(s) for r, s in zip(rs, ss) if r >= 0}
+            for q, rs, ss in zip(query_ids, rows, scores)}
+
+
 def bm25_run(collection: Collection, k: int = 100, progress: bool = False) -> Run:
     """BM25 (bm25s, Lucene variant) with English stemming and stopwords."""
-    import bm25s
-    import Stemmer
-
-    stemmer = Stemmer.Stemmer("english")
-    texts = [f"{p['title']} {p['text']}".strip() for p in collection.corpus]
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=progress),
-                    show_progress=progress)
+    lexical = LexicalCorpus(collection.corpus, progress=progress)
     query_ids = list(collection.queries)
-    tokens = bm25s.tokenize([collection.queries[q] for q in query_ids], stopwords="en", stemmer=stemmer,
-                            show_progress=False)
-    k = min(k, len(texts))
-    rows, scores = retriever.retrieve(tokens, k=k, show_progress=progress, n_threads=1)
-    run: Run = {}
-    for query_id, query_rows, query_scores in zip(query_ids, rows, scores):
-        run[query_id] = {collection.corpus[int(r)]["_id"]: float(s) for r, s in zip(query_rows, query_scores)
-                         if s > 0}
-    return run
+    scores, rows = lexical.search([collection.queries[q] for q in query_ids], k)
+    run = _run_from(collection.corpus, query_ids, scores, rows)
+    return {q: {d: s for d, s in docs.items() if s > 0} for q, docs in run.items()}
 
 
 def dense_run(collection: Collection, model: str | Encoder, k: int = 100, progress: bool = False,
               dtype: str = "auto", batch_size: int = 64) -> Run:
     """Exact inner-product search with a sentence-transformers model over the collection's corpus."""
-    import faiss
-
     encoder = model if isinstance(model, Encoder) else Encoder(model, dtype=dtype, batch_size=batch_size)
-    corpus_vectors = encoder.encode_passages(collection.corpus, progress=progress)
+    dense = DenseCorpus(collection.corpus, encoder, progress=progress)
     query_ids = list(collection.queries)
-    query_vectors = encoder.encode_queries([collection.queries[q] for q in query_ids])
-    index = faiss.IndexFlatIP(corpus_vectors.shape[1])
-    index.add(corpus_vectors)
-    scores, rows = index.search(query_vectors, min(k, len(collection.corpus)))
-    return {q: {collection.corpus[int(r)]["_id"]: float(s) for r, s in zip(rs, ss) if r >= 0}
-            for q, rs, ss in zip(query_ids, rows, scores)}
+    scores, rows = dense.search(dense.encode_queries([collection.queries[q] for q in query_ids]), k)
+    return _run_from(collection.corpus, query_ids, scores, rows)
 
 
 def index_run(collection: Collection, index_dir: str | Path, k: int = 100) -> Run:

@@ -15,6 +15,7 @@ index that loads; ``--add`` builds the grown index the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -140,23 +142,29 @@ class IndexSummary:
         return asdict(self)
 
 
-def _temp_dir_for(out_dir: Path) -> Path:
+@contextlib.contextmanager
+def _building(out_dir: Path) -> Iterator[Path]:
+    """A temporary sibling directory that replaces ``out_dir`` only if the block succeeds.
+
+    The old index stays loadable until the final rename; on any failure (or Ctrl-C) the
+    temporary directory is removed and ``out_dir`` is untouched.
+    """
     tmp = out_dir.with_name(f".{out_dir.name}.building-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    return tmp
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` by ``tmp``; the old index stays loadable until the last moment."""
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    try:
+        yield tmp
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 class _StoreWriter:
@@ -223,8 +231,7 @@ def build_index(
     total = sum(1 for _ in iter_passage_file(passages_path))
     encoder = model if isinstance(model, Encoder) else Encoder(model, device=device, dtype=dtype,
                                                                batch_size=batch_size)
-    tmp = _temp_dir_for(out_dir)
-    try:
+    with _building(out_dir) as tmp:
         store = _StoreWriter(tmp / STORE_FILE)
         encode_started = time.perf_counter()
         count = _encode_into(passages_path, encoder, store, set(), tmp / EMBEDDINGS_FILE, progress, total)
@@ -240,10 +247,6 @@ def build_index(
         del embeddings
         if not save_embeddings:
             (tmp / EMBEDDINGS_FILE).unlink()
-        _swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return IndexSummary(str(out_dir), passages=count, added=count, dimension=encoder.dimension,
                         index_type=resolved.index_type, params=asdict(resolved),
                         encode_seconds=round(encode_seconds, 2), seconds=round(time.perf_counter() - started, 2),
@@ -311,8 +314,7 @@ def add_to_index(
     with open(index_dir / STORE_FILE, encoding="utf-8") as handle:
         seen_ids = {json.loads(line)["_id"] for line in handle}
     total = sum(1 for _ in iter_passage_file(passages_path))
-    tmp = _temp_dir_for(index_dir)
-    try:
+    with _building(index_dir) as tmp:
         shutil.copyfile(index_dir / STORE_FILE, tmp / STORE_FILE)
         store = _StoreWriter(tmp / STORE_FILE, np.load(index_dir / OFFSETS_FILE))
         encode_started = time.perf_counter()
@@ -330,10 +332,6 @@ def add_to_index(
             np.save(tmp / EMBEDDINGS_FILE, np.concatenate([old, new_vectors]))
         (tmp / "new.npy").unlink()
         _write_index(tmp, index, encoder, params, count, kept, meta["model"])
-        _swap_into_place(tmp, index_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return IndexSummary(str(index_dir), passages=count, added=added, dimension=encoder.dimension,
                         index_type=params.index_type, params=asdict(params), encode_seconds=round(encode_seconds, 2),
                         seconds=round(time.perf_counter() - started, 2), dtype=encoder.dtype_label)
@@ -350,18 +348,13 @@ def reindex(index_dir: str | Path, output_dir: str | Path, params: IndexParams) 
         raise GenqError(f"{index_dir} kept no embeddings; rebuild with `genq index --save-embeddings`")
     embeddings = np.load(index_dir / EMBEDDINGS_FILE, mmap_mode="r")
     resolved = params.resolved(len(embeddings), embeddings.shape[1])
-    tmp = _temp_dir_for(out_dir)
-    try:
+    with _building(out_dir) as tmp:
         for name in (STORE_FILE, OFFSETS_FILE, EMBEDDINGS_FILE):
             shutil.copyfile(index_dir / name, tmp / name)
         index = build_faiss_index(embeddings, resolved)
         meta.update({"index_type": resolved.index_type, "params": asdict(resolved)})
         faiss.write_index(index, str(tmp / INDEX_FILE))
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return IndexSummary(str(out_dir), passages=len(embeddings), dimension=embeddings.shape[1],
                         index_type=resolved.index_type, params=asdict(resolved),
                         seconds=round(time.perf_counter() - started, 2))
