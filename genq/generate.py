@@ -233,7 +233,14 @@ class QueryGenerator:
         if self.family == "causal":
             self.tokenizer.padding_side = "left"
             self.template = load_prompt_template(config.prompt_template)
-            self.stop_ids = _newline_token_ids(self.tokenizer)
+            eos = self.model.generation_config.eos_token_id
+            eos = [eos] if isinstance(eos, int) else list(eos or [])
+            if self.tokenizer.eos_token_id is not None:
+                eos.append(self.tokenizer.eos_token_id)
+            # only the first line of a continuation is kept, so a newline ends a sample
+            # (once it has some text: small models often open with a blank line)
+            self.eos_ids = sorted(set(eos))
+            self.newline_ids = _newline_token_ids(self.tokenizer)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
 
@@ -263,21 +270,13 @@ class QueryGenerator:
                                      max_length=config.max_passage_tokens)
         encoded = {k: v.to(self.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
         torch.manual_seed(seed)
-        sampling = {"do_sample": True, "top_p": config.top_p, "top_k": config.top_k or None,
-                    "temperature": config.temperature, "num_return_sequences": config.queries_per_passage,
-                    "pad_token_id": self.tokenizer.pad_token_id}
         with torch.inference_mode():
             if self.family == "seq2seq":
                 token_rows = self._sample_seq2seq(encoded)
                 decoded = self.tokenizer.batch_decode(token_rows, skip_special_tokens=True)
             else:
-                # only the first line is kept, so a sequence can stop at its first newline
-                eos = self.model.generation_config.eos_token_id
-                eos = [eos] if isinstance(eos, int) else list(eos or [])
-                output = self.model.generate(**encoded, max_new_tokens=config.max_length,
-                                             eos_token_id=eos + self.stop_ids, **sampling)
-                new_tokens = output[:, encoded["input_ids"].shape[1]:]
-                decoded = [_first_line(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+                token_rows = self._sample_causal(encoded)
+                decoded = [_first_line(t) for t in self.tokenizer.batch_decode(token_rows, skip_special_tokens=True)]
         n = config.queries_per_passage
         return [decoded[i * n:(i + 1) * n] for i in range(len(passages))]
 
@@ -334,6 +333,55 @@ class QueryGenerator:
             current = next_tokens.unsqueeze(1)
         return outputs
 
+    def _sample_causal(self, encoded: dict) -> list[list[int]]:
+        """Prompted sampling for decoder-only models, leaner than ``generate``.
+
+        The prompt is run once per passage and its KV cache copied for each of the
+        ``queries_per_passage`` samples (``generate`` would run the prompt that many times),
+        and a sequence leaves the batch as soon as it ends its line: only the first line is
+        kept, and most queries end long before ``max_length``.
+        """
+        import torch
+        from transformers.cache_utils import DynamicCache
+
+        config = self.config
+        model = self.model
+        n = config.queries_per_passage
+        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                       past_key_values=cache, use_cache=True, return_dict=True).logits[:, -1, :]
+        logits = logits.repeat_interleave(n, dim=0)
+        cache.batch_repeat_interleave(n)
+        attention_mask = attention_mask.repeat_interleave(n, dim=0)
+        next_position = positions[:, -1:].repeat_interleave(n, dim=0) + 1
+        eos = torch.tensor(self.eos_ids, device=self.device)
+        newline = torch.tensor(self.newline_ids, device=self.device)
+        alive = torch.arange(logits.shape[0], device=self.device)
+        has_text = torch.zeros(len(alive), dtype=torch.bool, device=self.device)
+        outputs: list[list[int]] = [[] for _ in range(logits.shape[0])]
+        for _ in range(config.max_length):
+            tokens = sample_top_k_top_p(logits.float(), config.top_k, config.top_p, config.temperature)
+            is_newline = torch.isin(tokens, newline)
+            finished = torch.isin(tokens, eos) | (is_newline & has_text)
+            has_text = has_text | ~is_newline
+            for row, token, done in zip(alive.tolist(), tokens.tolist(), finished.tolist()):
+                if not done:
+                    outputs[row].append(token)
+            if bool(finished.all()):
+                break
+            if bool(finished.any()):
+                keep = (~finished).nonzero(as_tuple=True)[0]
+                alive, tokens, attention_mask, next_position, has_text = (
+                    alive[keep], tokens[keep], attention_mask[keep], next_position[keep], has_text[keep])
+                cache.batch_select_indices(keep)
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(alive), 1))], dim=1)
+            logits = model(input_ids=tokens.unsqueeze(1), attention_mask=attention_mask, position_ids=next_position,
+                           past_key_values=cache, use_cache=True, return_dict=True).logits[:, -1, :]
+            next_position = next_position + 1
+        return outputs
+
     def _truncate(self, text: str) -> str:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) <= self.config.max_passage_tokens:
@@ -367,7 +415,7 @@ def sample_top_k_top_p(logits, top_k: int, top_p: float, temperature: float):
 
 
 def _newline_token_ids(tokenizer) -> list[int]:
-    """Vocabulary entries that decode to something containing a newline (plus the EOS tokens)."""
+    """Vocabulary entries that decode to something containing a newline."""
     ids = []
     for token, index in tokenizer.get_vocab().items():
         if "\n" in tokenizer.convert_tokens_to_string([token]):

