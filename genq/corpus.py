@@ -15,7 +15,7 @@ import re
 import sys
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -648,5 +648,3 @@ def corpus_stats(
     return CorpusStats(str(path), len(doc_ids), passages, counter.name, percentiles,
                        round(float(array.mean()), 1), int((array > limit).sum()), limit)
 
-
-ProgressCallback = Callable[[int], None]

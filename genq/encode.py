@@ -57,7 +57,8 @@ class Encoder:
             self.model.to(self.dtype)
         self.model.eval()
         self.batch_size = batch_size
-        self.dimension = int(self.model.get_sentence_embedding_dimension())
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dimension = int(dimension())
         # sentence-transformers 6 renamed tokenize() to preprocess()
         self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
         prompts = getattr(self.model, "prompts", None) or {}
