@@ -61,19 +61,9 @@ def run(work: Path, epochs: float = 1.0, lr: float = 2e-5, max_steps: int | None
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--lr", type=float, default=2e-5)
-    args = parser.parse_args()
-    rows = []
-    for epochs in args.epochs:
-        with tempfile.TemporaryDirectory() as tmp:
-            rows.append(run(Path(tmp), epochs=epochs, lr=args.lr))
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+def write_results(rows: list[dict], command: str) -> None:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/train_cranfield.py " + " ".join(sys.argv[1:])
     (out / "train_cranfield.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
     lines = ["# genq train on real Cranfield pairs (half the queries train, the other half test)", "",
              f"Command: `{command}`  ", "Base all-MiniLM-L6-v2; MultipleNegativesRankingLoss, batch 64, "
@@ -88,6 +78,19 @@ def main() -> None:
     (out / "train_cranfield.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--lr", type=float, default=2e-5)
+    args = parser.parse_args()
+    rows = []
+    for epochs in args.epochs:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows.append(run(Path(tmp), epochs=epochs, lr=args.lr))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    write_results(rows, "python benchmarks/train_cranfield.py " + " ".join(sys.argv[1:]))
 
 if __name__ == "__main__":
     main()
