@@ -41,7 +41,11 @@ VARIANTS = {
     "genq": [],
     "genq+filter": ["--filter-top-k", "3"],
     "genq+filter+negatives": ["--filter-top-k", "3", "--hard-negatives", "1"],
+    # further variants tried after the first three left the base model where it was
+    "genq+filter(top10)": ["--filter-top-k", "10"],
+    "genq, 3 epochs": ["--epochs", "3"],
 }
+DEFAULT_VARIANTS = ["genq", "genq+filter", "genq+filter+negatives"]
 
 
 def run_variant(collection: str, variant: str, extra: list[str], args, work: Path) -> dict:
@@ -108,7 +112,7 @@ def write_results(rows: list[dict], args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--collections", nargs="+", default=["cranfield", "cisi"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     parser.add_argument("--passages", type=int, default=200)
     parser.add_argument("--queries-per-passage", type=int, default=3)
     parser.add_argument("--train-args", default="", help="Extra `genq adapt` training options, quoted.")
