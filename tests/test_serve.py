@@ -129,6 +129,9 @@ def test_web_page_in_headless_chromium(live_server):
             assert first.locator(".title").inner_text().startswith("1. ")
             assert "score" in first.locator(".score").inner_text()
             assert "results" in page.locator("#status").inner_text() and "ms" in page.locator("#status").inner_text()
+            # query words are highlighted in the snippets (and stopwords are not)
+            marks = [m.lower() for m in page.locator("mark").all_inner_texts()]
+            assert "chain" in marks and "the" not in marks
             # an empty query is answered on the page, not with a broken request
             page.fill("#q", "   ")
             page.click("#go")
