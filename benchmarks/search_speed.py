@@ -99,7 +99,8 @@ def main() -> None:
     rows += evaluate(f"random unit vectors ({args.vectors:,} x 384)", vectors, queries, [
         ("hnsw M=32 efC=200", IndexParams("hnsw", hnsw_m=32, ef_construction=200),
          {"ef_search": [128, 256, 512]}),
-        ("ivf-pq nlist=4096 m=48", IndexParams("ivf-pq", nlist=4096, pq_m=48, train_sample=200_000),
+        (f"ivf-pq nlist={int(4 * args.vectors ** 0.5)} m=48",
+         IndexParams("ivf-pq", nlist=int(4 * args.vectors ** 0.5), pq_m=48, train_sample=200_000),
          {"nprobe": [16, 64, 256]}),
     ])
     payload = {"threads": faiss.omp_get_max_threads(), "rows": rows,
