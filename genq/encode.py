@@ -48,7 +48,8 @@ class Encoder:
                 raise GenqError(f"could not load the model {self.name!r}: {type(exc).__name__}: {str(exc)[:300]}\n"
                                 "  fix: pass a sentence-transformers model directory or a reachable hub id") from None
         else:
-            self.name = getattr(model, "model_card_data", None) and model.model_card_data.base_model or "model"
+            card = getattr(model, "model_card_data", None)
+            self.name = (card.base_model if card is not None else None) or "model"
         self.model = model
         if max_seq_length:
             self.model.max_seq_length = max_seq_length

@@ -84,10 +84,10 @@ def filter_pairs(
         rows = np.asarray([dense.row_of[p["passage_id"]] for _, p in batch])
         vectors = dense.encode_queries([p["query"] for _, p in batch])
         own = dense.score(vectors, rows)
-        depth = top_k or 1
-        _, top_rows = dense.search(vectors, depth)
+        # with --min-score alone no ranking is needed, so no search is run
+        top_rows = dense.search(vectors, top_k)[1] if top_k else [None] * len(batch)
         for (_, pair), row, own_score, ranked in zip(batch, rows, own, top_rows):
-            in_top = (not top_k) or bool((ranked == row).any())
+            in_top = ranked is None or bool((ranked == row).any())
             keep = in_top and (min_score is None or own_score >= min_score)
             summary.total += 1
             before.add(pair["passage_id"])

@@ -320,13 +320,10 @@ class QueryGenerator:
             else:
                 next_tokens = sample_top_k_top_p(logits.float(), config.top_k, config.top_p, config.temperature)
             finished = torch.isin(next_tokens, eos_ids)
-            for row, token, done in zip(alive.tolist(), next_tokens.tolist(), finished.tolist()):
-                if not done:
-                    outputs[row].append(token)
-            if bool(finished.all()):
+            keep = _record_step(outputs, alive, next_tokens, finished)
+            if keep is not None and len(keep) == 0:
                 break
-            if bool(finished.any()):
-                keep = (~finished).nonzero(as_tuple=True)[0]
+            if keep is not None:
                 alive, hidden, attention_mask = alive[keep], hidden[keep], attention_mask[keep]
                 next_tokens = next_tokens[keep]
                 cache.reorder_cache(keep)
@@ -366,13 +363,10 @@ class QueryGenerator:
             is_newline = torch.isin(tokens, newline)
             finished = torch.isin(tokens, eos) | (is_newline & has_text)
             has_text = has_text | ~is_newline
-            for row, token, done in zip(alive.tolist(), tokens.tolist(), finished.tolist()):
-                if not done:
-                    outputs[row].append(token)
-            if bool(finished.all()):
+            keep = _record_step(outputs, alive, tokens, finished)
+            if keep is not None and len(keep) == 0:
                 break
-            if bool(finished.any()):
-                keep = (~finished).nonzero(as_tuple=True)[0]
+            if keep is not None:
                 alive, tokens, attention_mask, next_position, has_text = (
                     alive[keep], tokens[keep], attention_mask[keep], next_position[keep], has_text[keep])
                 cache.batch_select_indices(keep)
@@ -391,6 +385,20 @@ class QueryGenerator:
     def input_length(self, passage: dict) -> int:
         """A cheap length proxy for sorting (characters; tokenizing twice would cost more than it saves)."""
         return len(passage["text"]) + len(passage.get("title") or "")
+
+
+def _record_step(outputs: list[list[int]], alive, tokens, finished):
+    """Append each live row's new token unless it ended the row; return the rows to keep.
+
+    ``None`` means every row goes on (nothing to drop from the batch); an empty tensor
+    means every row has finished.
+    """
+    for row, token, done in zip(alive.tolist(), tokens.tolist(), finished.tolist()):
+        if not done:
+            outputs[row].append(token)
+    if not bool(finished.any()):
+        return None
+    return (~finished).nonzero(as_tuple=True)[0]
 
 
 def sample_top_k_top_p(logits, top_k: int, top_p: float, temperature: float):

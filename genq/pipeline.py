@@ -103,7 +103,7 @@ class Manifest:
         entry = self.data["stages"].get(name)
         return entry.get("params") if entry else None
 
-    def record(self, name: str, params: dict, status: str, outputs: dict, summary: dict, seconds: float) -> None:
+    def record(self, name: str, params: dict, status: str, outputs: list[str], summary: dict, seconds: float) -> None:
         self.data["stages"][name] = {"status": status, "params": params, "fingerprint": _fingerprint(params),
                                      "outputs": outputs, "summary": summary, "seconds": round(seconds, 2),
                                      "finished_at": time.strftime("%FT%T%z")}
@@ -257,8 +257,7 @@ def adapt(
         started = time.perf_counter()
         summary, status = run(resume)
         seconds = time.perf_counter() - started
-        manifest.record(name, params, "done", {k: str(v) for k, v in paths.items() if v in outputs
-                                               or any(str(o).startswith(str(v)) for o in outputs)}, summary, seconds)
+        manifest.record(name, params, "done", [str(p) for p in outputs], summary, seconds)
         results.append(StageResult(name, status, seconds, summary))
         upstream_ran = True
         say(f"[{name}] {status} in {seconds:.1f}s")
