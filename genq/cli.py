@@ -13,6 +13,7 @@ import click
 
 from genq import __version__
 from genq.io import GenqError
+from genq.retrieval import DEFAULT_RERANKER
 
 logger = logging.getLogger("genq")
 
@@ -373,9 +374,23 @@ def index_options(function):
         click.option("--pq-m", type=click.IntRange(1), help="PQ sub-quantizers (must divide the dimension)."),
         click.option("--nprobe", type=click.IntRange(1), default=16, show_default=True),
         click.option("--faiss-factory", help="Any Faiss index_factory string, e.g. 'IVF1024,SQ8'."),
+        click.option("--lexical/--no-lexical", default=True, show_default=True,
+                     help="Also build a BM25 index over the same passages (needed for hybrid and bm25 search)."),
+        click.option("--lexical-language", default="english", show_default=True,
+                     help="BM25 stemmer: a Snowball language (english, german, french, ...) or none."),
+        click.option("--lexical-stopwords", default="auto", show_default=True,
+                     help="BM25 stopwords: auto (the language's list), none, or a list name (en, de, fr, ...)."),
     ]):
         function = option(function)
     return function
+
+
+def lexical_settings(options: dict):
+    from genq.retrieval import LexicalSettings
+
+    if not options["lexical"]:
+        return None
+    return LexicalSettings(language=options["lexical_language"], stopwords=options["lexical_stopwords"]).validate()
 
 
 def index_params(options: dict):
@@ -411,11 +426,44 @@ def index(passages, model, output, add, save_embeddings, encode_batch_size, devi
     if not model:
         raise click.UsageError("--model is required (except with --add, which reuses the index's model)")
     summary = build_index(passages, model, output, index_params(options), save_embeddings=save_embeddings,
-                          batch_size=encode_batch_size, device=device, dtype=dtype, progress=show_progress())
+                          batch_size=encode_batch_size, device=device, dtype=dtype, progress=show_progress(),
+                          lexical=lexical_settings(options))
     rate = summary.passages / max(summary.encode_seconds, 1e-9)
     say(f"indexed {summary.passages:,} passages ({summary.dimension}-d, {summary.dtype}, {rate:.0f} passages/s) "
         f"into a {summary.index_type} index at {output} in {summary.seconds:.1f}s")
+    if summary.lexical:
+        say(f"  BM25 part ({summary.lexical['language']} stemming, stopwords {summary.lexical['stopwords']}) built "
+            f"in {summary.lexical_seconds:.1f}s: searches are hybrid by default")
     say(f"  search it: genq search {output} \"your query\"   serve it: genq serve {output}")
+
+
+def search_options(function):
+    """How to search (mode, fusion, reranking): the same options for `search` and `serve`."""
+    from genq.retrieval import FUSIONS, SEARCH_MODES
+
+    for option in reversed([
+        click.option("--mode", type=click.Choice(SEARCH_MODES), default=None,
+                     help="hybrid (dense + BM25, the default where the index has both), dense or bm25."),
+        click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                     help="Hybrid: share of the dense side in the fusion (0 = BM25 only, 1 = dense only)."),
+        click.option("--fusion", type=click.Choice(FUSIONS), default="minmax", show_default=True,
+                     help="Hybrid: minmax = per-query min-max scaled score sum; rrf = reciprocal-rank fusion (k=60)."),
+        click.option("--candidates", type=click.IntRange(1), default=100, show_default=True,
+                     help="Hybrid: how deep each side is searched before fusing."),
+        click.option("--rerank", "rerank_model", metavar="MODEL", is_flag=False, flag_value=DEFAULT_RERANKER,
+                     default=None, help=f"Rerank with a cross-encoder (bare --rerank: {DEFAULT_RERANKER})."),
+        click.option("--rerank-depth", type=click.IntRange(1), default=50, show_default=True,
+                     help="How many hits the cross-encoder rescores."),
+    ]):
+        function = option(function)
+    return function
+
+
+def search_settings(mode, alpha, fusion, candidates, rerank_depth):
+    from genq.search import SearchOptions
+
+    return SearchOptions(mode=mode, alpha=alpha, fusion=fusion, candidates=candidates,
+                         rerank_depth=rerank_depth).validate()
 
 
 @main.command()
@@ -427,55 +475,81 @@ def index(passages, model, output, add, save_embeddings, encode_batch_size, devi
 @click.option("--run", "run_out", type=click.Path(dir_okay=False), help="With --queries: write a TREC run file.")
 @click.option("--ef-search", type=click.IntRange(1), help="Override HNSW efSearch.")
 @click.option("--nprobe", type=click.IntRange(1), help="Override IVF nprobe.")
+@search_options
 @device_options
 @user_errors
-def search(index_dir, query, k, as_json, queries, run_out, ef_search, nprobe, device, dtype):
-    """Search INDEX_DIR for QUERY (or every query of --queries)."""
+def search(index_dir, query, k, as_json, queries, run_out, ef_search, nprobe, mode, alpha, fusion, candidates,
+           rerank_model, rerank_depth, device, dtype):
+    """Search INDEX_DIR for QUERY (or every query of --queries); hybrid by default."""
     from genq.search import Searcher, iter_run, read_queries, write_trec_run
 
     if bool(query) == bool(queries):
         raise click.UsageError("give either a QUERY or --queries FILE")
-    searcher = Searcher.load(index_dir, device=device, dtype=dtype, ef_search=ef_search, nprobe=nprobe)
+    options = search_settings(mode, alpha, fusion, candidates, rerank_depth)
+    searcher = Searcher.load(index_dir, device=device, dtype=dtype, ef_search=ef_search, nprobe=nprobe,
+                             reranker=rerank_model)
+    searcher.resolve_options(options)
     if queries:
         items = read_queries(queries)
         if run_out:
-            result = write_trec_run(searcher, items, run_out, k=k)
+            result = write_trec_run(searcher, items, run_out, k=k, options=options)
             say(f"searched {result['queries']:,} queries in {result['seconds']:.1f}s; wrote {result['lines']:,} "
                 f"lines to {run_out}")
             return
-        for query_id, hits in iter_run(searcher, items, k):
+        for query_id, hits in iter_run(searcher, items, k, options=options):
             if as_json:
                 click.echo(json.dumps({"query_id": query_id, "hits": [h.to_dict() for h in hits]},
                                       ensure_ascii=False))
             else:
                 click.echo(f"{query_id}\t" + " ".join(h.id for h in hits))
         return
-    hits = searcher.search(query, k)
+    hits = searcher.search_batch([query], k, options=options)[0]
+    used_mode = options.mode or searcher.default_mode
     if as_json:
-        click.echo(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
+        click.echo(json.dumps({"query": query, "mode": used_mode,
+                               "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
         return
     for hit in hits:
         title = hit.title or hit.id
-        click.echo(click.style(f"{hit.rank:>3}. {title}", bold=True) + click.style(f"  [{hit.id}]  {hit.score:.4f}",
-                                                                                 dim=True))
+        click.echo(click.style(f"{hit.rank:>3}. {title}", bold=True)
+                   + click.style(f"  [{hit.id}]  {hit.score:.4f}{_where_found(hit, used_mode)}", dim=True))
         text = hit.text if len(hit.text) <= 240 else hit.text[:237] + "..."
         click.echo(f"     {text}")
+
+
+def _where_found(hit, mode: str) -> str:
+    """'  (dense #2, bm25 -)' for a hybrid hit: where each retriever put it ('-': not in its candidates)."""
+    parts = []
+    if mode == "hybrid":
+        parts = [f"dense #{hit.dense_rank}" if hit.dense_rank else "dense -",
+                 f"bm25 #{hit.bm25_rank}" if hit.bm25_rank else "bm25 -"]
+    if hit.rerank_score is not None:
+        parts.append("reranked")
+    return f"  ({', '.join(parts)})" if parts else ""
 
 
 @main.command()
 @click.argument("index_dir", type=click.Path(path_type=str))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface; 0.0.0.0 exposes it to the network.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@search_options
 @device_options
 @user_errors
-def serve(index_dir, host, port, device, dtype):
-    """Serve INDEX_DIR: JSON API (/search, /health, /info) and a search page at /."""
+def serve(index_dir, host, port, mode, alpha, fusion, candidates, rerank_model, rerank_depth, device, dtype):
+    """Serve INDEX_DIR: JSON API (/search, /health, /info) and a search page at /.
+
+    The search options set the server's defaults; each request may override mode, alpha and fusion.
+    """
     from genq.search import Searcher
     from genq.serve import run_server
 
-    searcher = Searcher.load(index_dir, device=device, dtype=dtype)
-    say(f"serving {len(searcher):,} passages on http://{host}:{port}/  (API: /search?q=...&k=10, /info, /health)")
-    run_server(searcher, host=host, port=port, log_level="warning" if not show_progress() else "info")
+    options = search_settings(mode, alpha, fusion, candidates, rerank_depth)
+    searcher = Searcher.load(index_dir, device=device, dtype=dtype, reranker=rerank_model)
+    searcher.resolve_options(options)
+    say(f"serving {len(searcher):,} passages on http://{host}:{port}/  (modes: {', '.join(searcher.modes)}; "
+        f"API: /search?q=...&k=10, /info, /health)")
+    run_server(searcher, host=host, port=port, log_level="warning" if not show_progress() else "info",
+               defaults=options)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -492,16 +566,34 @@ def serve(index_dir, host, port, device, dtype):
                                                      "indexes.")
 @click.option("--split", default="test", show_default=True)
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Write results.json, results.md, ndcg10.png.")
+@click.option("--hybrid/--no-hybrid", default=None,
+              help="Add a hybrid (model + BM25) row per model; on by default when --bm25 is.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Hybrid: share of the dense side.")
+@click.option("--fusion", type=click.Choice(["minmax", "rrf"]), default="minmax", show_default=True)
+@click.option("--alpha-sweep", metavar="LIST", help="nDCG@10 of hybrid search per alpha, e.g. 0,0.1,...,1.")
+@click.option("--candidates", type=click.IntRange(100), default=100, show_default=True,
+              help="How deep each side is searched before fusing.")
+@click.option("--rerank", "rerank_model", metavar="MODEL", is_flag=False, flag_value=DEFAULT_RERANKER, default=None,
+              help="Also evaluate every system reranked by this cross-encoder.")
+@click.option("--rerank-depth", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True)
 @user_errors
-def evaluate(data_dir, models, bm25, index_dirs, names, split, output, dtype):
-    """Compare BM25, models and indexes on a labelled collection (nDCG@10, MRR@10, R@100, MAP@100, P@10)."""
-    from genq.evaluate import evaluate_systems, format_table
+def evaluate(data_dir, models, bm25, index_dirs, names, split, output, hybrid, alpha, fusion, alpha_sweep, candidates,
+             rerank_model, rerank_depth, dtype):
+    """Compare BM25, models, hybrids and indexes on a labelled collection (nDCG@10, MRR@10, R@100, MAP@100, P@10)."""
+    from genq.evaluate import evaluate_systems, format_sweep, format_table, parse_alphas
 
     report = evaluate_systems(data_dir, models=list(models), bm25=bm25, index_dirs=list(index_dirs), output_dir=output,
-                              split=split, names=list(names) or None, dtype=dtype, progress=show_progress())
+                              split=split, names=list(names) or None, dtype=dtype, progress=show_progress(),
+                              hybrid=hybrid, fusion=fusion, alpha=alpha,
+                              alpha_sweep=parse_alphas(alpha_sweep) if alpha_sweep else None, candidates=candidates,
+                              reranker=rerank_model, rerank_depth=rerank_depth)
     click.echo(f"{report['collection']}: {report['corpus']:,} documents, {report['queries']:,} queries")
     click.echo(format_table(report))
+    if report.get("alpha_sweep"):
+        click.echo("")
+        click.echo(format_sweep(report))
     for note in report["notes"]:
         say(f"note: {note}")
     if output:
@@ -643,7 +735,8 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
         hard_negatives=hard_negatives,
         mining=MiningConfig(num_negatives=max(1, hard_negatives), range_min=neg_range_min, range_max=neg_range_max,
                             relative_margin=neg_relative_margin, retriever=neg_retriever),
-        training=training, index=index_params(options), eval_data=eval_data, limit=limit, dtype=dtype)
+        training=training, index=index_params(options), lexical=lexical_settings(options), eval_data=eval_data,
+        limit=limit, dtype=dtype)
     started = time.perf_counter()
     run_adapt(corpus_path, run_dir, config, progress=show_progress(), say=say)
     elapsed = time.perf_counter() - started

@@ -1,5 +1,9 @@
 """Evaluation on a labelled BEIR-layout collection: BM25, base and adapted models side by side.
 
+Each model is searched once, to the candidate depth; its dense run, its hybrid run (fused
+with BM25 through the same :func:`genq.retrieval.fuse` that search and serve use) and an
+optional alpha sweep are all cut from those candidates, so a sweep costs no extra encoding.
+
 Metrics come from pytrec_eval (trec_eval's own code), so figures are comparable with
 published ones. Unlike BEIR's ``EvaluateRetrieval.evaluate``, hits whose document id equals
 the query id are *kept*: classic collections (Cranfield, CISI) number queries and documents
@@ -12,7 +16,6 @@ import csv
 import logging
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from genq import __version__
 from genq.corpus import iter_passage_file
 from genq.encode import Encoder
 from genq.io import DataError, GenqError, write_json_atomic
-from genq.retrieval import DenseCorpus, LexicalCorpus
+from genq.retrieval import DenseCorpus, Fused, LexicalCorpus, Reranker, check_fusion, fuse, single
 
 logger = logging.getLogger(__name__)
 
@@ -93,46 +96,87 @@ def load_collection(data_dir: str | Path, split: str = "test") -> Collection:
 # --------------------------------------------------------------------------- systems
 
 
-def _run_from(corpus: list[dict], query_ids: list[str], scores, rows) -> Run:
-    return {q: {corpus[int(r)]["_id"]: float(s) for r, s in zip(rs, ss) if r >= 0}
-            for q, rs, ss in zip(query_ids, rows, scores)}
+Candidates = tuple[np.ndarray, np.ndarray]  # (scores, rows) per query, Faiss-shaped
+
+
+def _run_from(corpus: list[dict], query_ids: list[str], ranked: list[list[Fused]], k: int = 100) -> Run:
+    return {q: {corpus[c.row]["_id"]: float(c.score) for c in candidates[:k]}
+            for q, candidates in zip(query_ids, ranked)}
+
+
+def _single(candidates: Candidates, side: str) -> list[list[Fused]]:
+    scores, rows = candidates
+    return [single(r, s, side) for r, s in zip(rows, scores)]
+
+
+def _fused(dense: Candidates, bm25: Candidates, fusion: str, alpha: float) -> list[list[Fused]]:
+    return [fuse(dr, ds, br, bs, fusion, alpha) for dr, ds, br, bs in zip(dense[1], dense[0], bm25[1], bm25[0])]
+
+
+def bm25_candidates(collection: Collection, depth: int = 100, progress: bool = False) -> Candidates:
+    """BM25 (bm25s, Lucene variant) with English stemming and stopwords."""
+    lexical = LexicalCorpus(collection.corpus, progress=progress)
+    return lexical.search([collection.queries[q] for q in collection.queries], depth)
+
+
+def dense_candidates(collection: Collection, model: str | Encoder, depth: int = 100, progress: bool = False,
+                     dtype: str = "auto", batch_size: int = 64) -> Candidates:
+    """Exact inner-product search with a sentence-transformers model over the collection's corpus."""
+    encoder = model if isinstance(model, Encoder) else Encoder(model, dtype=dtype, batch_size=batch_size)
+    dense = DenseCorpus(collection.corpus, encoder, progress=progress)
+    return dense.search(dense.encode_queries([collection.queries[q] for q in collection.queries]), depth)
 
 
 def bm25_run(collection: Collection, k: int = 100, progress: bool = False) -> Run:
-    """BM25 (bm25s, Lucene variant) with English stemming and stopwords."""
-    lexical = LexicalCorpus(collection.corpus, progress=progress)
-    query_ids = list(collection.queries)
-    scores, rows = lexical.search([collection.queries[q] for q in query_ids], k)
-    run = _run_from(collection.corpus, query_ids, scores, rows)
-    return {q: {d: s for d, s in docs.items() if s > 0} for q, docs in run.items()}
+    return _run_from(collection.corpus, list(collection.queries),
+                     _single(bm25_candidates(collection, k, progress), "bm25"), k)
 
 
 def dense_run(collection: Collection, model: str | Encoder, k: int = 100, progress: bool = False,
               dtype: str = "auto", batch_size: int = 64) -> Run:
-    """Exact inner-product search with a sentence-transformers model over the collection's corpus."""
-    encoder = model if isinstance(model, Encoder) else Encoder(model, dtype=dtype, batch_size=batch_size)
-    dense = DenseCorpus(collection.corpus, encoder, progress=progress)
-    query_ids = list(collection.queries)
-    scores, rows = dense.search(dense.encode_queries([collection.queries[q] for q in query_ids]), k)
-    return _run_from(collection.corpus, query_ids, scores, rows)
+    return _run_from(collection.corpus, list(collection.queries),
+                     _single(dense_candidates(collection, model, k, progress, dtype, batch_size), "dense"), k)
 
 
-def index_run(collection: Collection, index_dir: str | Path, k: int = 100) -> Run:
+def hybrid_run(collection: Collection, dense: Candidates, bm25: Candidates, fusion: str = "minmax",
+               alpha: float = 0.5, k: int = 100) -> Run:
+    return _run_from(collection.corpus, list(collection.queries), _fused(dense, bm25, fusion, alpha), k)
+
+
+def index_run(collection: Collection, index_dir: str | Path, k: int = 100, mode: str | None = None,
+              fusion: str = "minmax", alpha: float = 0.5) -> Run:
     """Search an existing genq index; passage hits are pooled to documents (max score per doc_id)."""
-    from genq.search import Searcher
+    from genq.search import Searcher, SearchOptions
 
     searcher = Searcher.load(index_dir)
+    options = SearchOptions(mode=mode, fusion=fusion, alpha=alpha, candidates=max(100, k))
     query_ids = list(collection.queries)
     run: Run = {}
     for start in range(0, len(query_ids), 64):
         batch = query_ids[start:start + 64]
-        for query_id, hits in zip(batch, searcher.search_batch([collection.queries[q] for q in batch], k)):
+        for query_id, hits in zip(batch, searcher.search_batch([collection.queries[q] for q in batch], k,
+                                                               options=options)):
             pooled: dict[str, float] = {}
             for hit in hits:
                 doc = hit.doc_id or hit.id
                 pooled[doc] = max(pooled.get(doc, -1e9), hit.score)
             run[query_id] = pooled
     return run
+
+
+def rerank_run(collection: Collection, run: Run, reranker: Reranker, depth: int = 50, progress: bool = False) -> Run:
+    """The run's top ``depth`` documents per query rescored by the cross-encoder; deeper ones follow."""
+    from tqdm.auto import tqdm
+
+    documents = {d["_id"]: d for d in collection.corpus}
+    reranked: Run = {}
+    for query_id in tqdm(list(run), desc="reranking", unit=" queries", disable=not progress, file=sys.stderr):
+        ranked = [d for d, _ in sorted(run[query_id].items(), key=lambda x: (-x[1], x[0]))]
+        order = reranker.rerank(collection.queries[query_id], ranked, [documents[d] for d in ranked], depth)
+        # reranked documents score above every deeper one, which keeps their order in trec_eval's sort
+        floor = min((s for _, s in order if s is not None), default=0.0)
+        reranked[query_id] = {d: (s if s is not None else floor - 1.0 - i) for i, (d, s) in enumerate(order)}
+    return reranked
 
 
 # --------------------------------------------------------------------------- metrics
@@ -170,38 +214,125 @@ def evaluate_systems(
     names: list[str] | None = None,
     dtype: str = "auto",
     progress: bool = True,
+    hybrid: bool | None = None,
+    fusion: str = "minmax",
+    alpha: float = 0.5,
+    alpha_sweep: list[float] | None = None,
+    candidates: int = 100,
+    reranker: str | Reranker | None = None,
+    rerank_depth: int = 50,
 ) -> dict:
-    """Evaluate every system on the collection; write results.json/.md and a chart if ``output_dir``."""
+    """Evaluate every system on the collection; write results.json/.md and a chart if ``output_dir``.
+
+    Rows: BM25, each model (dense), each model fused with BM25 (``hybrid``, on by default
+    when ``bm25`` is), each index, and with ``reranker`` each of those reranked. ``names``
+    name the BM25, model and index rows in that order; hybrid rows are ``hybrid(<name>)``.
+    """
     models, index_dirs = list(models or []), list(index_dirs or [])
     if not (models or bm25 or index_dirs):
         raise GenqError("nothing to evaluate: pass --bm25, --model and/or --index")
+    hybrid = (bm25 and bool(models)) if hybrid is None else hybrid
+    check_fusion(fusion, alpha)
+    for value in alpha_sweep or []:
+        check_fusion(fusion, value)
+    if candidates < 100:
+        raise GenqError("--candidates must be at least 100: the metrics read 100 deep (R@100, MAP@100)")
+    if (hybrid or alpha_sweep) and not models:
+        raise GenqError("--hybrid and --alpha-sweep fuse a model with BM25: pass at least one --model")
+    base_names = list(names or [])
+    expected = int(bm25) + len(models) + len(index_dirs)
+    if base_names and len(base_names) != expected:
+        raise GenqError(f"--name was given {len(base_names)} times for {expected} systems (BM25, models, indexes)")
+    if not base_names:
+        base_names = (["BM25"] if bm25 else []) + [str(m) for m in models] + [f"index:{d}" for d in index_dirs]
+    bm25_name, model_names = (base_names[0] if bm25 else None), base_names[int(bm25):int(bm25) + len(models)]
+    index_names = base_names[int(bm25) + len(models):]
     collection = load_collection(data_dir, split)
-    systems: list[tuple[str, Callable[[], Run]]] = []
-    if bm25:
-        systems.append(("BM25", lambda: bm25_run(collection)))
-    for model in models:
-        systems.append((str(model), lambda m=model: dense_run(collection, str(m), progress=progress, dtype=dtype)))
-    for index_dir in index_dirs:
-        systems.append((f"index:{index_dir}", lambda d=index_dir: index_run(collection, d)))
-    if names:
-        if len(names) != len(systems):
-            raise GenqError(f"--name was given {len(names)} times for {len(systems)} systems")
-        systems = [(n, f) for n, (_, f) in zip(names, systems)]
+    if isinstance(reranker, str):
+        reranker = Reranker(reranker, dtype=dtype)
     report = {"genq_version": __version__, "collection": collection.path, "split": split,
               "corpus": len(collection.corpus), "queries": len(collection.queries),
               "judgements": sum(len(v) for v in collection.qrels.values()), "notes": collection.notes,
+              "settings": {"fusion": fusion, "alpha": alpha, "candidates": candidates,
+                           "reranker": reranker.name if reranker else None, "rerank_depth": rerank_depth},
               "systems": [], "per_query": {}}
-    for name, make_run in systems:
-        started = time.perf_counter()
+    runs: dict[str, tuple[Run, float]] = {}
+    query_ids = list(collection.queries)
+
+    def timed(label: str, make):
         if progress:
-            print(f"evaluating {name} ...", file=sys.stderr)
-        run = make_run()
+            print(f"evaluating {label} ...", file=sys.stderr)
+        started = time.perf_counter()
+        return make(), time.perf_counter() - started
+
+    lexical: Candidates | None = None
+    if bm25 or hybrid or alpha_sweep:
+        lexical, seconds = timed("BM25", lambda: bm25_candidates(collection, candidates, progress=False))
+        if bm25:
+            runs[bm25_name] = (_run_from(collection.corpus, query_ids, _single(lexical, "bm25")), seconds)
+    dense_by_model: dict[str, Candidates] = {}
+    for model, name in zip(models, model_names):
+        dense, seconds = timed(name, lambda m=model: dense_candidates(collection, str(m), candidates, progress,
+                                                                      dtype))
+        dense_by_model[name] = dense
+        runs[name] = (_run_from(collection.corpus, query_ids, _single(dense, "dense")), seconds)
+    if hybrid:
+        for name, dense in dense_by_model.items():
+            run, seconds = timed(f"hybrid({name})", lambda d=dense: hybrid_run(collection, d, lexical, fusion, alpha))
+            runs[f"hybrid({name})"] = (run, seconds + runs[name][1])
+    for index_dir, name in zip(index_dirs, index_names):
+        runs[name] = timed(name, lambda d=index_dir: index_run(collection, d, fusion=fusion, alpha=alpha))
+    if reranker is not None:
+        for name in list(runs):
+            run, seconds = timed(f"{name} + rerank", lambda r=runs[name][0]: rerank_run(collection, r, reranker,
+                                                                                       rerank_depth, progress))
+            runs[f"{name} + rerank"] = (run, seconds + runs[name][1])
+    for name, (run, seconds) in runs.items():
         means, per_query = score_run(collection.qrels, run)
-        report["systems"].append({"name": name, "metrics": means, "seconds": round(time.perf_counter() - started, 2)})
+        report["systems"].append({"name": name, "metrics": means, "seconds": round(seconds, 2)})
         report["per_query"][name] = per_query
+    if alpha_sweep:
+        report["alpha_sweep"] = {"fusion": fusion, "alphas": list(alpha_sweep), "ndcg@10": {
+            name: [score_run(collection.qrels, hybrid_run(collection, dense, lexical, fusion, a))[0]["ndcg@10"]
+                   for a in alpha_sweep] for name, dense in dense_by_model.items()}}
     if output_dir:
         write_report(report, Path(output_dir))
     return report
+
+
+def parse_alphas(text: str) -> list[float]:
+    """'0,0.1,...,1' style lists: explicit values, or a start,step,...,end range with an ellipsis."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if "..." in parts:
+            if parts.index("...") != 2 or len(parts) != 4:
+                raise ValueError
+            first, second, last = float(parts[0]), float(parts[1]), float(parts[3])
+            step = second - first
+            if step <= 0:
+                raise ValueError
+            count = int(round((last - first) / step)) + 1
+            return [round(first + i * step, 10) for i in range(count)]
+        return [float(p) for p in parts]
+    except ValueError:
+        raise GenqError(f"cannot read the alpha list {text!r}\n  fix: give values like 0,0.3,0.5 or a range like "
+                        "0,0.1,...,1") from None
+
+
+def format_sweep(report: dict) -> str:
+    sweep = report.get("alpha_sweep")
+    if not sweep:
+        return ""
+    names = list(sweep["ndcg@10"])
+    width = max(len("alpha"), *(len(n) for n in names))
+    lines = [f"nDCG@10 by alpha ({sweep['fusion']} fusion; alpha = share of the dense score)",
+             "| " + "alpha".ljust(8) + " | " + " | ".join(n.rjust(width) for n in names) + " |",
+             "|" + "-" * 10 + "|" + "|".join("-" * (width + 1) + ":" for _ in names) + "|"]
+    for i, alpha in enumerate(sweep["alphas"]):
+        values = [sweep["ndcg@10"][n][i] for n in names]
+        lines.append("| " + f"{alpha:g}".ljust(8) + " | " + " | ".join(f"{v:.4f}".rjust(width) for v in values)
+                     + " |")
+    return "\n".join(lines)
 
 
 def format_table(report: dict, metrics: tuple[str, ...] = tuple(METRICS)) -> str:
@@ -223,6 +354,8 @@ def write_report(report: dict, output_dir: Path) -> None:
                 f"{report['corpus']:,} documents, {report['queries']:,} judged queries, "
                 f"{report['judgements']:,} judgements. genq {report['genq_version']}.", "", format_table(report), ""]
     markdown += [f"- {note}" for note in report["notes"]]
+    if report.get("alpha_sweep"):
+        markdown += ["", format_sweep(report)]
     if len(report["systems"]) >= 2:
         first, last = report["systems"][0]["name"], report["systems"][-1]["name"]
         wins = sum(1 for q, s in report["per_query"][last].items()

@@ -6,7 +6,10 @@ An index directory holds::
     passages.jsonl       the passages, one JSON line each (id, title, text)
     passages.offsets.npy byte offset of every line, so a hit is read with one seek
     embeddings.npy       optional (--save-embeddings): re-index without re-encoding
-    index.json           model, dimension, similarity, index type and parameters, counts, version
+    bm25/                the BM25 index over the same passages (bm25s format: JSON + .npy),
+                         unless built with --no-lexical; it makes hybrid search possible
+    index.json           model, dimension, similarity, index type and parameters, BM25
+                         settings, counts, version
 
 Vectors are L2-normalised and compared by inner product (= cosine). The directory is built
 in a temporary sibling and renamed into place, so an interrupted run never leaves a half
@@ -33,12 +36,13 @@ from genq import __version__
 from genq.corpus import iter_passage_file
 from genq.encode import Encoder
 from genq.io import DataError, GenqError, read_json
+from genq.retrieval import LexicalIndex, LexicalSettings
 
 logger = logging.getLogger(__name__)
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf-pq")
-INDEX_FILE, META_FILE, STORE_FILE, OFFSETS_FILE, EMBEDDINGS_FILE = (
-    "index.faiss", "index.json", "passages.jsonl", "passages.offsets.npy", "embeddings.npy")
+INDEX_FILE, META_FILE, STORE_FILE, OFFSETS_FILE, EMBEDDINGS_FILE, LEXICAL_DIR = (
+    "index.faiss", "index.json", "passages.jsonl", "passages.offsets.npy", "embeddings.npy", "bm25")
 
 
 @dataclass
@@ -135,6 +139,8 @@ class IndexSummary:
     index_type: str = ""
     params: dict = field(default_factory=dict)
     encode_seconds: float = 0.0
+    lexical_seconds: float = 0.0
+    lexical: dict | None = None
     seconds: float = 0.0
     dtype: str = ""
 
@@ -223,11 +229,18 @@ def build_index(
     device: str | None = None,
     dtype: str = "auto",
     progress: bool = True,
+    lexical: LexicalSettings | None = LexicalSettings(),
 ) -> IndexSummary:
-    """Encode every passage and write a self-contained index directory."""
+    """Encode every passage and write a self-contained index directory.
+
+    ``lexical`` also builds a BM25 index over the same passages (``None`` skips it): hybrid
+    search needs both, and BM25 costs seconds next to the encoding.
+    """
     started = time.perf_counter()
     passages_path, out_dir = Path(passages_path), Path(output_dir)
     params = params or IndexParams()
+    if lexical is not None:
+        lexical.validate()
     total = sum(1 for _ in iter_passage_file(passages_path))
     encoder = model if isinstance(model, Encoder) else Encoder(model, device=device, dtype=dtype,
                                                                batch_size=batch_size)
@@ -243,14 +256,42 @@ def build_index(
             print(f"index type: {resolved.index_type}" + (" (auto, by corpus size)" if params.index_type == "auto"
                                                           else ""), file=sys.stderr)
         index = build_faiss_index(embeddings, resolved)
-        _write_index(tmp, index, encoder, resolved, count, save_embeddings, model_name=_model_name(model, encoder))
+        lexical_seconds = _build_lexical(tmp, lexical, progress)
+        _write_index(tmp, index, encoder, resolved, count, save_embeddings, model_name=_model_name(model, encoder),
+                     lexical=lexical)
         del embeddings
         if not save_embeddings:
             (tmp / EMBEDDINGS_FILE).unlink()
     return IndexSummary(str(out_dir), passages=count, added=count, dimension=encoder.dimension,
                         index_type=resolved.index_type, params=asdict(resolved),
-                        encode_seconds=round(encode_seconds, 2), seconds=round(time.perf_counter() - started, 2),
+                        encode_seconds=round(encode_seconds, 2), lexical_seconds=lexical_seconds,
+                        lexical=_lexical_meta(lexical), seconds=round(time.perf_counter() - started, 2),
                         dtype=encoder.dtype_label)
+
+
+def _build_lexical(directory: Path, settings: LexicalSettings | None, progress: bool) -> float:
+    """BM25 over the passages already written to ``directory``'s store; returns the seconds it took."""
+    if settings is None:
+        return 0.0
+    from genq.encode import passage_text
+
+    started = time.perf_counter()
+    with open(directory / STORE_FILE, encoding="utf-8") as handle:
+        texts = [passage_text(json.loads(line)) for line in handle]
+    LexicalIndex.build(texts, settings, progress=progress).save(directory / LEXICAL_DIR)
+    return round(time.perf_counter() - started, 2)
+
+
+def _lexical_meta(settings: LexicalSettings | None) -> dict | None:
+    return None if settings is None else {**asdict(settings), "directory": LEXICAL_DIR, "method": "bm25s lucene"}
+
+
+def lexical_settings_of(meta: dict) -> LexicalSettings | None:
+    """The BM25 settings an index was built with; None for a dense-only (or pre-hybrid) index."""
+    stored = meta.get("lexical")
+    if not stored:
+        return None
+    return LexicalSettings(**{k: stored[k] for k in ("language", "stopwords", "k1", "b") if k in stored})
 
 
 def _model_name(model, encoder: Encoder) -> str:
@@ -261,7 +302,7 @@ def _model_name(model, encoder: Encoder) -> str:
 
 
 def _write_index(directory: Path, index, encoder: Encoder, params: IndexParams, count: int, embeddings_kept: bool,
-                 model_name: str) -> None:
+                 model_name: str, lexical: LexicalSettings | None) -> None:
     import faiss
 
     faiss.write_index(index, str(directory / INDEX_FILE))
@@ -276,6 +317,7 @@ def _write_index(directory: Path, index, encoder: Encoder, params: IndexParams, 
         "params": asdict(params),
         "passages": count,
         "embeddings_saved": embeddings_kept,
+        "lexical": _lexical_meta(lexical),
         "max_seq_length": int(encoder.model.max_seq_length),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -331,9 +373,13 @@ def add_to_index(
             old = np.load(index_dir / EMBEDDINGS_FILE, mmap_mode="r")
             np.save(tmp / EMBEDDINGS_FILE, np.concatenate([old, new_vectors]))
         (tmp / "new.npy").unlink()
-        _write_index(tmp, index, encoder, params, count, kept, meta["model"])
+        # BM25's statistics (document frequencies, mean length) change with every passage: rebuild it whole
+        lexical = lexical_settings_of(meta)
+        lexical_seconds = _build_lexical(tmp, lexical, progress)
+        _write_index(tmp, index, encoder, params, count, kept, meta["model"], lexical=lexical)
     return IndexSummary(str(index_dir), passages=count, added=added, dimension=encoder.dimension,
                         index_type=params.index_type, params=asdict(params), encode_seconds=round(encode_seconds, 2),
+                        lexical_seconds=lexical_seconds, lexical=_lexical_meta(lexical),
                         seconds=round(time.perf_counter() - started, 2), dtype=encoder.dtype_label)
 
 
@@ -351,6 +397,8 @@ def reindex(index_dir: str | Path, output_dir: str | Path, params: IndexParams) 
     with _building(out_dir) as tmp:
         for name in (STORE_FILE, OFFSETS_FILE, EMBEDDINGS_FILE):
             shutil.copyfile(index_dir / name, tmp / name)
+        if (index_dir / LEXICAL_DIR).is_dir():
+            shutil.copytree(index_dir / LEXICAL_DIR, tmp / LEXICAL_DIR)
         index = build_faiss_index(embeddings, resolved)
         meta.update({"index_type": resolved.index_type, "params": asdict(resolved)})
         faiss.write_index(index, str(tmp / INDEX_FILE))

@@ -36,6 +36,7 @@ from genq.generate import GenerationConfig, generate_pairs, meta_path_for
 from genq.index import IndexParams, build_index
 from genq.io import GenqError, read_json, write_json_atomic
 from genq.negatives import MiningConfig, mine_negatives
+from genq.retrieval import LexicalSettings
 from genq.train import RUN_RECORD, TrainConfig, last_checkpoint, train_bi_encoder
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class AdaptConfig:
     mining: MiningConfig = field(default_factory=MiningConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
     index: IndexParams = field(default_factory=IndexParams)
+    lexical: LexicalSettings | None = field(default_factory=LexicalSettings)  # None: a dense-only index
     eval_data: str | None = None
     limit: int | None = None
     dtype: str = "auto"
@@ -213,25 +215,28 @@ def adapt(
     stages.append(("train", train_params, run_train, [paths["model"] / "config.json"]))
 
     # -- index
-    index_params = _jsonable(config.index)
+    index_params = {**_jsonable(config.index), "lexical": _jsonable(config.lexical) if config.lexical else None}
 
     def run_index(_resume: bool) -> tuple[dict, str]:
         summary = build_index(paths["passages"], str(paths["model"]), paths["index"], config.index,
-                              dtype=config.dtype, progress=progress)
+                              dtype=config.dtype, progress=progress, lexical=config.lexical)
         return summary.to_dict(), "ran"
 
     stages.append(("index", index_params, run_index, [paths["index"] / "index.json"]))
 
     # -- evaluate
     if config.eval_data:
-        eval_params = {"data": str(Path(config.eval_data).resolve()), "base_model": training.base_model}
+        eval_params = {"data": str(Path(config.eval_data).resolve()), "base_model": training.base_model,
+                       "hybrid": True}
 
         def run_eval(_resume: bool) -> tuple[dict, str]:
+            # BM25 | base | adapted | hybrid(base) | hybrid(adapted): does adaptation help, and does fusion on top
             report = evaluate_systems(config.eval_data, models=[training.base_model, str(paths["model"])], bm25=True,
-                                      output_dir=paths["eval"], names=["BM25", f"base ({training.base_model})",
-                                                                       "adapted (genq)"],
+                                      hybrid=True, output_dir=paths["eval"], names=["BM25", "base", "adapted"],
                                       dtype=config.dtype, progress=progress)
             say(format_table(report))
+            say(f"  base = {training.base_model}; adapted = {paths['model']}; hybrid = fused with BM25 "
+                f"({report['settings']['fusion']}, alpha {report['settings']['alpha']})")
             return {"systems": report["systems"]}, "ran"
 
         stages.append(("evaluate", eval_params, run_eval, [paths["eval"] / "results.json"]))

@@ -1,26 +1,36 @@
-"""In-memory retrieval over a passages list, shared by filter, negatives and evaluate.
+"""Retrieval primitives shared by filter, negatives, evaluate, search and serve.
 
-Ground floor, like io and encode: the stages that need to search a corpus before any index
-exists (round-trip filtering, hard-negative mining, evaluation) do it through these two
-classes rather than each with its own loop.
+Ground floor, like io and encode: every stage that searches (round-trip filtering,
+hard-negative mining, evaluation, the index's Searcher) does it through the pieces here
+rather than each with its own loop, so dense, BM25, hybrid and reranked search mean the
+same thing everywhere.
 
 * :class:`DenseCorpus` encodes the passages once (cached on disk by model and content, so a
   second stage over the same corpus and model does not encode again) and searches them
   exactly with a Faiss inner-product index, query batch by query batch: memory holds the
   corpus vectors and one batch of scores, never a query x corpus matrix.
-* :class:`LexicalCorpus` is BM25 (bm25s, Lucene variant) with English stemming.
+* :class:`LexicalIndex` is BM25 (bm25s, Lucene variant) with a Snowball stemmer and a
+  stopword list, saved in bm25s's own format (JSON + ``.npy``, no pickle);
+  :class:`LexicalCorpus` builds one over a passages list in memory.
+* :func:`fuse` merges a dense and a BM25 candidate list (min-max score fusion or
+  reciprocal-rank fusion); :class:`Reranker` rescores candidates with a cross-encoder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from genq.encode import Encoder, passage_text
-from genq.io import atomic_write
+from genq.hardware import resolve_device, resolve_dtype
+from genq.io import DataError, GenqError, atomic_write, read_json
+from genq.models import resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -70,35 +80,292 @@ class DenseCorpus:
         return np.einsum("ij,ij->i", query_vectors, self.vectors[rows])
 
 
-class LexicalCorpus:
-    """BM25 over passages (title + text), English stemming and stopwords."""
+# --------------------------------------------------------------------------- BM25
 
-    def __init__(self, passages: list[dict], progress: bool = False):
-        import bm25s
+LEXICAL_SETTINGS_FILE = "genq_lexical.json"
+
+
+def _bm25s():
+    """bm25s, imported with its logger back at WARNING (its import sets it to DEBUG)."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+@dataclass(frozen=True)
+class LexicalSettings:
+    """How text becomes BM25 terms; stored with the index so queries are cut the same way.
+
+    ``language`` names a Snowball stemmer (``english``, ``german``, ... or ``none``);
+    ``stopwords`` is ``auto`` (the language's list where bm25s has one), ``none``, or a
+    bm25s list name (``en``, ``de``, ``fr``, ...).
+    """
+
+    language: str = "english"
+    stopwords: str = "auto"
+    k1: float = 1.5
+    b: float = 0.75
+
+    def validate(self) -> LexicalSettings:
         import Stemmer
 
-        self.passages = passages
-        self.row_of = {p["_id"]: row for row, p in enumerate(passages)}
-        self._stemmer = Stemmer.Stemmer("english")
-        self._bm25s = bm25s
-        self.retriever = bm25s.BM25()
-        self.retriever.index(bm25s.tokenize([passage_text(p) for p in passages], stopwords="en",
-                                            stemmer=self._stemmer, show_progress=progress), show_progress=progress)
+        if self.language != "none" and self.language not in Stemmer.algorithms():
+            raise GenqError(f"unknown --lexical-language {self.language!r}\n  fix: use none or one of "
+                            + ", ".join(Stemmer.algorithms()))
+        if self.stopwords not in ("auto", "none"):
+            self.stopword_list()
+        return self
 
-    def _tokens(self, queries: list[str]):
-        return self._bm25s.tokenize(queries, stopwords="en", stemmer=self._stemmer, show_progress=False)
+    def stemmer(self):
+        import Stemmer
 
-    def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        rows, scores = self.retriever.retrieve(self._tokens(queries), k=min(k, len(self.passages)),
-                                               show_progress=False, n_threads=1)
+        return None if self.language == "none" else Stemmer.Stemmer(self.language)
+
+    def stopword_list(self) -> list[str]:
+        from bm25s.tokenization import _infer_stopwords
+
+        if self.stopwords == "none" or (self.stopwords == "auto" and self.language == "none"):
+            return []
+        name = self.language if self.stopwords == "auto" else self.stopwords
+        try:
+            return list(_infer_stopwords(name))
+        except ValueError:
+            if self.stopwords == "auto":
+                return []  # a language bm25s has no stopword list for: stem only
+            raise GenqError(f"bm25s has no stopword list {self.stopwords!r}\n  fix: use auto, none, or one of "
+                            "en, de, nl, fr, es, pt, it, ru, sv, no, zh, tr, ko, da") from None
+
+
+class LexicalIndex:
+    """BM25 (bm25s, Lucene variant) searched query by query with numpy: no progress bars, no threads.
+
+    Query terms that are not in the index vocabulary are dropped; a query left with no known
+    term matches nothing (an empty result, not an error). Hits scoring 0 are never returned.
+    """
+
+    def __init__(self, retriever, settings: LexicalSettings):
+        self.retriever = retriever
+        self.settings = settings
+        self._stemmer = settings.stemmer()
+        self._stopwords = settings.stopword_list()
+        self._vocabulary: dict[str, int] = {t: i for t, i in retriever.vocab_dict.items() if t}
+
+    @classmethod
+    def build(cls, texts: Sequence[str], settings: LexicalSettings | None = None,
+              progress: bool = False) -> LexicalIndex:
+        bm25s = _bm25s()
+
+        settings = (settings or LexicalSettings()).validate()
+        retriever = bm25s.BM25(k1=settings.k1, b=settings.b)
+        tokens = bm25s.tokenize(list(texts), stopwords=settings.stopword_list(), stemmer=settings.stemmer(),
+                                show_progress=progress)
+        retriever.index(tokens, show_progress=progress)
+        return cls(retriever, settings)
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.retriever.save(str(directory), show_progress=False)
+        (directory / LEXICAL_SETTINGS_FILE).write_text(
+            json.dumps({**asdict(self.settings), "documents": len(self)}, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LexicalIndex:
+        bm25s = _bm25s()
+
+        directory = Path(directory)
+        stored = read_json(directory / LEXICAL_SETTINGS_FILE, "BM25 index settings")
+        settings = LexicalSettings(**{k: stored[k] for k in ("language", "stopwords", "k1", "b") if k in stored})
+        try:
+            retriever = bm25s.BM25.load(str(directory), mmap=True, show_progress=False)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(directory, f"bm25s could not read the BM25 index ({exc})",
+                            "rebuild the index with `genq index`") from None
+        return cls(retriever, settings)
+
+    def __len__(self) -> int:
+        return int(self.retriever.scores["num_docs"])
+
+    def _term_ids(self, queries: Sequence[str]) -> list[list[int]]:
+        bm25s = _bm25s()
+
+        tokenized = bm25s.tokenize(list(queries), stopwords=self._stopwords, stemmer=self._stemmer,
+                                   return_ids=False, show_progress=False)
+        return [[self._vocabulary[t] for t in terms if t in self._vocabulary] for terms in tokenized]
+
+    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows), shaped like Faiss output: rows padded with -1 where fewer than ``k`` match."""
+        k = max(1, min(int(k), len(self)))
+        scores = np.zeros((len(queries), k), dtype=np.float32)
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        for i, term_ids in enumerate(self._term_ids(queries)):
+            if not term_ids:
+                continue
+            all_scores = self.retriever.get_scores_from_ids(term_ids)
+            top = np.argpartition(-all_scores, k - 1)[:k] if k < len(all_scores) else np.arange(len(all_scores))
+            top = top[all_scores[top] > 0]
+            top = top[np.lexsort((top, -all_scores[top]))]
+            rows[i, :len(top)] = top
+            scores[i, :len(top)] = all_scores[top]
         return scores, rows
 
-    def score(self, queries: list[str], rows: np.ndarray) -> np.ndarray:
-        """BM25 score of one given passage per query."""
-        tokenized = self._tokens(queries)
-        vocabulary = {index: token for token, index in tokenized.vocab.items()}
-        scores = []
-        for ids, row in zip(tokenized.ids, rows):
-            terms = [vocabulary[i] for i in ids]
-            scores.append(float(self.retriever.get_scores(terms)[int(row)]) if terms else 0.0)
-        return np.asarray(scores, dtype=np.float32)
+    def score(self, queries: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        """BM25 score of one given passage row per query."""
+        return np.asarray([float(self.retriever.get_scores_from_ids(ids)[int(row)]) if ids else 0.0
+                           for ids, row in zip(self._term_ids(queries), rows)], dtype=np.float32)
+
+
+class LexicalCorpus(LexicalIndex):
+    """BM25 over a passages list held in memory (title + text), for stages that run before any index."""
+
+    def __init__(self, passages: list[dict], settings: LexicalSettings | None = None, progress: bool = False):
+        built = LexicalIndex.build([passage_text(p) for p in passages], settings, progress)
+        super().__init__(built.retriever, built.settings)
+        self.passages = passages
+        self.row_of = {p["_id"]: row for row, p in enumerate(passages)}
+
+
+# --------------------------------------------------------------------------- hybrid fusion
+
+SEARCH_MODES = ("hybrid", "dense", "bm25")
+FUSIONS = ("minmax", "rrf")
+RRF_K = 60
+
+
+@dataclass
+class Fused:
+    """One candidate after fusion: its row, fused score, and where each retriever put it (None: not found)."""
+
+    row: int
+    score: float
+    dense_score: float | None = None
+    dense_rank: int | None = None
+    bm25_score: float | None = None
+    bm25_rank: int | None = None
+
+
+def check_fusion(fusion: str, alpha: float) -> None:
+    if fusion not in FUSIONS:
+        raise GenqError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    if not (isinstance(alpha, int | float) and 0.0 <= float(alpha) <= 1.0):
+        raise GenqError(f"alpha must be between 0 and 1 (the share of the dense score), got {alpha!r}")
+
+
+def _ranked(rows: np.ndarray, scores: np.ndarray) -> dict[int, tuple[int, float]]:
+    """row -> (rank, score) for the valid entries of one query's candidate list, best first."""
+    ranked: dict[int, tuple[int, float]] = {}
+    for row, score in zip(rows, scores):
+        if row >= 0 and int(row) not in ranked:
+            ranked[int(row)] = (len(ranked) + 1, float(score))
+    return ranked
+
+
+def _min_max(ranked: dict[int, tuple[int, float]]) -> dict[int, float]:
+    if not ranked:
+        return {}
+    values = [score for _, score in ranked.values()]
+    low, high = min(values), max(values)
+    if high - low <= 1e-12:
+        return dict.fromkeys(ranked, 1.0)
+    return {row: (score - low) / (high - low) for row, (_, score) in ranked.items()}
+
+
+def fuse(dense_rows: np.ndarray, dense_scores: np.ndarray, bm25_rows: np.ndarray, bm25_scores: np.ndarray,
+         fusion: str = "minmax", alpha: float = 0.5, rrf_k: int = RRF_K) -> list[Fused]:
+    """Merge one query's dense and BM25 candidate lists into one ranking.
+
+    ``minmax``: each list's scores are scaled to [0, 1] per query (a passage missing from a
+    list gets 0 there) and combined as ``alpha * dense + (1 - alpha) * bm25``; the scales of
+    cosine and BM25 scores differ by orders of magnitude, so raw sums would let BM25 win.
+    ``rrf``: reciprocal-rank fusion, ``2 * (alpha / (k + dense_rank) + (1 - alpha) / (k + bm25_rank))``,
+    which at alpha 0.5 is Cormack et al.'s plain RRF; it ignores scores and needs no scaling.
+    """
+    check_fusion(fusion, alpha)
+    dense, bm25 = _ranked(dense_rows, dense_scores), _ranked(bm25_rows, bm25_scores)
+    rows = list(dict.fromkeys([*dense, *bm25]))
+    if fusion == "minmax":
+        dense_norm, bm25_norm = _min_max(dense), _min_max(bm25)
+        fused = {r: alpha * dense_norm.get(r, 0.0) + (1 - alpha) * bm25_norm.get(r, 0.0) for r in rows}
+    else:
+        fused = {r: 2 * ((alpha / (rrf_k + dense[r][0]) if r in dense else 0.0)
+                         + ((1 - alpha) / (rrf_k + bm25[r][0]) if r in bm25 else 0.0)) for r in rows}
+    order = sorted(rows, key=lambda r: (-fused[r], dense.get(r, (1 << 30,))[0], bm25.get(r, (1 << 30,))[0], r))
+    return [Fused(r, fused[r], *(dense[r][::-1] if r in dense else (None, None)),
+                  *(bm25[r][::-1] if r in bm25 else (None, None))) for r in order]
+
+
+def single(rows: np.ndarray, scores: np.ndarray, side: str) -> list[Fused]:
+    """One retriever's list in the same shape as a fused one (``side`` is "dense" or "bm25")."""
+    return [Fused(row, score, **{f"{side}_score": score, f"{side}_rank": rank})
+            for row, (rank, score) in _ranked(rows, scores).items()]
+
+
+# --------------------------------------------------------------------------- cross-encoder reranking
+
+DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L6-v2"
+
+
+def _is_bi_encoder(directory: Path) -> bool:
+    """A sentence-transformers bi-encoder folder lists a Pooling module; a cross-encoder does not."""
+    try:
+        modules = json.loads((directory / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any(str(m.get("type", "")).endswith("Pooling") for m in modules if isinstance(m, dict))
+
+
+class Reranker:
+    """A sentence-transformers CrossEncoder scoring (query, passage) pairs, bf16 where the hardware has it."""
+
+    def __init__(self, model: str | object = DEFAULT_RERANKER, device: str | None = None, dtype: str = "auto",
+                 batch_size: int = 32, max_length: int = 512):
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        if self.dtype == torch.float16 and self.device == "cpu":
+            self.dtype = torch.float32
+        self.batch_size = batch_size
+        if isinstance(model, str):
+            self.name = model
+            location = resolve_model(model)
+            if _is_bi_encoder(Path(location)):
+                raise GenqError(f"{model} is a sentence-transformers bi-encoder, not a cross-encoder\n"
+                                f"  fix: pass a cross-encoder such as {DEFAULT_RERANKER}")
+            try:
+                model = CrossEncoder(location, device=self.device, max_length=max_length)
+            except Exception as exc:
+                raise GenqError(f"could not load the cross-encoder {self.name!r}: {type(exc).__name__}: "
+                                f"{str(exc)[:300]}\n  fix: pass a cross-encoder directory or a reachable hub id "
+                                f"(e.g. {DEFAULT_RERANKER})") from None
+            labels = getattr(model.config, "num_labels", 1)
+            if labels != 1:
+                raise GenqError(f"{self.name} has {labels} output labels; a reranking cross-encoder has one\n"
+                                f"  fix: pass a cross-encoder trained for ranking, e.g. {DEFAULT_RERANKER}")
+        else:
+            self.name = getattr(model, "model_name_or_path", None) or "cross-encoder"
+        self.model = model
+        if self.dtype != torch.float32:
+            self.model.to(self.dtype)
+        self.model.eval()
+
+    def score(self, query: str, passages: Sequence[dict]) -> np.ndarray:
+        """Relevance of each passage (title + text) to the query; higher is better."""
+        if not passages:
+            return np.zeros(0, dtype=np.float32)
+        scores = self.model.predict([(query, passage_text(p)) for p in passages], batch_size=self.batch_size,
+                                    show_progress_bar=False, convert_to_numpy=True)
+        scores = np.asarray(scores, dtype=np.float32).reshape(len(passages), -1)[:, 0]
+        if not np.all(np.isfinite(scores)):
+            raise GenqError(f"the cross-encoder {self.name} returned NaN/inf scores\n"
+                            "  fix: run it in float32 (--dtype float32) or check the model")
+        return scores
+
+    def rerank(self, query: str, candidates: list, passages: Sequence[dict], depth: int) -> list[tuple[object, float]]:
+        """The first ``depth`` candidates reordered by cross-encoder score, with their scores;
+        candidates below the depth follow in their original order (score None)."""
+        head = list(zip(candidates[:depth], self.score(query, passages[:depth]).tolist()))
+        head.sort(key=lambda item: -item[1])
+        return head + [(c, None) for c in candidates[depth:]]

@@ -1,14 +1,20 @@
-"""Searching an index directory: the Python API behind ``genq search`` and ``genq serve``.
+"""Searching an index directory: the Python API behind ``genq search``, ``genq serve`` and evaluate.
 
     from genq.search import Searcher
     searcher = Searcher.load("runs/wiki/index")
     for hit in searcher.search("how do I reset the router", k=5):
-        print(hit.rank, hit.score, hit.title)
+        print(hit.rank, hit.score, hit.title, hit.dense_rank, hit.bm25_rank)
+
+Three modes over one index: ``dense`` (the Faiss index), ``bm25`` (the index's BM25 part)
+and ``hybrid`` (both, fused; the default wherever the index has both parts, because on
+real collections the fusion beats either alone: ``benchmarks/results/hybrid.md``). A
+cross-encoder loaded with ``reranker=`` rescores the top ``rerank_depth`` of any mode.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -18,21 +24,67 @@ from pathlib import Path
 import numpy as np
 
 from genq.encode import Encoder
-from genq.index import INDEX_FILE, OFFSETS_FILE, STORE_FILE, apply_search_params, read_index_meta
+from genq.index import (
+    INDEX_FILE,
+    LEXICAL_DIR,
+    OFFSETS_FILE,
+    STORE_FILE,
+    apply_search_params,
+    lexical_settings_of,
+    read_index_meta,
+)
 from genq.io import DataError, ErrorTally, GenqError, atomic_write, iter_jsonl
+from genq.retrieval import RRF_K, SEARCH_MODES, Fused, LexicalIndex, Reranker, check_fusion, fuse, single
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Hit:
+    """One result. ``score`` is what the ranking used (fused, BM25, cosine or cross-encoder);
+    the per-retriever scores and ranks say where each retriever put the passage (None: not
+    among its candidates)."""
+
     rank: int
     id: str
     score: float
     title: str
     text: str
     doc_id: str = ""
+    dense_score: float | None = None
+    dense_rank: int | None = None
+    bm25_score: float | None = None
+    bm25_rank: int | None = None
+    rerank_score: float | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class SearchOptions:
+    """How a search runs; the defaults are what every surface (CLI, HTTP, Python) uses.
+
+    ``mode`` None means hybrid where the index has a BM25 part, else dense. ``alpha`` is the
+    share of the dense side in the fusion. ``candidates`` is how deep each side is searched
+    before fusing (at least k). ``rerank`` None means "if a reranker is loaded".
+    """
+
+    mode: str | None = None
+    alpha: float = 0.5
+    fusion: str = "minmax"
+    candidates: int = 100
+    rerank: bool | None = None
+    rerank_depth: int = 50
+    rrf_k: int = RRF_K
+
+    def validate(self) -> SearchOptions:
+        if self.mode is not None and self.mode not in SEARCH_MODES:
+            raise GenqError(f"unknown search mode {self.mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+        check_fusion(self.fusion, self.alpha)
+        if self.candidates < 1 or self.rerank_depth < 1:
+            raise GenqError("candidates and rerank depth must be at least 1")
+        return self
 
 
 class PassageStore:
@@ -59,18 +111,37 @@ class PassageStore:
 class Searcher:
     """A loaded index, its passage store and its model; thread-safe for concurrent searches."""
 
-    def __init__(self, index, store: PassageStore, encoder: Encoder, meta: dict, directory: Path):
+    def __init__(self, index, store: PassageStore, encoder: Encoder, meta: dict, directory: Path,
+                 lexical: LexicalIndex | None = None, reranker: Reranker | None = None):
         self.index = index
         self.store = store
         self.encoder = encoder
         self.meta = meta
         self.directory = directory
+        self.lexical = lexical
+        self.reranker = reranker
         self._encode_lock = threading.Lock()
+        self._rerank_lock = threading.Lock()
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The modes this index can serve."""
+        return SEARCH_MODES if self.lexical is not None else ("dense",)
+
+    @property
+    def default_mode(self) -> str:
+        return "hybrid" if self.lexical is not None else "dense"
 
     @classmethod
     def load(cls, index_dir: str | Path, model: str | Encoder | None = None, device: str | None = None,
-             dtype: str = "auto", ef_search: int | None = None, nprobe: int | None = None) -> Searcher:
-        """Open ``index_dir``; the model recorded in index.json is used unless ``model`` overrides it."""
+             dtype: str = "auto", ef_search: int | None = None, nprobe: int | None = None,
+             reranker: str | Reranker | None = None, lexical: bool = True) -> Searcher:
+        """Open ``index_dir``; the model recorded in index.json is used unless ``model`` overrides it.
+
+        The BM25 part is opened when the index has one (``lexical=False`` skips it); an index
+        built before genq had hybrid search opens dense-only, with a note. ``reranker`` loads
+        a cross-encoder (a hub id or directory) that then reranks every search.
+        """
         import faiss
 
         directory = Path(index_dir)
@@ -95,39 +166,99 @@ class Searcher:
         if encoder.dimension != meta["dimension"]:
             raise GenqError(f"the model makes {encoder.dimension}-d vectors but the index holds "
                             f"{meta['dimension']}-d ones; search with the model that built the index")
-        return cls(index, store, encoder, meta, directory)
+        lexical_index = None
+        if lexical and lexical_settings_of(meta) is not None and (directory / LEXICAL_DIR).is_dir():
+            lexical_index = LexicalIndex.load(directory / LEXICAL_DIR)
+            if len(lexical_index) != index.ntotal:
+                raise DataError(directory / LEXICAL_DIR, f"the BM25 index holds {len(lexical_index)} passages but "
+                                f"the dense index {index.ntotal}", "rebuild the index with `genq index`")
+        elif lexical:
+            logger.warning("note: %s has no BM25 part (built before hybrid search, or with --no-lexical): dense "
+                           "search only; rebuild it with `genq index` for hybrid search", directory)
+        if isinstance(reranker, str):
+            reranker = Reranker(reranker, device=device, dtype=dtype)
+        return cls(index, store, encoder, meta, directory, lexical_index, reranker)
 
     def __len__(self) -> int:
         return self.index.ntotal
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        return self.search_batch([query], k)[0]
+    def search(self, query: str, k: int = 10, mode: str | None = None, **options) -> list[Hit]:
+        """Ranked hits for one query; ``options`` are :class:`SearchOptions` fields (alpha, fusion, ...)."""
+        return self.search_batch([query], k, mode=mode, **options)[0]
 
-    def search_batch(self, queries: list[str], k: int = 10) -> list[list[Hit]]:
-        """Ranked hits for each query; one encode call and one Faiss call for the whole batch."""
+    def resolve_options(self, options: SearchOptions) -> tuple[str, bool]:
+        """The concrete mode and whether to rerank, or a GenqError naming the fix."""
+        options.validate()
+        mode = options.mode or self.default_mode
+        if mode not in self.modes:
+            raise GenqError(f"{self.directory} has no BM25 part, so it cannot search in {mode} mode\n"
+                            "  fix: use --mode dense, or rebuild the index with `genq index` (it builds BM25 too)")
+        if options.rerank and self.reranker is None:
+            raise GenqError("reranking was asked for but no cross-encoder is loaded\n"
+                            "  fix: pass --rerank MODEL (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)")
+        return mode, self.reranker is not None if options.rerank is None else options.rerank
+
+    def search_batch(self, queries: list[str], k: int = 10, mode: str | None = None,
+                     options: SearchOptions | None = None, **fields) -> list[list[Hit]]:
+        """Ranked hits for each query: one encode call, one Faiss call and one BM25 pass per batch."""
         if not queries:
             return []
+        options = options or SearchOptions(mode=mode, **fields)
+        mode, rerank = self.resolve_options(options)
         k = max(1, min(int(k), self.index.ntotal))
-        with self._encode_lock:
-            vectors = self.encoder.encode_queries(list(queries))
-        scores, rows = self.index.search(vectors, k)
+        depth = max(k, options.rerank_depth) if rerank else k
+        candidates = max(depth, options.candidates) if mode == "hybrid" else depth
+        dense = bm25 = None
+        if mode in ("dense", "hybrid"):
+            with self._encode_lock:
+                vectors = self.encoder.encode_queries(list(queries))
+            dense = self.index.search(vectors, candidates)
+        if mode in ("bm25", "hybrid"):
+            bm25 = self.lexical.search(list(queries), candidates)
         results = []
-        for query_scores, query_rows in zip(scores, rows):
-            hits = []
-            for row, score in zip(query_rows, query_scores):
-                if row < 0:
-                    continue
-                passage = self.store.get(int(row))
-                hits.append(Hit(len(hits) + 1, passage["_id"], round(float(score), 6), passage.get("title", ""),
-                                passage["text"], passage.get("doc_id", passage["_id"])))
-            results.append(hits)
+        for i, query in enumerate(queries):
+            if mode == "hybrid":
+                ranked = fuse(dense[1][i], dense[0][i], bm25[1][i], bm25[0][i], options.fusion, options.alpha,
+                              options.rrf_k)
+            else:
+                scores, rows = dense if mode == "dense" else bm25
+                ranked = single(rows[i], scores[i], mode)
+            ranked = ranked[:depth]
+            passages = [self.store.get(c.row) for c in ranked]
+            if rerank:
+                with self._rerank_lock:
+                    reordered = self.reranker.rerank(query, list(zip(ranked, passages)), passages,
+                                                     options.rerank_depth)
+            else:
+                reordered = [(item, None) for item in zip(ranked, passages)]
+            results.append([_hit(rank, candidate, passage, rerank_score)
+                            for rank, ((candidate, passage), rerank_score) in enumerate(reordered[:k], start=1)])
         return results
 
     def info(self) -> dict:
-        return {"index": str(self.directory), "passages": self.index.ntotal, "model": self.meta["model"],
+        return {"index": self.directory.name, "passages": self.index.ntotal, "model": model_label(self.meta["model"]),
                 "dimension": self.meta["dimension"], "index_type": self.meta["index_type"],
                 "params": self.meta.get("params", {}), "similarity": self.meta.get("similarity"),
+                "modes": list(self.modes), "default_mode": self.default_mode, "lexical": self.meta.get("lexical"),
+                "reranker": model_label(self.reranker.name) if self.reranker else None,
                 "genq_version": self.meta.get("genq_version")}
+
+
+def model_label(name: str) -> str:
+    """A model's name for display: a hub id as it is, a local directory by its last two parts (no absolute path)."""
+    path = Path(name)
+    return "/".join(path.parts[-2:]) if path.is_absolute() else name
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _hit(rank: int, candidate: Fused, passage: dict, rerank_score: float | None) -> Hit:
+    score = candidate.score if rerank_score is None else rerank_score
+    return Hit(rank, passage["_id"], _float(score), passage.get("title", ""), passage["text"],
+               passage.get("doc_id", passage["_id"]), _float(candidate.dense_score), candidate.dense_rank,
+               _float(candidate.bm25_score), candidate.bm25_rank, _float(rerank_score))
 
 
 def read_queries(path: str | Path) -> list[tuple[str, str]]:
@@ -149,21 +280,23 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
     return queries
 
 
-def iter_run(searcher: Searcher, queries: list[tuple[str, str]], k: int, batch_size: int = 64
-             ) -> Iterator[tuple[str, list[Hit]]]:
+def iter_run(searcher: Searcher, queries: list[tuple[str, str]], k: int, batch_size: int = 64,
+             options: SearchOptions | None = None) -> Iterator[tuple[str, list[Hit]]]:
     for start in range(0, len(queries), batch_size):
         batch = queries[start:start + batch_size]
-        for (query_id, _), hits in zip(batch, searcher.search_batch([t for _, t in batch], k)):
+        for (query_id, _), hits in zip(batch, searcher.search_batch([t for _, t in batch], k, options=options)):
             yield query_id, hits
 
 
 def write_trec_run(searcher: Searcher, queries: list[tuple[str, str]], out_path: str | Path, k: int = 100,
-                   run_name: str = "genq") -> dict:
+                   run_name: str = "genq", options: SearchOptions | None = None) -> dict:
     """Search every query and write a TREC run file (``qid Q0 docid rank score run``)."""
     started = time.perf_counter()
     count = 0
+    if options is not None:
+        searcher.resolve_options(options)  # a bad mode fails before the file is opened
     with atomic_write(out_path) as handle:
-        for query_id, hits in iter_run(searcher, queries, k):
+        for query_id, hits in iter_run(searcher, queries, k, options=options):
             for hit in hits:
                 handle.write(f"{query_id} Q0 {hit.id} {hit.rank} {hit.score:.6f} {run_name}\n")
                 count += 1

@@ -120,3 +120,19 @@ def bike_passages(tmp_path) -> Path:
     ]
     return write_jsonl(tmp_path / "passages.jsonl",
                        [{"_id": i, "title": t, "text": x, "doc_id": i} for i, t, x in texts])
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
+    """A randomly initialised small BERT with a one-label head: what sentence-transformers' CrossEncoder loads."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-cross-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(word_tokenizer_dir)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, num_labels=1)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

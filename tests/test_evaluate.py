@@ -85,7 +85,7 @@ def test_cli_report_files(tmp_path, tiny_encoder_dir):
     assert result.exit_code == 0, result.output
     assert "| bm25" in result.output and "| tiny" in result.output
     report = json.loads((out / "results.json").read_text())
-    assert [s["name"] for s in report["systems"]] == ["bm25", "tiny"]
+    assert [s["name"] for s in report["systems"]] == ["bm25", "tiny", "hybrid(tiny)"]  # hybrid: on with --bm25
     assert set(report["per_query"]["tiny"]) == {"1", "2"}
     assert "nDCG@10" in (out / "results.md").read_text() or "ndcg@10" in (out / "results.md").read_text()
     assert (out / "ndcg10.png").stat().st_size > 1000

@@ -47,7 +47,10 @@ def test_get_search(client):
     response = client.get("/search", params={"q": "oil the chain", "k": 2})
     body = response.json()
     assert response.status_code == 200 and len(body["hits"]) == 2 and body["took_ms"] >= 0
-    assert set(body["hits"][0]) == {"rank", "id", "score", "title", "text", "doc_id"}
+    # hybrid by default: each hit says where dense search and BM25 put it (a passage one side missed lacks that side)
+    assert {"rank", "id", "score", "title", "text", "doc_id", "dense_score", "dense_rank"} <= set(body["hits"][0])
+    assert set(body["hits"][0]) <= {"rank", "id", "score", "title", "text", "doc_id", "dense_score", "dense_rank",
+                                    "bm25_score", "bm25_rank"}
 
 
 def test_post_batch(client):

@@ -9,7 +9,9 @@ exhausting memory.
 from __future__ import annotations
 
 import json
+import math
 import time
+from dataclasses import replace
 from importlib import resources
 
 from fastapi import FastAPI, Request
@@ -18,7 +20,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genq.search import Searcher
+from genq.io import GenqError
+from genq.retrieval import FUSIONS, SEARCH_MODES
+from genq.search import Searcher, SearchOptions
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 100
@@ -26,7 +30,9 @@ MAX_BATCH = 64
 
 
 def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MAX_QUERY_CHARS,
-               max_batch: int = MAX_BATCH):
+               max_batch: int = MAX_BATCH, defaults: SearchOptions | None = None):
+    """``defaults`` (mode, alpha, fusion, reranking) apply to every request that does not set its own."""
+    defaults = (defaults or SearchOptions()).validate()
     app = FastAPI(title="genq search", version=searcher.meta.get("genq_version") or "0",
                   description="Semantic search over a genq index.")
     page = resources.files("genq.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
@@ -67,10 +73,52 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
             raise BadInput(f"k must be between 1 and {max_k}")
         return k
 
-    def run(queries: list[str], k: int) -> tuple[list, float]:
+    def check_options(mode=None, alpha=None, fusion=None, rerank=None) -> SearchOptions:
+        """The request's search settings over the server's defaults; a 400 names what is wrong."""
+        changes = {}
+        if mode is not None:
+            if mode not in SEARCH_MODES:
+                raise BadInput(f"mode must be one of {', '.join(SEARCH_MODES)}")
+            if mode not in searcher.modes:
+                raise BadInput(f"this index has no BM25 part, so it cannot search in {mode} mode; use mode=dense "
+                               "(or rebuild the index with `genq index`)")
+            changes["mode"] = mode
+        if alpha is not None:
+            if isinstance(alpha, str):
+                try:
+                    alpha = float(alpha)
+                except ValueError:
+                    raise BadInput("alpha must be a number between 0 and 1") from None
+            if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) \
+                    or not 0 <= alpha <= 1:
+                raise BadInput("alpha must be a number between 0 and 1 (the share of the dense score)")
+            changes["alpha"] = float(alpha)
+        if fusion is not None:
+            if fusion not in FUSIONS:
+                raise BadInput(f"fusion must be one of {', '.join(FUSIONS)}")
+            changes["fusion"] = fusion
+        if rerank is not None:
+            if isinstance(rerank, str):
+                rerank = {"true": True, "1": True, "false": False, "0": False}.get(rerank.lower(), rerank)
+            if not isinstance(rerank, bool):
+                raise BadInput("rerank must be true or false")
+            if rerank and searcher.reranker is None:
+                raise BadInput("this server has no reranker; start it with `genq serve INDEX --rerank MODEL`")
+            changes["rerank"] = rerank
+        options = replace(defaults, **changes)
+        try:
+            searcher.resolve_options(options)
+        except GenqError as exc:
+            raise BadInput(str(exc).splitlines()[0]) from None
+        return options
+
+    def run(queries: list[str], k: int, options: SearchOptions) -> tuple[list, float]:
         started = time.perf_counter()
-        results = searcher.search_batch(queries, k)
+        results = searcher.search_batch(queries, k, options=options)
         return results, round((time.perf_counter() - started) * 1000, 2)
+
+    def used_mode(options: SearchOptions) -> str:
+        return options.mode or searcher.default_mode
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index_page():
@@ -82,18 +130,24 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
 
     @app.get("/info")
     def info():
-        return {**searcher.info(), "limits": {"max_k": max_k, "max_query_chars": max_query_chars,
-                                              "max_batch": max_batch}}
+        reranks = searcher.reranker is not None and defaults.rerank is not False
+        return {**searcher.info(), "defaults": {"mode": used_mode(defaults), "alpha": defaults.alpha,
+                                                "fusion": defaults.fusion, "candidates": defaults.candidates,
+                                                "rerank": reranks, "rerank_depth": defaults.rerank_depth},
+                "limits": {"max_k": max_k, "max_query_chars": max_query_chars, "max_batch": max_batch}}
 
     @app.get("/search")
-    def search_get(q: str = "", k: str = "10"):
+    def search_get(q: str = "", k: str = "10", mode: str | None = None, alpha: str | None = None,
+                   fusion: str | None = None, rerank: str | None = None):
         try:
             k_value = int(k)
         except ValueError:
             raise BadInput("k must be an integer") from None
         query = check_query(q)
-        results, ms = run([query], check_k(k_value))
-        return {"query": query, "k": k_value, "took_ms": ms, "hits": [h.to_dict() for h in results[0]]}
+        options = check_options(mode, alpha, fusion, rerank)
+        results, ms = run([query], check_k(k_value), options)
+        return {"query": query, "k": k_value, "mode": used_mode(options), "took_ms": ms,
+                "hits": [h.to_dict() for h in results[0]]}
 
     @app.post("/search")
     async def search_post(request: Request):
@@ -118,14 +172,17 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
             raise BadInput('the body needs "queries" (a list) or "query" (a string)')
         queries = [check_query(q) for q in queries]
         k = check_k(payload.get("k", 10))
-        results, ms = await run_in_threadpool(run, queries, k)
-        return {"k": k, "took_ms": ms, "results": [{"query": q, "hits": [h.to_dict() for h in hits]}
-                                                   for q, hits in zip(queries, results)]}
+        options = check_options(payload.get("mode"), payload.get("alpha"), payload.get("fusion"),
+                                payload.get("rerank"))
+        results, ms = await run_in_threadpool(run, queries, k, options)
+        return {"k": k, "mode": used_mode(options), "took_ms": ms,
+                "results": [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(queries, results)]}
 
     return app
 
 
-def run_server(searcher: Searcher, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def run_server(searcher: Searcher, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+               defaults: SearchOptions | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(searcher), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(searcher, defaults=defaults), host=host, port=port, log_level=log_level)
