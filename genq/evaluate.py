@@ -127,15 +127,18 @@ def dense_candidates(collection: Collection, model: str | Encoder, depth: int = 
     return dense.search(dense.encode_queries([collection.queries[q] for q in collection.queries]), depth)
 
 
+def single_run(collection: Collection, candidates: Candidates, side: str, k: int = 100) -> Run:
+    """The run of one retriever's candidates (``side``: "dense" or "bm25")."""
+    return _run_from(collection.corpus, list(collection.queries), _single(candidates, side), k)
+
+
 def bm25_run(collection: Collection, k: int = 100, progress: bool = False) -> Run:
-    return _run_from(collection.corpus, list(collection.queries),
-                     _single(bm25_candidates(collection, k, progress), "bm25"), k)
+    return single_run(collection, bm25_candidates(collection, k, progress), "bm25", k)
 
 
 def dense_run(collection: Collection, model: str | Encoder, k: int = 100, progress: bool = False,
               dtype: str = "auto", batch_size: int = 64) -> Run:
-    return _run_from(collection.corpus, list(collection.queries),
-                     _single(dense_candidates(collection, model, k, progress, dtype, batch_size), "dense"), k)
+    return single_run(collection, dense_candidates(collection, model, k, progress, dtype, batch_size), "dense", k)
 
 
 def hybrid_run(collection: Collection, dense: Candidates, bm25: Candidates, fusion: str = "minmax",
@@ -257,7 +260,6 @@ def evaluate_systems(
                            "reranker": reranker.name if reranker else None, "rerank_depth": rerank_depth},
               "systems": [], "per_query": {}}
     runs: dict[str, tuple[Run, float]] = {}
-    query_ids = list(collection.queries)
 
     def timed(label: str, make):
         if progress:
@@ -269,13 +271,13 @@ def evaluate_systems(
     if bm25 or hybrid or alpha_sweep:
         lexical, seconds = timed("BM25", lambda: bm25_candidates(collection, candidates, progress=False))
         if bm25:
-            runs[bm25_name] = (_run_from(collection.corpus, query_ids, _single(lexical, "bm25")), seconds)
+            runs[bm25_name] = (single_run(collection, lexical, "bm25"), seconds)
     dense_by_model: dict[str, Candidates] = {}
     for model, name in zip(models, model_names):
         dense, seconds = timed(name, lambda m=model: dense_candidates(collection, str(m), candidates, progress,
                                                                       dtype))
         dense_by_model[name] = dense
-        runs[name] = (_run_from(collection.corpus, query_ids, _single(dense, "dense")), seconds)
+        runs[name] = (single_run(collection, dense, "dense"), seconds)
     if hybrid:
         for name, dense in dense_by_model.items():
             run, seconds = timed(f"hybrid({name})", lambda d=dense: hybrid_run(collection, d, lexical, fusion, alpha))

@@ -112,7 +112,8 @@ def live_server(searcher):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
-def test_web_page_in_headless_chromium(live_server):
+def test_web_page_in_headless_chromium(live_server, tmp_path):
+    screenshot_dir = tmp_path
     playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -135,6 +136,18 @@ def test_web_page_in_headless_chromium(live_server):
             # query words are highlighted in the snippets (and stopwords are not)
             marks = [m.lower() for m in page.locator("mark").all_inner_texts()]
             assert "chain" in marks and "the" not in marks
+            # hybrid by default: each hit shows where dense search and BM25 ranked it
+            assert page.locator("#mode").input_value() == "hybrid"
+            assert "hybrid" in page.locator("#status").inner_text()
+            assert "dense #" in first.locator(".found").inner_text()
+            assert "BM25" in first.locator(".found").inner_text()
+            # the mode selector switches to BM25 only: the exact-word passage comes first
+            page.select_option("#mode", "bm25")
+            page.fill("#q", "squeak rotor lever")
+            page.click("#go")
+            page.wait_for_function("document.getElementById('status').textContent.includes('bm25')")
+            assert page.locator("li.hit").nth(0).get_attribute("data-id") == "brake"
+            page.screenshot(path=str(screenshot_dir / "search-page.png"), full_page=True)
             # an empty query is answered on the page, not with a broken request
             page.fill("#q", "   ")
             page.click("#go")
