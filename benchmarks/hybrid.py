@@ -45,6 +45,7 @@ from genq.evaluate import (  # noqa: E402
     single_run,
 )
 from genq.index import LEXICAL_DIR, build_index  # noqa: E402
+from genq.retrieval import LexicalIndex  # noqa: E402
 from genq.search import Searcher  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
@@ -86,9 +87,9 @@ def folder_mb(path: Path) -> float:
 def latency(label: str, index_dir: Path, queries: list[str], encoder: Encoder, repeats: int) -> dict:
     """Milliseconds per query for each mode, the modes interleaved query by query."""
     before = rss_mb()
-    dense_only = Searcher.load(index_dir, model=encoder, lexical=False)
+    searcher = Searcher.load(index_dir, model=encoder, lexical=False)
     dense_loaded = rss_mb()
-    searcher = Searcher.load(index_dir, model=encoder)
+    searcher.lexical = LexicalIndex.load(index_dir / LEXICAL_DIR)  # the BM25 part alone, to see what it adds
     modes = ("dense", "bm25", "hybrid")
     times: dict[str, list[float]] = {m: [] for m in modes}
     for query in queries[:5]:  # warm-up: first-call allocations, page faults of the mmap'd BM25 arrays
@@ -101,7 +102,6 @@ def latency(label: str, index_dir: Path, queries: list[str], encoder: Encoder, r
                 searcher.search(query, k=10, mode=mode)
                 times[mode].append((time.perf_counter() - started) * 1000)
     after = rss_mb()
-    del dense_only
     summary = {m: {"median_ms": round(statistics.median(t), 2),
                    "p95_ms": round(float(np.percentile(t, 95)), 2)} for m, t in times.items()}
     return {"corpus": label, "passages": len(searcher), "queries_timed": len(times["dense"]),

@@ -638,7 +638,8 @@ def filter_command(pairs, corpus, model, output, top_k, min_score, dtype):
 @click.option("--relative-margin", type=float, default=0.05, show_default=True,
               help="Drop candidates scoring above positive*(1-margin): likely false negatives.")
 @click.option("--sampling", type=click.Choice(["top", "random"]), default="top", show_default=True)
-@click.option("--retriever", type=click.Choice(["dense", "bm25"]), default="dense", show_default=True)
+@click.option("--retriever", type=click.Choice(["dense", "bm25", "both"]), default="dense", show_default=True,
+              help="both: dense and BM25 candidates taken in turns.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True)
 @user_errors
@@ -656,7 +657,49 @@ def mine_negatives_command(pairs, corpus, model, output, num_negatives, range_mi
         f"margin; pairs short of negatives: {summary.pairs_short_of_negatives:,}")
 
 
+@main.command("pseudo-label")
+@click.argument("pairs", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Labelled pairs to write.")
+@click.option("--cross-encoder", default=DEFAULT_RERANKER, show_default=True,
+              help="The teacher: a sentence-transformers CrossEncoder id or directory.")
+@click.option("--ce-batch-size", "--batch-size", "ce_batch_size", type=click.IntRange(1), default=32,
+              show_default=True, help="Pairs per cross-encoder forward pass.")
+@click.option("--ce-max-length", "--max-length", "ce_max_length", type=click.IntRange(8), default=512,
+              show_default=True, help="Cross-encoder input length (query and passage together), in tokens.")
+@click.option("--drop-inverted", is_flag=True,
+              help="Denoise: drop pairs whose positive the cross-encoder scores below one of their negatives.")
+@click.option("--overwrite", is_flag=True, help="Label again; the old output is replaced once the new one is complete.")
+@device_options
+@user_errors
+def pseudo_label_command(pairs, output, cross_encoder, ce_batch_size, ce_max_length, drop_inverted, overwrite, device,
+                         dtype):
+    """GPL: grade each pair's positive and negatives with a cross-encoder; margins for `train --loss margin-mse`."""
+    from genq.pseudo_label import PseudoLabelConfig, pseudo_label
+
+    config = PseudoLabelConfig(cross_encoder=cross_encoder, batch_size=ce_batch_size, max_length=ce_max_length,
+                               drop_inverted=drop_inverted, device=device, dtype=dtype)
+    summary = pseudo_label(pairs, output, config, overwrite=overwrite, progress=show_progress())
+    if summary.already_complete:
+        say(f"{output} is already complete ({summary.written:,} labelled pairs); nothing to do. "
+            "Pass --overwrite to label again.")
+        return
+    say(f"labelled {summary.labelled:,} pairs ({summary.negatives_scored:,} negatives) in {summary.seconds:.1f}s "
+        f"({summary.pairs_per_second:.1f} pairs/s, {summary.device}, {summary.dtype})"
+        + (f"; resumed after {summary.resumed_after:,}" if summary.resumed_after else ""))
+    say(f"  mean margin {summary.mean_margin}; positive below a negative in {summary.inverted_share:.1%} of pairs"
+        + (f" ({summary.dropped_inverted:,} dropped)" if drop_inverted else ""))
+    say(f"  wrote {summary.written:,} pairs to {output}; train on them with `genq train {output} --loss margin-mse`")
+
+
 # --------------------------------------------------------------------------- adapt
+
+
+def _given_options() -> set[str]:
+    """Options the user set (command line, environment or --config file), as opposed to built-in defaults."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return {name for name in ctx.params if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
 
 
 def _load_config_file(ctx: click.Context, _param, value):
@@ -711,7 +754,14 @@ def _load_config_file(ctx: click.Context, _param, value):
 @click.option("--neg-range-min", type=click.IntRange(0), default=10, show_default=True)
 @click.option("--neg-range-max", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--neg-relative-margin", type=float, default=0.05, show_default=True)
-@click.option("--neg-retriever", type=click.Choice(["dense", "bm25"]), default="dense", show_default=True)
+@click.option("--neg-retriever", type=click.Choice(["dense", "bm25", "both"]), default="dense", show_default=True)
+@click.option("--gpl", is_flag=True,
+              help="GPL: grade mined negatives with a cross-encoder and train with MarginMSE (GPL's defaults for "
+                   "options not given: 1 negative drawn from the top 50, no margin cut, batch 32, margin-mse).")
+@click.option("--cross-encoder", default=DEFAULT_RERANKER, show_default=True, help="--gpl: the teacher.")
+@click.option("--ce-batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--ce-max-length", type=click.IntRange(8), default=512, show_default=True)
+@click.option("--drop-inverted", is_flag=True, help="--gpl: drop pairs whose positive scores below a negative.")
 @training_options(batch_alias=False)
 @index_options
 @click.option("--eval-data", type=click.Path(file_okay=False), help="Labelled BEIR folder: compare BM25/base/adapted.")
@@ -719,12 +769,26 @@ def _load_config_file(ctx: click.Context, _param, value):
 @user_errors
 def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_mode, split, tokenizer, max_tokens,
           overlap, on_error, limit, filter_top_k, filter_min_score, hard_negatives, neg_range_min, neg_range_max,
-          neg_relative_margin, neg_retriever, eval_data, device, dtype, **options):
-    """Prepare, generate, [filter, mine negatives,] train, index [and evaluate] in one resumable run."""
+          neg_relative_margin, neg_retriever, gpl, cross_encoder, ce_batch_size, ce_max_length, drop_inverted,
+          eval_data, device, dtype, **options):
+    """Prepare, generate, [filter, mine negatives, pseudo-label,] train, index [and evaluate] in one resumable run."""
     from genq.negatives import MiningConfig
     from genq.pipeline import AdaptConfig, CorpusOptions
     from genq.pipeline import adapt as run_adapt
+    from genq.pseudo_label import PseudoLabelConfig
 
+    sampling = "top"
+    if gpl:
+        # GPL's recipe (UKPLab/gpl, gpl/train.py) where the user did not choose: negatives drawn at random from the
+        # retriever's top 50, no margin cut (the cross-encoder grades false negatives), batch 32, MarginMSE
+        given = _given_options()
+        hard_negatives = hard_negatives if "hard_negatives" in given else 1
+        neg_range_min = neg_range_min if "neg_range_min" in given else 0
+        neg_range_max = neg_range_max if "neg_range_max" in given else 50
+        neg_relative_margin = neg_relative_margin if "neg_relative_margin" in given else None
+        options["train_batch_size"] = options["train_batch_size"] if "train_batch_size" in given else 32
+        options["loss"] = options["loss"] if "loss" in given else "margin-mse"
+        sampling = "random"
     generation = generation_config(options, device, dtype)
     training = train_config(options, device)
     config = AdaptConfig(
@@ -734,7 +798,10 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
         generation=generation, filter_top_k=filter_top_k, filter_min_score=filter_min_score,
         hard_negatives=hard_negatives,
         mining=MiningConfig(num_negatives=max(1, hard_negatives), range_min=neg_range_min, range_max=neg_range_max,
-                            relative_margin=neg_relative_margin, retriever=neg_retriever),
+                            relative_margin=neg_relative_margin, retriever=neg_retriever, sampling=sampling),
+        gpl=gpl, pseudo_label=PseudoLabelConfig(cross_encoder=cross_encoder, batch_size=ce_batch_size,
+                                                max_length=ce_max_length, drop_inverted=drop_inverted,
+                                                device=device, dtype=dtype),
         training=training, index=index_params(options), lexical=lexical_settings(options), eval_data=eval_data,
         limit=limit, dtype=dtype)
     started = time.perf_counter()

@@ -278,7 +278,8 @@ def _build_lexical(directory: Path, settings: LexicalSettings | None, progress: 
     started = time.perf_counter()
     with open(directory / STORE_FILE, encoding="utf-8") as handle:
         texts = [passage_text(json.loads(line)) for line in handle]
-    LexicalIndex.build(texts, settings, progress=progress).save(directory / LEXICAL_DIR)
+    # bm25s draws four bars; worth it only where the build takes a while
+    LexicalIndex.build(texts, settings, progress=progress and len(texts) > 100_000).save(directory / LEXICAL_DIR)
     return round(time.perf_counter() - started, 2)
 
 

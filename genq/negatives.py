@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import asdict, dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from genq.io import DataError, GenqError, atomic_write, dumps_line
 from genq.retrieval import DenseCorpus, LexicalCorpus
 
 SAMPLING = ("top", "random")
-RETRIEVERS = ("dense", "bm25")
+RETRIEVERS = ("dense", "bm25", "both")
 
 
 @dataclass
@@ -84,30 +85,31 @@ def mine_negatives(
     started = time.perf_counter()
     pairs_path, output_path = Path(pairs_path), Path(output_path)
     passages = load_passages(corpus_path)
-    if config.retriever == "dense":
+    retrievers = []
+    if config.retriever in ("dense", "both"):
         if model is None:
             raise GenqError("dense mining needs --model (or use --retriever bm25)")
         encoder = model if isinstance(model, Encoder) else Encoder(model, dtype=dtype)
         cache_dir = cache_dir if cache_dir is not None else output_path.parent / ".genq-cache"
-        retriever = DenseCorpus(passages, encoder, cache_dir=cache_dir, progress=progress)
-    else:
-        retriever = LexicalCorpus(passages, progress=progress)
+        retrievers.append(DenseCorpus(passages, encoder, cache_dir=cache_dir, progress=progress))
+    if config.retriever in ("bm25", "both"):
+        retrievers.append(LexicalCorpus(passages, progress=progress))
+    row_of = retrievers[0].row_of
     text_keys = [_text_key(p) for p in passages]
     rng = np.random.default_rng(config.seed)
     summary = MiningSummary(str(output_path))
 
-    def mine(batch: list[dict], handle) -> None:
-        positives = np.asarray([retriever.row_of[p["passage_id"]] for p in batch])
-        queries = [p["query"] for p in batch]
-        if config.retriever == "dense":
+    def candidates_of(retriever, queries: list[str], positives: np.ndarray) -> list[list[int]]:
+        """Each query's usable negatives from one retriever, best first (its own score scale for the margin)."""
+        if isinstance(retriever, DenseCorpus):
             vectors = retriever.encode_queries(queries)
             scores, rows = retriever.search(vectors, config.range_max)
             positive_scores = retriever.score(vectors, positives)
         else:
             scores, rows = retriever.search(queries, config.range_max)
             positive_scores = retriever.score(queries, positives)
-        for pair, positive, positive_score, ranked, ranked_scores in zip(batch, positives, positive_scores, rows,
-                                                                          scores):
+        found = []
+        for positive, positive_score, ranked, ranked_scores in zip(positives, positive_scores, rows, scores):
             positive_key = text_keys[positive]
             candidates = []
             for rank, (row, score) in enumerate(zip(ranked, ranked_scores), start=1):
@@ -120,6 +122,17 @@ def mine_negatives(
                     summary.excluded_by_margin += 1
                     continue
                 candidates.append(int(row))
+            found.append(candidates)
+        return found
+
+    def mine(batch: list[dict], handle) -> None:
+        positives = np.asarray([row_of[p["passage_id"]] for p in batch])
+        queries = [p["query"] for p in batch]
+        per_retriever = [candidates_of(retriever, queries, positives) for retriever in retrievers]
+        for pair, *lists in zip(batch, *per_retriever):
+            # "both": dense and BM25 candidates taken in turns (GPL mines with several retrievers), no repeats
+            candidates = list(dict.fromkeys(row for group in zip_longest(*lists) for row in group
+                                            if row is not None))
             if config.sampling == "random" and len(candidates) > config.num_negatives:
                 chosen = sorted(rng.choice(len(candidates), config.num_negatives, replace=False))
                 candidates = [candidates[i] for i in chosen]
@@ -137,7 +150,7 @@ def mine_negatives(
         batch: list[dict] = []
         for line, pair in iter_pairs(pairs_path):
             passage_id = str(pair.get("passage_id"))
-            if passage_id not in retriever.row_of:
+            if passage_id not in row_of:
                 raise DataError(pairs_path, f"passage_id {passage_id!r} is not in {corpus_path}",
                                 "mine against the passages file the pairs were generated from", line)
             pair["passage_id"] = passage_id

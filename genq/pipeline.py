@@ -5,7 +5,8 @@
       passages.jsonl       prepare
       pairs.jsonl          generate (+ pairs.meta.json)
       pairs.filtered.jsonl filter            (when --filter-top-k / --filter-min-score)
-      pairs.negatives.jsonl mine-negatives   (when --hard-negatives N)
+      pairs.negatives.jsonl mine-negatives   (when --hard-negatives N, or --gpl)
+      pairs.labelled.jsonl  pseudo-label     (when --gpl: cross-encoder margins, then MarginMSE training)
       model/               train
       index/               index
       eval/                evaluate          (when --eval-data)
@@ -36,6 +37,7 @@ from genq.generate import GenerationConfig, generate_pairs, meta_path_for
 from genq.index import IndexParams, build_index
 from genq.io import GenqError, read_json, write_json_atomic
 from genq.negatives import MiningConfig, mine_negatives
+from genq.pseudo_label import PseudoLabelConfig, pseudo_label
 from genq.retrieval import LexicalSettings
 from genq.train import RUN_RECORD, TrainConfig, last_checkpoint, train_bi_encoder
 
@@ -66,6 +68,8 @@ class AdaptConfig:
     filter_min_score: float | None = None
     hard_negatives: int = 0
     mining: MiningConfig = field(default_factory=MiningConfig)
+    gpl: bool = False  # pseudo-label with a cross-encoder and train with MarginMSE (needs negatives)
+    pseudo_label: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
     index: IndexParams = field(default_factory=IndexParams)
     lexical: LexicalSettings | None = field(default_factory=LexicalSettings)  # None: a dense-only index
@@ -138,6 +142,7 @@ def adapt(
     manifest = Manifest(run_dir, str(corpus_path))
     paths = {"passages": run_dir / "passages.jsonl", "pairs": run_dir / "pairs.jsonl",
              "filtered": run_dir / "pairs.filtered.jsonl", "negatives": run_dir / "pairs.negatives.jsonl",
+             "labelled": run_dir / "pairs.labelled.jsonl",
              "model": run_dir / "model", "index": run_dir / "index", "eval": run_dir / "eval",
              "cache": run_dir / ".genq-cache"}
     generation, training = config.generation, config.training
@@ -188,6 +193,10 @@ def adapt(
         train_input = paths["filtered"]
 
     # -- hard negatives
+    if config.gpl and not config.hard_negatives:
+        raise GenqError("--gpl grades mined negatives: --hard-negatives must be at least 1")
+    if config.gpl and training.loss != "margin-mse":
+        raise GenqError("--gpl trains on cross-encoder margins: use --loss margin-mse (the --gpl default)")
     if config.hard_negatives:
         config.mining.num_negatives = config.hard_negatives
         mining_params = {**_jsonable(config.mining), "model": training.base_model}
@@ -201,6 +210,19 @@ def adapt(
 
         stages.append(("negatives", mining_params, run_mining, [paths["negatives"]]))
         train_input = paths["negatives"]
+
+    # -- pseudo-label (GPL)
+    if config.gpl:
+        label_params = {**config.pseudo_label.settings(), "input": train_input.name}
+        pairs_in = train_input
+
+        def run_pseudo_label(resume: bool, pairs_in=pairs_in) -> tuple[dict, str]:
+            summary = pseudo_label(pairs_in, paths["labelled"], config.pseudo_label, overwrite=not resume,
+                                   progress=progress)
+            return summary.to_dict(), "resumed" if summary.resumed_after else "ran"
+
+        stages.append(("pseudo-label", label_params, run_pseudo_label, [paths["labelled"]]))
+        train_input = paths["labelled"]
 
     # -- train
     train_params = {**_jsonable(training), "pairs": train_input.name}

@@ -347,21 +347,31 @@ class Reranker:
         else:
             self.name = getattr(model, "model_name_or_path", None) or "cross-encoder"
         self.model = model
+        self._identity = torch.nn.Identity()
         if self.dtype != torch.float32:
             self.model.to(self.dtype)
         self.model.eval()
 
-    def score(self, query: str, passages: Sequence[dict]) -> np.ndarray:
-        """Relevance of each passage (title + text) to the query; higher is better."""
-        if not passages:
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """One relevance score per (query, passage text) pair, higher is better.
+
+        CrossEncoder.predict sorts its inputs by length before batching, so a large call pads
+        little; callers pass whole chunks rather than small batches. Raw logits are returned (no
+        sigmoid): margins between them are what MarginMSE learns, and the order is the same.
+        """
+        if not pairs:
             return np.zeros(0, dtype=np.float32)
-        scores = self.model.predict([(query, passage_text(p)) for p in passages], batch_size=self.batch_size,
-                                    show_progress_bar=False, convert_to_numpy=True)
-        scores = np.asarray(scores, dtype=np.float32).reshape(len(passages), -1)[:, 0]
+        scores = self.model.predict(list(pairs), batch_size=self.batch_size, show_progress_bar=False,
+                                    convert_to_numpy=True, activation_fn=self._identity)
+        scores = np.asarray(scores, dtype=np.float32).reshape(len(pairs), -1)[:, 0]
         if not np.all(np.isfinite(scores)):
             raise GenqError(f"the cross-encoder {self.name} returned NaN/inf scores\n"
                             "  fix: run it in float32 (--dtype float32) or check the model")
         return scores
+
+    def score(self, query: str, passages: Sequence[dict]) -> np.ndarray:
+        """Relevance of each passage (title + text) to the query; higher is better."""
+        return self.score_pairs([(query, passage_text(p)) for p in passages])
 
     def rerank(self, query: str, candidates: list, passages: Sequence[dict], depth: int) -> list[tuple[object, float]]:
         """The first ``depth`` candidates reordered by cross-encoder score, with their scores;

@@ -5,6 +5,12 @@ library's) with MultipleNegativesRankingLoss: every other passage in the batch i
 negative for a query. GenQ writes several queries per passage, so a plainly shuffled batch
 often holds one passage twice and MNRL would push a query away from its own passage; the
 no-duplicates batch sampler is therefore on by default.
+
+``loss="margin-mse"`` is GPL's training step instead: records labelled by ``genq
+pseudo-label`` carry a cross-encoder margin per negative, and the bi-encoder learns
+``scale * (sim(q, pos) - sim(q, neg))`` to match it (sentence-transformers' MarginMSELoss).
+genq indexes normalised vectors (cosine), whose differences live in [-2, 2] while
+cross-encoder margins span tens of logits, hence the scale (the MNRL ``--scale``, 20).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from genq.models import resolve_model
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-LOSSES = ("mnrl", "cached-mnrl")
+LOSSES = ("mnrl", "cached-mnrl", "margin-mse")
 RUN_RECORD = "genq_training.json"
 # Settings that define a run: resuming into a directory with other values is refused.
 RUN_KEYS = ("base_model", "loss", "epochs", "batch_size", "lr", "warmup_ratio", "max_seq_length", "seed", "scale",
@@ -92,26 +98,41 @@ def _negative_text(negative) -> str | None:
     return negative if isinstance(negative, str) else None
 
 
-def read_training_pairs(path: str | Path) -> tuple[list[dict], int]:
-    """Validated pairs as ``{"query", "passage", "passage_id", "negatives": [str]}`` plus negatives per pair.
+def read_training_pairs(path: str | Path, need_margins: bool = False) -> tuple[list[dict], int]:
+    """Validated pairs as ``{"query", "passage", "passage_id", "negatives": [str], "margins": [float]}``
+    plus negatives per pair.
 
     Pairs with negatives train on (query, positive, negative_1..n) tuples; n is the smallest
-    count present, since every row needs the same columns.
+    count present, since every row needs the same columns. ``need_margins`` (MarginMSE)
+    requires every negative to carry the cross-encoder margin ``genq pseudo-label`` writes.
     """
+    import math
+
     rows = []
     for line, record in iter_pairs(path):
         negatives = record.get("negatives")
         if negatives is None and record.get("negative") is not None:
             negatives = [record["negative"]]
-        texts = []
+        texts, margins = [], []
         for negative in negatives or []:
             text = _negative_text(negative)
             if text is None:
                 raise DataError(path, "a negative is neither a string nor {\"text\": ...}",
                                 "write negatives as [{\"passage_id\", \"title\", \"text\"}, ...]", line)
             texts.append(text)
+            if need_margins:
+                margin = negative.get("margin") if isinstance(negative, dict) else None
+                if isinstance(margin, bool) or not isinstance(margin, int | float) or not math.isfinite(margin):
+                    raise DataError(path, "a negative has no cross-encoder margin (margin-mse learns from it)",
+                                    "label the pairs with `genq pseudo-label PAIRS -o LABELLED` and train on its "
+                                    "output", line)
+                margins.append(float(margin))
+        if need_margins and not texts:
+            raise DataError(path, "margin-mse needs negatives with cross-encoder margins; this pair has none",
+                            "run `genq mine-negatives`, then `genq pseudo-label`, and train on that output", line)
         rows.append({"query": record["query"], "passage": record["passage"],
-                     "passage_id": str(record.get("passage_id", record["passage"])), "negatives": texts})
+                     "passage_id": str(record.get("passage_id", record["passage"])), "negatives": texts,
+                     "margins": margins})
     counts = {len(r["negatives"]) for r in rows}
     negatives_per_pair = min(counts) if counts else 0
     if negatives_per_pair == 0 and max(counts, default=0) > 0:
@@ -151,12 +172,14 @@ def in_batch_duplicates(passage_ids: list[str], batch_size: int, seed: int) -> i
     return duplicates
 
 
-def _to_dataset(rows: list[dict], negatives_per_pair: int):
+def _to_dataset(rows: list[dict], negatives_per_pair: int, with_margins: bool = False):
     from datasets import Dataset
 
     columns = {"anchor": [r["query"] for r in rows], "positive": [r["passage"] for r in rows]}
     for n in range(negatives_per_pair):
         columns[f"negative_{n + 1}"] = [r["negatives"][n] for r in rows]
+    if with_margins:  # the trainer hands a "label" column to the loss: one margin per negative
+        columns["label"] = [r["margins"][:negatives_per_pair] for r in rows]
     return Dataset.from_dict(columns)
 
 
@@ -227,7 +250,8 @@ def train_bi_encoder(
     config.validate()
     started = time.perf_counter()
     pairs_path, output = Path(pairs_path), Path(output_dir)
-    rows, negatives_per_pair = read_training_pairs(pairs_path)
+    margin_mse = config.loss == "margin-mse"
+    rows, negatives_per_pair = read_training_pairs(pairs_path, need_margins=margin_mse)
     settings = {k: getattr(config, k) for k in RUN_KEYS}
     _check_output_dir(output, settings, resume, overwrite)
     if len(rows) < 2:
@@ -264,6 +288,9 @@ def train_bi_encoder(
     similarity = st_util.cos_sim if config.similarity == "cos" else st_util.dot_score
     if config.loss == "mnrl":
         loss = losses.MultipleNegativesRankingLoss(model, scale=config.scale, similarity_fct=similarity)
+    elif margin_mse:
+        pairwise = st_util.pairwise_cos_sim if config.similarity == "cos" else st_util.pairwise_dot_score
+        loss = losses.MarginMSELoss(model, similarity_fct=ScaledSimilarity(pairwise, config.scale))
     else:
         loss = losses.CachedMultipleNegativesRankingLoss(model, scale=config.scale, similarity_fct=similarity,
                                                          mini_batch_size=config.mini_batch_size,
@@ -294,8 +321,8 @@ def train_bi_encoder(
         disable_tqdm=not progress,
         use_cpu=(config.device == "cpu"),
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=_to_dataset(train_rows,
-                                                                                          negatives_per_pair),
+    trainer = SentenceTransformerTrainer(model=model, args=args,
+                                         train_dataset=_to_dataset(train_rows, negatives_per_pair, margin_mse),
                                          loss=loss, evaluator=evaluator)
     checkpoint = last_checkpoint(output) if resume else None
     summary.resumed_from = checkpoint
@@ -316,6 +343,17 @@ def train_bi_encoder(
     write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "pairs_file": str(pairs_path),
                                             "settings": settings, "complete": True, "summary": summary.to_dict()})
     return summary
+
+
+class ScaledSimilarity:
+    """``scale * similarity(a, b)``: puts cosine differences on the scale of cross-encoder margins."""
+
+    def __init__(self, similarity, scale: float):
+        self.similarity, self.scale = similarity, scale
+        self.__name__ = f"scaled_{getattr(similarity, '__name__', 'similarity')}"
+
+    def __call__(self, a, b):
+        return self.scale * self.similarity(a, b)
 
 
 def _warmup(ratio: float) -> dict:
@@ -349,7 +387,8 @@ def _plot_loss(history: list[dict], path: Path) -> None:
 def _append_model_card(output: Path, config: TrainConfig, pairs_path: Path, summary: TrainSummary) -> None:
     card = output / "README.md"
     text = card.read_text(encoding="utf-8") if card.exists() else "# genq model\n"
-    loss_name = "MultipleNegativesRankingLoss" if config.loss == "mnrl" else "CachedMultipleNegativesRankingLoss"
+    loss_name = {"mnrl": "MultipleNegativesRankingLoss", "cached-mnrl": "CachedMultipleNegativesRankingLoss",
+                 "margin-mse": "MarginMSELoss on cross-encoder margins (GPL)"}[config.loss]
     section = [
         "", "## Trained with genq", "",
         f"Adapted with [genq](https://github.com/) {__version__} on synthetic queries (GenQ).", "",
