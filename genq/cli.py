@@ -18,6 +18,25 @@ from genq.retrieval import DEFAULT_RERANKER
 logger = logging.getLogger("genq")
 
 
+class OptionalFloat(click.ParamType):
+    """A float, or 'none' for "not at all" (e.g. no false-negative margin cut)."""
+
+    name = "FLOAT|none"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).lower() == "none":
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'none'", param, ctx)
+
+
+MARGIN = OptionalFloat()
+
+
 def _state(ctx: click.Context) -> dict:
     return ctx.find_root().obj or {}
 
@@ -635,8 +654,8 @@ def filter_command(pairs, corpus, model, output, top_k, min_score, dtype):
 @click.option("--num-negatives", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--range-min", type=click.IntRange(0), default=10, show_default=True, help="Skip the top N ranks.")
 @click.option("--range-max", type=click.IntRange(1), default=100, show_default=True, help="Look no deeper.")
-@click.option("--relative-margin", type=float, default=0.05, show_default=True,
-              help="Drop candidates scoring above positive*(1-margin): likely false negatives.")
+@click.option("--relative-margin", type=MARGIN, default="0.05", show_default=True,
+              help="Drop candidates scoring above positive*(1-margin): likely false negatives ('none': no cut).")
 @click.option("--sampling", type=click.Choice(["top", "random"]), default="top", show_default=True)
 @click.option("--retriever", type=click.Choice(["dense", "bm25", "both"]), default="dense", show_default=True,
               help="both: dense and BM25 candidates taken in turns.")
@@ -753,7 +772,7 @@ def _load_config_file(ctx: click.Context, _param, value):
               help="Mine N hard negatives per pair before training.")
 @click.option("--neg-range-min", type=click.IntRange(0), default=10, show_default=True)
 @click.option("--neg-range-max", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--neg-relative-margin", type=float, default=0.05, show_default=True)
+@click.option("--neg-relative-margin", type=MARGIN, default="0.05", show_default=True, help="'none': no cut.")
 @click.option("--neg-retriever", type=click.Choice(["dense", "bm25", "both"]), default="dense", show_default=True)
 @click.option("--gpl", is_flag=True,
               help="GPL: grade mined negatives with a cross-encoder and train with MarginMSE (GPL's defaults for "

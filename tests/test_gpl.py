@@ -242,3 +242,20 @@ def test_adapt_gpl_runs_every_stage_resumes_and_skips(tmp_path, raw_corpus, tiny
     assert all("margin" in n for r in labelled for n in r["negatives"])
     result = runner.invoke(main, args)
     assert result.exit_code == 0 and set(stage_status(result.output).values()) == {"skipped"}
+
+
+def test_cli_mining_without_a_margin_cut(tmp_path, tiny_encoder_dir):
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"_id": f"p{i}", "title": "", "text": t}
+                                                     for i, t in enumerate(TEXTS)])
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"query": "clean the chain", "passage_id": "p0",
+                                                    "passage": TEXTS[0], "title": ""}])
+    runner = CliRunner()
+    out = str(tmp_path / "n.jsonl")
+    result = runner.invoke(main, ["mine-negatives", str(pairs), "--corpus", str(corpus), "-o", out,
+                                  "--retriever", "bm25", "--range-min", "0", "--relative-margin", "none",
+                                  "--num-negatives", "3"])
+    assert result.exit_code == 0, result.output
+    assert "0 by margin" in result.output
+    result = runner.invoke(main, ["mine-negatives", str(pairs), "--corpus", str(corpus), "-o", out,
+                                  "--retriever", "bm25", "--relative-margin", "lots"])
+    assert result.exit_code == 2 and "neither a number nor 'none'" in result.output
