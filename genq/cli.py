@@ -147,7 +147,8 @@ def corpus_prepare(input_path, output, format_, id_field, text_field, title_fiel
 
     summary = prepare_corpus(input_path, output, format=format_, id_field=id_field, text_field=text_field,
                              title_field=title_field, txt_mode=txt_mode, split=split,
-                             tokenizer=tokenizer or DEFAULT_TOKENIZER, max_tokens=max_tokens, overlap=overlap,
+                             tokenizer=tokenizer or _offline_stand_in(DEFAULT_TOKENIZER, "tokenizer"),
+                             max_tokens=max_tokens, overlap=overlap,
                              on_error=on_error, dedup=not keep_duplicates, progress=show_progress())
     say(f"read {summary.documents:,} documents ({summary.format}) -> wrote {summary.passages:,} passages "
         f"to {summary.output} in {summary.seconds:.1f}s")
@@ -171,7 +172,8 @@ def corpus_stats_command(path, format_, id_field, text_field, title_field, txt_m
 
     options = {"id_field": id_field, "text_field": text_field, "title_field": title_field, "txt_mode": txt_mode,
                "split": split}
-    stats = corpus_stats(path, tokenizer or DEFAULT_TOKENIZER, format=format_, limit=limit,
+    stats = corpus_stats(path, tokenizer or _offline_stand_in(DEFAULT_TOKENIZER, "tokenizer"), format=format_,
+                         limit=limit,
                          progress=show_progress(), **options)
     if as_json:
         click.echo(json.dumps(stats.to_dict(), indent=2))
@@ -258,6 +260,8 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, **optio
     """Sample synthetic queries for every passage of PASSAGES; resumable."""
     from genq.generate import generate_pairs, meta_path_for
 
+    if "generator_model" not in _given_options() and not options["gguf_file"]:
+        options["generator_model"] = _offline_stand_in(options["generator_model"])
     config = generation_config(options, device, dtype)
     summary = generate_pairs(passages, output, config, overwrite=overwrite, progress=show_progress(), limit=limit)
     if summary.already_complete:
@@ -461,6 +465,8 @@ def search_options(function):
     from genq.retrieval import FUSIONS, SEARCH_MODES
 
     for option in reversed([
+        click.option("-m", "--model", default=None,
+                     help="The bi-encoder to encode queries with (default: the one recorded in the index)."),
         click.option("--mode", type=click.Choice(SEARCH_MODES), default=None,
                      help="hybrid (dense + BM25, the default where the index has both), dense or bm25."),
         click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -497,16 +503,18 @@ def search_settings(mode, alpha, fusion, candidates, rerank_depth):
 @search_options
 @device_options
 @user_errors
-def search(index_dir, query, k, as_json, queries, run_out, ef_search, nprobe, mode, alpha, fusion, candidates,
+def search(index_dir, query, k, as_json, queries, run_out, ef_search, nprobe, model, mode, alpha, fusion, candidates,
            rerank_model, rerank_depth, device, dtype):
     """Search INDEX_DIR for QUERY (or every query of --queries); hybrid by default."""
     from genq.search import Searcher, iter_run, read_queries, write_trec_run
 
     if bool(query) == bool(queries):
         raise click.UsageError("give either a QUERY or --queries FILE")
+    if run_out and not queries:
+        raise click.UsageError("--run writes a TREC run for every query of --queries FILE; add --queries")
     options = search_settings(mode, alpha, fusion, candidates, rerank_depth)
-    searcher = Searcher.load(index_dir, device=device, dtype=dtype, ef_search=ef_search, nprobe=nprobe,
-                             reranker=rerank_model)
+    searcher = Searcher.load(index_dir, model=model, device=device, dtype=dtype, ef_search=ef_search,
+                             nprobe=nprobe, reranker=rerank_model)
     searcher.resolve_options(options)
     if queries:
         items = read_queries(queries)
@@ -554,7 +562,7 @@ def _where_found(hit, mode: str) -> str:
 @search_options
 @device_options
 @user_errors
-def serve(index_dir, host, port, mode, alpha, fusion, candidates, rerank_model, rerank_depth, device, dtype):
+def serve(index_dir, host, port, model, mode, alpha, fusion, candidates, rerank_model, rerank_depth, device, dtype):
     """Serve INDEX_DIR: JSON API (/search, /health, /info) and a search page at /.
 
     The search options set the server's defaults; each request may override mode, alpha and fusion.
@@ -563,7 +571,7 @@ def serve(index_dir, host, port, mode, alpha, fusion, candidates, rerank_model, 
     from genq.serve import run_server
 
     options = search_settings(mode, alpha, fusion, candidates, rerank_depth)
-    searcher = Searcher.load(index_dir, device=device, dtype=dtype, reranker=rerank_model)
+    searcher = Searcher.load(index_dir, model=model, device=device, dtype=dtype, reranker=rerank_model)
     searcher.resolve_options(options)
     say(f"serving {len(searcher):,} passages on http://{host}:{port}/  (modes: {', '.join(searcher.modes)}; "
         f"API: /search?q=...&k=10, /info, /health)")
@@ -713,6 +721,22 @@ def pseudo_label_command(pairs, output, cross_encoder, ce_batch_size, ce_max_len
 # --------------------------------------------------------------------------- adapt
 
 
+def _offline_stand_in(name: str, what: str = "generator") -> str:
+    """``name``, or its packaged offline stand-in when ``name`` is a default that cannot be reached from here."""
+    from genq.models import offline_fallback
+
+    found = offline_fallback(name)
+    if found is None:
+        return name
+    fallback, cost = found
+    if what == "generator":
+        say(f"note: the default generator {name} cannot be downloaded from here (no model hub access); using the "
+            f"installed offline copy of {fallback} instead: {cost}.")
+    else:
+        say(f"note: no model hub access; counting tokens with the offline generator's tokenizer ({fallback}).")
+    return fallback
+
+
 def _given_options() -> set[str]:
     """Options the user set (command line, environment or --config file), as opposed to built-in defaults."""
     from click.core import ParameterSource
@@ -797,10 +821,17 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
     from genq.pseudo_label import PseudoLabelConfig
 
     sampling = "top"
+    given = _given_options()
+    if "generator_model" not in given and not options["gguf_file"]:
+        generator = _offline_stand_in(options["generator_model"])
+        if generator != options["generator_model"] and "filter_top_k" not in given and filter_min_score is None:
+            filter_top_k = 3
+            say("  so the round-trip filter is on (--filter-top-k 3): only queries whose passage the base model "
+                "ranks in its top 3 are trained on.")
+        options["generator_model"] = generator
     if gpl:
         # GPL's recipe (UKPLab/gpl, gpl/train.py) where the user did not choose: negatives drawn at random from the
         # retriever's top 50, no margin cut (the cross-encoder grades false negatives), batch 32, MarginMSE
-        given = _given_options()
         hard_negatives = hard_negatives if "hard_negatives" in given else 1
         neg_range_min = neg_range_min if "neg_range_min" in given else 0
         neg_range_max = neg_range_max if "neg_range_max" in given else 50

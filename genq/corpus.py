@@ -22,7 +22,17 @@ from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
-from genq.io import DataError, ErrorTally, GenqError, atomic_write, dumps_line, iter_jsonl, require_file
+from genq.io import (
+    DataError,
+    ErrorTally,
+    GenqError,
+    atomic_write,
+    describe_error,
+    dumps_line,
+    iter_jsonl,
+    require_file,
+)
+from genq.models import resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -370,15 +380,16 @@ class TokenCounter:
             return
         from transformers import AutoTokenizer
 
+        location = resolve_model(name_or_tokenizer, what="tokenizer") if not gguf_file else name_or_tokenizer
         try:
-            if gguf_file or name_or_tokenizer.endswith(".gguf"):
-                gguf_path = Path(gguf_file or name_or_tokenizer)
+            if gguf_file or location.endswith(".gguf"):
+                gguf_path = Path(gguf_file or location)
                 self._tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
             else:
-                self._tokenizer = AutoTokenizer.from_pretrained(name_or_tokenizer)
+                self._tokenizer = AutoTokenizer.from_pretrained(location)
         except Exception as exc:  # OSError offline, ValueError for unknown configs
             raise GenqError(
-                f"could not load the tokenizer {name_or_tokenizer!r} ({type(exc).__name__}: {str(exc)[:200]})\n"
+                f"could not load the tokenizer {name_or_tokenizer!r} ({describe_error(exc)})\n"
                 f"  fix: pass --tokenizer with a local model directory, or --tokenizer words to count words offline"
             ) from None
 

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genq.hardware import dtype_name, resolve_device, resolve_dtype
-from genq.io import GenqError
+from genq.io import GenqError, describe_error
 from genq.models import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -42,10 +42,11 @@ class Encoder:
             self.dtype = torch.float32
         if isinstance(model, str):
             self.name = model
+            location = resolve_model(model)
             try:
-                model = SentenceTransformer(resolve_model(model), device=self.device)
+                model = SentenceTransformer(location, device=self.device)
             except Exception as exc:
-                raise GenqError(f"could not load the model {self.name!r}: {type(exc).__name__}: {str(exc)[:300]}\n"
+                raise GenqError(f"could not load the model {self.name!r}: {describe_error(exc)}\n"
                                 "  fix: pass a sentence-transformers model directory or a reachable hub id") from None
         else:
             card = getattr(model, "model_card_data", None)

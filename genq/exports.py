@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,4 +147,12 @@ def export_pairs(pairs_path: str | Path, format: str, out: str | Path) -> dict:
                "simpletransformers": export_simpletransformers, "hf": export_hf}
     if format not in writers:
         raise GenqError(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    return writers[format](pairs_path, out)
+    out = Path(out)
+    created = next((d for d in reversed([out, *out.parents]) if not d.exists()), None)
+    try:
+        return writers[format](pairs_path, out)
+    except BaseException:
+        # folders this export created are removed again if nothing was written into them
+        if created is not None and created.is_dir() and not any(p.is_file() for p in created.rglob("*")):
+            shutil.rmtree(created, ignore_errors=True)
+        raise

@@ -33,7 +33,16 @@ from tqdm.auto import tqdm
 from genq import __version__
 from genq.corpus import iter_passage_file
 from genq.hardware import dtype_name, resolve_device, resolve_dtype
-from genq.io import DataError, GenqError, JsonlAppender, iter_jsonl, read_json, repair_torn_tail, write_json_atomic
+from genq.io import (
+    DataError,
+    GenqError,
+    JsonlAppender,
+    describe_error,
+    iter_jsonl,
+    read_json,
+    repair_torn_tail,
+    write_json_atomic,
+)
 from genq.models import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -180,7 +189,7 @@ def detect_family(model: str, gguf_file: str | None) -> str:
     try:
         config = AutoConfig.from_pretrained(model)
     except Exception as exc:
-        raise GenqError(f"could not load the generator {model!r}: {type(exc).__name__}: {str(exc)[:300]}\n"
+        raise GenqError(f"could not load the generator {model!r}: {describe_error(exc)}\n"
                         "  fix: pass a local model directory, a hub id reachable from here, or --gguf-file") from None
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
@@ -208,7 +217,7 @@ class QueryGenerator:
 
         config.validate()
         self.config = config
-        model_ref, gguf = _split_gguf(resolve_model(config.model), config.gguf_file)
+        model_ref, gguf = _split_gguf(resolve_model(config.model, what="generator"), config.gguf_file)
         self.family = config.family if config.family != "auto" else detect_family(model_ref, gguf)
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
@@ -227,8 +236,8 @@ class QueryGenerator:
                 model_kwargs["attn_implementation"] = "eager"
             self.model = model_class.from_pretrained(model_ref, **model_kwargs)
         except Exception as exc:
-            raise GenqError(f"could not load the generator {config.model!r}: {type(exc).__name__}: "
-                            f"{str(exc)[:300]}") from None
+            raise GenqError(f"could not load the generator {config.model!r}: "
+                            f"{describe_error(exc)}") from None
         self.model.to(device=self.device, dtype=self.dtype).eval()
         if self.family == "causal":
             self.tokenizer.padding_side = "left"

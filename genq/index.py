@@ -257,8 +257,8 @@ def build_index(
                                                           else ""), file=sys.stderr)
         index = build_faiss_index(embeddings, resolved)
         lexical_seconds = _build_lexical(tmp, lexical, progress)
-        _write_index(tmp, index, encoder, resolved, count, save_embeddings, model_name=_model_name(model, encoder),
-                     lexical=lexical)
+        _write_index(tmp, index, encoder, resolved, count, save_embeddings,
+                     model_name=_model_name(model, encoder, out_dir), lexical=lexical)
         del embeddings
         if not save_embeddings:
             (tmp / EMBEDDINGS_FILE).unlink()
@@ -295,21 +295,47 @@ def lexical_settings_of(meta: dict) -> LexicalSettings | None:
     return LexicalSettings(**{k: stored[k] for k in ("language", "stopwords", "k1", "b") if k in stored})
 
 
-def _model_name(model, encoder: Encoder) -> str:
+def _model_name(model, encoder: Encoder, out_dir: Path) -> tuple[str, bool]:
+    """How index.json names the model, and whether that is a path relative to the index.
+
+    A model directory beside the index (a run directory's model/ and index/) is stored
+    relative, so the two can be moved or copied together; any other directory absolutely.
+    """
     if isinstance(model, str):
-        path = Path(model)
-        return str(path.resolve()) if path.exists() else model
-    return encoder.name
+        path = Path(model).expanduser()
+        if not path.exists():
+            return model, False
+        resolved, home = path.resolve(), out_dir.resolve().parent
+        if resolved.is_relative_to(home):
+            return os.path.relpath(resolved, out_dir.resolve()), True
+        return str(resolved), False
+    return encoder.name, False
+
+
+def index_model(meta: dict, index_dir: Path) -> str:
+    """The model an index was built with, as a loadable name (relative paths resolved against the index)."""
+    if meta.get("model_relative"):
+        return str((Path(index_dir) / meta["model"]).resolve())
+    return meta["model"]
+
+
+def locate_index(path: str | Path) -> Path:
+    """``path`` itself, or the index inside a `genq adapt` run directory (RUN/index)."""
+    path = Path(path)
+    if not (path / META_FILE).exists() and (path / "index" / META_FILE).exists():
+        return path / "index"
+    return path
 
 
 def _write_index(directory: Path, index, encoder: Encoder, params: IndexParams, count: int, embeddings_kept: bool,
-                 model_name: str, lexical: LexicalSettings | None) -> None:
+                 model_name: tuple[str, bool], lexical: LexicalSettings | None) -> None:
     import faiss
 
     faiss.write_index(index, str(directory / INDEX_FILE))
     meta = {
         "genq_version": __version__,
-        "model": model_name,
+        "model": model_name[0],
+        "model_relative": model_name[1],
         "dimension": encoder.dimension,
         "similarity": "cosine",
         "normalized": True,
@@ -329,6 +355,9 @@ def read_index_meta(index_dir: str | Path) -> dict:
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
         raise DataError(index_dir, "is not an index directory", "build one with `genq index PASSAGES -o DIR`")
+    if (index_dir / "manifest.json").exists() and not (index_dir / META_FILE).exists():
+        raise DataError(index_dir, "is a `genq adapt` run directory whose index/ is missing or unfinished",
+                        "rerun the same `genq adapt` command to finish it, or build one with `genq index`")
     for name in (META_FILE, INDEX_FILE, STORE_FILE, OFFSETS_FILE):
         if not (index_dir / name).exists():
             raise DataError(index_dir, f"is missing {name}; it is not a complete genq index",
@@ -350,7 +379,7 @@ def add_to_index(
     started = time.perf_counter()
     index_dir, passages_path = Path(index_dir), Path(passages_path)
     meta = read_index_meta(index_dir)
-    encoder = Encoder(meta["model"], device=device, dtype=dtype, batch_size=batch_size)
+    encoder = Encoder(index_model(meta, index_dir), device=device, dtype=dtype, batch_size=batch_size)
     if encoder.dimension != meta["dimension"]:
         raise GenqError(f"the index holds {meta['dimension']}-d vectors but {meta['model']} makes "
                         f"{encoder.dimension}-d ones")
@@ -377,7 +406,8 @@ def add_to_index(
         # BM25's statistics (document frequencies, mean length) change with every passage: rebuild it whole
         lexical = lexical_settings_of(meta)
         lexical_seconds = _build_lexical(tmp, lexical, progress)
-        _write_index(tmp, index, encoder, params, count, kept, meta["model"], lexical=lexical)
+        _write_index(tmp, index, encoder, params, count, kept, (meta["model"], bool(meta.get("model_relative"))),
+                     lexical=lexical)
     return IndexSummary(str(index_dir), passages=count, added=added, dimension=encoder.dimension,
                         index_type=params.index_type, params=asdict(params), encode_seconds=round(encode_seconds, 2),
                         lexical_seconds=lexical_seconds, lexical=_lexical_meta(lexical),

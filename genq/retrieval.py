@@ -29,7 +29,7 @@ import numpy as np
 
 from genq.encode import Encoder, passage_text
 from genq.hardware import resolve_device, resolve_dtype
-from genq.io import DataError, GenqError, atomic_write, read_json
+from genq.io import DataError, GenqError, atomic_write, describe_error, read_json
 from genq.models import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -337,8 +337,8 @@ class Reranker:
             try:
                 model = CrossEncoder(location, device=self.device, max_length=max_length)
             except Exception as exc:
-                raise GenqError(f"could not load the cross-encoder {self.name!r}: {type(exc).__name__}: "
-                                f"{str(exc)[:300]}\n  fix: pass a cross-encoder directory or a reachable hub id "
+                raise GenqError(f"could not load the cross-encoder {self.name!r}: "
+                                f"{describe_error(exc)}\n  fix: pass a cross-encoder directory or a reachable hub id "
                                 f"(e.g. {DEFAULT_RERANKER})") from None
             labels = getattr(model.config, "num_labels", 1)
             if labels != 1:

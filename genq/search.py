@@ -30,7 +30,9 @@ from genq.index import (
     OFFSETS_FILE,
     STORE_FILE,
     apply_search_params,
+    index_model,
     lexical_settings_of,
+    locate_index,
     read_index_meta,
 )
 from genq.io import DataError, ErrorTally, GenqError, atomic_write, iter_jsonl
@@ -144,7 +146,7 @@ class Searcher:
         """
         import faiss
 
-        directory = Path(index_dir)
+        directory = locate_index(index_dir)
         meta = read_index_meta(directory)
         try:
             index = faiss.read_index(str(directory / INDEX_FILE))
@@ -161,8 +163,8 @@ class Searcher:
         if len(store) != index.ntotal:
             raise DataError(directory, f"the index holds {index.ntotal} vectors but the store {len(store)} passages",
                             "rebuild the index with `genq index`")
-        encoder = model if isinstance(model, Encoder) else Encoder(model or meta["model"], device=device,
-                                                                   dtype=dtype)
+        encoder = model if isinstance(model, Encoder) else Encoder(model or index_model(meta, directory),
+                                                                   device=device, dtype=dtype)
         if encoder.dimension != meta["dimension"]:
             raise GenqError(f"the model makes {encoder.dimension}-d vectors but the index holds "
                             f"{meta['dimension']}-d ones; search with the model that built the index")

@@ -18,14 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from genq import __version__
 from genq.generate import iter_pairs
-from genq.io import DataError, GenqError, write_json_atomic
+from genq.io import DataError, GenqError, describe_error, write_json_atomic
 from genq.models import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -106,8 +108,6 @@ def read_training_pairs(path: str | Path, need_margins: bool = False) -> tuple[l
     count present, since every row needs the same columns. ``need_margins`` (MarginMSE)
     requires every negative to carry the cross-encoder margin ``genq pseudo-label`` writes.
     """
-    import math
-
     rows = []
     for line, record in iter_pairs(path):
         negatives = record.get("negatives")
@@ -250,6 +250,7 @@ def train_bi_encoder(
     config.validate()
     started = time.perf_counter()
     pairs_path, output = Path(pairs_path), Path(output_dir)
+    location = resolve_model(config.base_model, what="base model")  # a wrong name fails before anything is touched
     margin_mse = config.loss == "margin-mse"
     rows, negatives_per_pair = read_training_pairs(pairs_path, need_margins=margin_mse)
     settings = {k: getattr(config, k) for k in RUN_KEYS}
@@ -280,10 +281,10 @@ def train_bi_encoder(
         [r["passage_id"] for r in train_rows], config.batch_size, config.seed)
 
     try:
-        model = SentenceTransformer(resolve_model(config.base_model), device=config.device)
+        model = SentenceTransformer(location, device=config.device)
     except Exception as exc:
-        raise GenqError(f"could not load the base model {config.base_model!r}: {type(exc).__name__}: "
-                        f"{str(exc)[:300]}") from None
+        raise GenqError(f"could not load the base model {config.base_model!r}: "
+                        f"{describe_error(exc)}") from None
     model.max_seq_length = config.max_seq_length
     similarity = st_util.cos_sim if config.similarity == "cos" else st_util.dot_score
     if config.loss == "mnrl":
@@ -295,6 +296,10 @@ def train_bi_encoder(
         loss = losses.CachedMultipleNegativesRankingLoss(model, scale=config.scale, similarity_fct=similarity,
                                                          mini_batch_size=config.mini_batch_size,
                                                          show_progress_bar=False)
+    if 0 < len(eval_rows) < MIN_HELDOUT_PAIRS:
+        logger.info("only %d held-out pairs: too few for a meaningful metric; they train instead", len(eval_rows))
+        train_rows, eval_rows = rows, []
+        summary.train_pairs, summary.eval_pairs = len(rows), 0
     evaluator = _ir_evaluator(train_rows, eval_rows) if eval_rows else None
     batch_size = min(config.batch_size, len(train_rows))
     output.mkdir(parents=True, exist_ok=True)
@@ -316,10 +321,11 @@ def train_bi_encoder(
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=2,
-        logging_steps=config.logging_steps,
+        logging_steps=_logging_steps(config, len(train_rows), batch_size),
         report_to="none",
         disable_tqdm=not progress,
         use_cpu=(config.device == "cpu"),
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only prints a warning
     )
     trainer = SentenceTransformerTrainer(model=model, args=args,
                                          train_dataset=_to_dataset(train_rows, negatives_per_pair, margin_mse),
@@ -328,13 +334,15 @@ def train_bi_encoder(
     summary.resumed_from = checkpoint
     if resume and checkpoint is None:
         logger.info("no checkpoint in %s; training from the start", output / "checkpoints")
-    trainer.train(resume_from_checkpoint=checkpoint)
+    _quiet_trainer(trainer)
+    output_of_training = trainer.train(resume_from_checkpoint=checkpoint)
     if evaluator is not None:
         summary.eval_metrics = {k: round(float(v), 4) for k, v in evaluator(model).items()}
     model.save(str(output))
     history = trainer.state.log_history
     losses_logged = [h["loss"] for h in history if "loss" in h]
-    summary.final_loss = round(float(losses_logged[-1]), 4) if losses_logged else None
+    final = losses_logged[-1] if losses_logged else getattr(output_of_training, "training_loss", None)
+    summary.final_loss = round(float(final), 4) if final is not None else None
     summary.steps = trainer.state.global_step
     summary.seconds = round(time.perf_counter() - started, 2)
     write_json_atomic(output / "training_log.json", {"log_history": history, "summary": summary.to_dict()})
@@ -342,7 +350,32 @@ def train_bi_encoder(
     _append_model_card(output, config, pairs_path, summary)
     write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "pairs_file": str(pairs_path),
                                             "settings": settings, "complete": True, "summary": summary.to_dict()})
+    # checkpoints (optimizer state included: several times the model's size) serve only a resume; the run is done
+    shutil.rmtree(output / "checkpoints", ignore_errors=True)
     return summary
+
+
+MIN_HELDOUT_PAIRS = 20  # fewer held-out queries than this make an nDCG that says nothing
+
+
+def _logging_steps(config: TrainConfig, train_pairs: int, batch_size: int) -> int:
+    """Log often enough that even a short run draws a loss curve (about ten points at least)."""
+    steps = config.max_steps if config.max_steps > 0 else \
+        max(1, int(math.ceil(train_pairs / batch_size) * config.epochs))
+    return max(1, min(config.logging_steps, steps // 10 or 1))
+
+
+def _quiet_trainer(trainer) -> None:
+    """No raw log dicts on the terminal (the summary says what matters); the bar stays."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return None
+
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarOnly)
 
 
 class ScaledSimilarity:
@@ -373,8 +406,11 @@ def _plot_loss(history: list[dict], path: Path) -> None:
 
     points = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    if points:
+    if len(points) >= 2:
         axis.plot(*zip(*points), marker="." if len(points) < 50 else None)
+    else:
+        axis.text(0.5, 0.5, f"too few steps to plot ({len(points)} logged)", ha="center", va="center",
+                  transform=axis.transAxes, color="#5f6b7a")
     axis.set_xlabel("step")
     axis.set_ylabel("training loss")
     axis.set_title("genq train: loss")
@@ -391,7 +427,7 @@ def _append_model_card(output: Path, config: TrainConfig, pairs_path: Path, summ
                  "margin-mse": "MarginMSELoss on cross-encoder margins (GPL)"}[config.loss]
     section = [
         "", "## Trained with genq", "",
-        f"Adapted with [genq](https://github.com/) {__version__} on synthetic queries (GenQ).", "",
+        f"Adapted with genq {__version__} on synthetic queries (GenQ: Thakur et al., BEIR 2021).", "",
         "| setting | value |", "|---|---|",
         f"| base model | `{config.base_model}` |", f"| pairs file | `{pairs_path}` |",
         f"| pairs (train / held out) | {summary.train_pairs:,} / {summary.eval_pairs:,} |",
@@ -403,7 +439,7 @@ def _append_model_card(output: Path, config: TrainConfig, pairs_path: Path, summ
         f"| batch sampler | {'no duplicates' if config.no_duplicates else 'plain'} |",
         f"| steps / final loss | {summary.steps} / {summary.final_loss} |",
     ]
-    if summary.eval_metrics:
-        section += ["", "Held-out synthetic queries:", ""]
+    if summary.eval_metrics and summary.eval_pairs >= MIN_HELDOUT_PAIRS:
+        section += ["", f"Held-out synthetic queries ({summary.eval_pairs}):", ""]
         section += [f"- {k}: {v}" for k, v in summary.eval_metrics.items() if "ndcg" in k or "mrr" in k]
     card.write_text(text.rstrip() + "\n" + "\n".join(section) + "\n", encoding="utf-8")

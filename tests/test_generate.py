@@ -99,7 +99,7 @@ def test_bad_inputs(tmp_path, tiny_t5_dir):
     passages = write_jsonl(tmp_path / "p.jsonl", [{"_id": "1", "text": "chain"}])
     result = runner.invoke(main, ["generate", str(passages), "-o", str(out), "--generator",
                                   str(tmp_path / "no-such-model")])
-    assert result.exit_code == 2 and "could not load the generator" in result.output
+    assert result.exit_code == 2 and "the generator" in result.output and "does not exist" in result.output
     assert "Traceback" not in result.output and not out.exists()
 
 

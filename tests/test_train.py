@@ -79,10 +79,29 @@ def test_in_batch_duplicate_count():
 
 def test_eval_share_reports_metrics(tmp_path, tiny_encoder_dir):
     records = [{"query": f"question {i} about {w}", "passage_id": f"p{i}", "passage": f"{w} passage {i}"}
-               for i, w in enumerate(["chain", "brake", "tyre", "gear", "hub", "disc"] * 10)]
+               for i, w in enumerate(["chain", "brake", "tyre", "gear", "hub", "disc"] * 25)]
     summary = train_bi_encoder(write_jsonl(tmp_path / "p.jsonl", records), tmp_path / "m",
                                small_config(tiny_encoder_dir, eval_share=0.2), progress=False)
-    assert summary.eval_pairs > 0 and any("ndcg@10" in k for k in summary.eval_metrics)
+    assert summary.eval_pairs >= 20 and any("ndcg@10" in k for k in summary.eval_metrics)
+    # a handful of held-out pairs makes no metric: they train instead, and the card reports none
+    summary = train_bi_encoder(write_jsonl(tmp_path / "few.jsonl", records[:30]), tmp_path / "few",
+                               small_config(tiny_encoder_dir, eval_share=0.2), progress=False)
+    assert summary.eval_pairs == 0 and summary.train_pairs == 30 and not summary.eval_metrics
+    assert "Held-out" not in (tmp_path / "few" / "README.md").read_text()
+
+
+def test_short_runs_still_log_a_loss_curve_and_leave_no_checkpoints(tmp_path, tiny_encoder_dir):
+    records = [{"query": f"question {i} about {w}", "passage_id": f"p{i}", "passage": f"{w} passage {i}"}
+               for i, w in enumerate(["chain", "brake", "tyre", "gear", "hub", "disc"] * 2)]
+    out = tmp_path / "m"
+    summary = train_bi_encoder(write_jsonl(tmp_path / "p.jsonl", records), out,
+                               small_config(tiny_encoder_dir, eval_share=0, logging_steps=10), progress=False)
+    log = json.loads((out / "training_log.json").read_text())["log_history"]
+    assert summary.steps >= 2 and len([h for h in log if "loss" in h]) >= 2  # every step logged on a short run
+    assert summary.final_loss is not None
+    assert not (out / "checkpoints").exists()  # optimizer state does not bloat the finished model
+    assert "https://github.com/)" not in (out / "README.md").read_text()
+    assert (out / "loss_curve.png").stat().st_size > 5000
 
 
 def test_output_dir_protection_and_resume(tmp_path, tiny_encoder_dir):
@@ -95,7 +114,12 @@ def test_output_dir_protection_and_resume(tmp_path, tiny_encoder_dir):
     assert (foreign / "notes.txt").read_text() == "mine"
 
     out = tmp_path / "model"
-    train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, max_steps=4), progress=False)
+    # a run killed after its step-4 checkpoint, before it finished (a finished run removes its checkpoints)
+    import genq.train
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(genq.train, "shutil", type("NoRemoval", (), {"rmtree": staticmethod(lambda *a, **k: None)}))
+        train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, max_steps=4), progress=False)
     with pytest.raises(GenqError, match="other settings"):
         train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, max_steps=4, lr=1e-3), progress=False)
     with pytest.raises(GenqError, match="--resume"):
