@@ -584,7 +584,7 @@ def generate_pairs(
     todo = (p for p in _limited(iter_passage_file(passages_path), limit) if p["_id"] not in done)
     bar = tqdm(total=total, initial=len(done), desc="generating", unit=" passages", disable=not progress,
                file=sys.stderr, smoothing=0.1)
-    last_meta = time.perf_counter()
+    last_meta = loop_started = time.perf_counter()
     with JsonlAppender(output_path) as appender:
         for batch_number, batch in enumerate(_batches(todo, config.batch_size, generator, window=32)):
             sampled = generator.generate(batch, seed=config.seed + batch_number)
@@ -606,6 +606,11 @@ def generate_pairs(
             bar.update(len(batch))
             seconds = time.perf_counter() - started
             bar.set_postfix(queries_per_s=f"{summary.queries_sampled / max(seconds, 1e-9):.1f}", refresh=False)
+            if batch_number == 0 and progress and total - len(done) > len(batch):
+                rate = len(batch) / max(time.perf_counter() - loop_started, 1e-9)
+                left = total - len(done)
+                bar.write(f"first batch: {rate:.2f} passages/s, so about {_duration(left / rate)} for the "
+                          f"{left:,} passages left (--limit N tries a sample first)", file=sys.stderr)
             if time.perf_counter() - last_meta > 30:
                 write_meta(complete=False)
                 last_meta = time.perf_counter()
@@ -613,6 +618,14 @@ def generate_pairs(
     write_meta(complete=True)
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _limited(items: Iterator[dict], limit: int | None) -> Iterator[dict]:

