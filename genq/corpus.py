@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import logging
 import re
 import sys
@@ -308,6 +309,34 @@ def _read_hf(path: Path, fields: FieldMap, errors: ErrorTally, fmt: str, split: 
             errors.report(DataError(path, f"row {index}: {exc.problem}", exc.fix))
 
 
+def check_input(path: str | Path, format: str = "auto") -> str:
+    """The input exists and its first line looks like the format it is read as; returns that format.
+
+    Runs before any tokenizer or model is loaded, so a wrong input is named as such instead
+    of surfacing as a model error, and a JSONL file read as CSV is called JSONL rather than
+    "a CSV without a text column".
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "does not exist", "check the corpus path")
+    if format not in FORMATS:
+        raise GenqError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    fmt = detect_format(path) if format == "auto" else format
+    if not path.is_file() or path.suffix.lower() in (".gz", ".bz2", ".xz", ".parquet"):
+        return fmt
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16).lstrip(b"\xef\xbb\xbf").lstrip()
+    first = head[:1]
+    looks_json = first in (b"{", b"[")
+    if fmt in ("csv", "tsv", "txt") and first == b"{" and head.split(b"\n", 1)[0].rstrip().endswith(b"}"):
+        raise DataError(path, f"is read as {fmt.upper()} but its first line is a JSON object: it looks like JSONL",
+                        "pass --format jsonl, or leave --format auto for a .jsonl file", 1)
+    if fmt in ("jsonl", "json", "beir") and head and not looks_json:
+        raise DataError(path, f"is read as {fmt.upper()} but does not start with a JSON object or array",
+                        "pass the --format it is written in (csv, tsv, txt, ...)", 1)
+    return fmt
+
+
 def iter_documents(
     path: str | Path,
     format: str = "auto",
@@ -546,12 +575,14 @@ def prepare_corpus(
         raise GenqError(f"the output {output_path} is the input; choose another output path")
     started = time.perf_counter()
     errors = ErrorTally(on_error)
+    fmt = check_input(input_path, format)
+    documents = iter_documents(input_path, format, id_field, text_field, title_field, txt_mode, split, errors)
+    first = next(documents, None)  # the first record is read (and checked) before any tokenizer loads
+    documents = itertools.chain([first] if first is not None else [], documents)
     counter = tokenizer if isinstance(tokenizer, TokenCounter) else TokenCounter(tokenizer)
     chunker = Chunker(counter, max_tokens, overlap)
-    fmt = format if format != "auto" else detect_format(input_path) if input_path.exists() else "auto"
     summary = PrepareSummary(str(input_path), str(output_path), fmt, tokenizer=counter.name,
                              max_tokens=max_tokens, overlap=overlap)
-    documents = iter_documents(input_path, format, id_field, text_field, title_field, txt_mode, split, errors)
     with atomic_write(output_path) as handle:
         bar = tqdm(desc="preparing", unit=" docs", disable=not progress, file=sys.stderr)
         for passage in iter_passages(_counted(documents, bar), chunker, summary, dedup):
@@ -630,8 +661,9 @@ def corpus_stats(
     """Documents, passages and token-length percentiles of a corpus or a prepared passages file."""
     import numpy as np
 
-    counter = tokenizer if isinstance(tokenizer, TokenCounter) else TokenCounter(tokenizer)
     path = Path(path)
+    check_input(path, format)
+    counter = tokenizer if isinstance(tokenizer, TokenCounter) else TokenCounter(tokenizer)
     lengths: list[int] = []
     doc_ids: set[str] = set()
     passages = 0

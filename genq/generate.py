@@ -536,9 +536,15 @@ def generate_pairs(
         raise GenqError(f"{output_path} already exists but has no {meta_path.name}, so its settings are unknown\n"
                         "  fix: pass --overwrite to start over, or choose another output path")
 
-    generator = generator or QueryGenerator(config)
-    settings = _sampling_settings(config, generator.family, dtype_name(generator.dtype))
-    summary.family, summary.device, summary.dtype = generator.family, generator.device, dtype_name(generator.dtype)
+    # the settings are compared before the generator loads (that can take a minute): a refusal comes at once
+    if generator is not None:
+        family, dtype = generator.family, generator.dtype
+    else:
+        config.validate()
+        family = config.family if config.family != "auto" else detect_family(
+            *_split_gguf(resolve_model(config.model, what="generator"), config.gguf_file))
+        dtype = resolve_dtype(config.dtype, resolve_device(config.device))
+    settings = _sampling_settings(config, family, dtype_name(dtype))
     if previous is not None:
         changed = {k: (previous["parameters"].get(k), v) for k, v in settings.items()
                    if previous["parameters"].get(k) != v}
@@ -553,6 +559,8 @@ def generate_pairs(
             summary.pairs_written = previous["counts"].get("pairs", 0)
             return summary
 
+    generator = generator or QueryGenerator(config)
+    summary.family, summary.device, summary.dtype = generator.family, generator.device, dtype_name(generator.dtype)
     counts = dict(previous.get("counts", {})) if previous else {}
     done: set[str] = set()
     if output_path.exists():

@@ -159,3 +159,43 @@ def test_outputs_honour_the_umask(tmp_path, umask, expected):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.jsonl").stat().st_mode) == expected
     assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == expected
+
+
+# 6. the input is checked before any tokenizer loads; a format mismatch is named
+def test_input_is_checked_before_the_tokenizer(tmp_path, offline):
+    runner = CliRunner()
+    missing = tmp_path / "missing.jsonl"
+    result = runner.invoke(main, ["corpus", "prepare", str(missing), "-o", str(tmp_path / "p.jsonl"),
+                                  "--tokenizer", "nobody/no-such-tokenizer"])
+    assert result.exit_code == 2 and "missing.jsonl: does not exist" in result.output
+    assert "tokenizer" not in result.output.split("error:")[-1]
+    jsonl = write_jsonl(tmp_path / "docs.jsonl", [{"_id": "chain-01", "text": "oil the chain"}])
+    prepare = ["corpus", "prepare", str(jsonl), "-o", str(tmp_path / "p.jsonl")]
+    for command in (prepare, ["corpus", "stats", str(jsonl)]):
+        result = runner.invoke(main, [*command, "--format", "csv", "--tokenizer", "nobody/no-such-tokenizer"])
+        assert result.exit_code == 2 and "looks like JSONL" in result.output and "--format jsonl" in result.output
+    csv_file = tmp_path / "docs.jsonl.txt"
+    csv_file.write_text("id,text\n1,oil the chain\n")
+    result = runner.invoke(main, ["corpus", "prepare", str(csv_file), "-o", str(tmp_path / "p.jsonl"), "--format",
+                                  "jsonl", "--tokenizer", "words"])
+    assert result.exit_code == 2 and "does not start with a JSON object" in result.output
+
+
+# 8. changed settings are refused before the generator loads
+def test_changed_generation_settings_refused_before_loading(tmp_path, tiny_t5_dir, bike_passages, monkeypatch):
+    import genq.generate
+
+    runner = CliRunner()
+    out = tmp_path / "pairs.jsonl"
+    base = ["generate", str(bike_passages), "-o", str(out), "--generator", str(tiny_t5_dir), "--max-length", "6",
+            "--dtype", "float32"]
+    assert runner.invoke(main, base).exit_code == 0
+
+    def no_loading(*_args, **_kwargs):
+        raise AssertionError("the generator was loaded before the settings were compared")
+
+    monkeypatch.setattr(genq.generate, "QueryGenerator", no_loading)
+    result = runner.invoke(main, [*base, "--top-p", "0.5"])
+    assert result.exit_code == 2 and "other settings" in result.output and "top_p" in result.output
+    result = runner.invoke(main, base)  # finished: a no-op, again without loading the model
+    assert result.exit_code == 0 and "already complete" in result.output
