@@ -40,7 +40,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 VARIANTS = {
     "genq": [],
     "genq+filter": ["--filter-top-k", "3"],
-    "genq+filter+negatives": ["--filter-top-k", "3", "--hard-negatives", "1"],
+    "genq+filter+negatives": ["--filter-top-k", "3", "--num-negatives", "1"],
     # further variants tried after the first three left the base model where it was
     "genq+filter(top10)": ["--filter-top-k", "10"],
     "genq, 3 epochs": ["--epochs", "3"],

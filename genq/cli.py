@@ -37,6 +37,32 @@ class OptionalFloat(click.ParamType):
 MARGIN = OptionalFloat()
 
 
+class AliasedOption(click.Option):
+    """An option that still accepts its old spellings without listing them in --help."""
+
+    def __init__(self, *args, old_names: tuple[str, ...] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.old_names = set(old_names)
+
+    def get_help_record(self, ctx):
+        shown, self.opts = self.opts, [o for o in self.opts if o not in self.old_names]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+
+def option(*names: str, old: tuple[str, ...] = (), **kwargs):
+    """click.option with hidden old spellings: ``option("--filter-top-k", "filter_top_k", old=("--top-k",))``."""
+    return click.option(*names, *old, cls=AliasedOption, old_names=old, **kwargs)
+
+
+def stack(function, options: list):
+    for decorator in reversed(options):
+        function = decorator(function)
+    return function
+
+
 def _state(ctx: click.Context) -> dict:
     return ctx.find_root().obj or {}
 
@@ -53,6 +79,14 @@ def say(message: str = "") -> None:
         click.echo(message, err=True)
 
 
+def _close_bars() -> None:
+    """End any progress bar an error interrupted, so the message starts on a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", [])):
+        bar.close()
+
+
 def user_errors(function):
     """Turn a GenqError into a one-paragraph message and its exit code, never a traceback."""
 
@@ -61,10 +95,12 @@ def user_errors(function):
         try:
             return function(*args, **kwargs)
         except GenqError as exc:
+            _close_bars()
             click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("\ninterrupted: finished work is kept; rerun the same command to resume.", err=True)
+            _close_bars()
+            click.echo("interrupted: finished work is kept; rerun the same command to resume.", err=True)
             sys.exit(130)
 
     return wrapper
@@ -89,6 +125,12 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
       adapt            all of the above in one resumable run
     """
     ctx.obj = {"quiet": quiet, "verbose": verbose}
+    if quiet:  # the libraries' own bars too ("Loading weights", "Writing model shards", downloads)
+        import os
+
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("genq").setLevel(logging.ERROR if quiet else logging.DEBUG if verbose > 1 else logging.INFO)
@@ -107,7 +149,7 @@ def reader_options(function):
     """The options shared by every command that reads a raw corpus."""
     from genq.corpus import FORMATS, TXT_MODES
 
-    options = [
+    return stack(function, [
         click.option("--format", "format_", type=click.Choice(FORMATS), default="auto", show_default=True,
                      help="Input format; auto detects it from the path."),
         click.option("--id-field", help="Field holding the document id (default: _id, id, doc_id, ...)."),
@@ -116,10 +158,7 @@ def reader_options(function):
         click.option("--txt-mode", type=click.Choice(TXT_MODES), default="auto", show_default=True,
                      help="Plain text: one passage per line, or per blank-line separated paragraph."),
         click.option("--split", help="Split of a saved Hugging Face DatasetDict."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    ])
 
 
 @main.group()
@@ -162,7 +201,8 @@ def corpus_prepare(input_path, output, format_, id_field, text_field, title_fiel
 @click.argument("path", type=click.Path(path_type=str))
 @reader_options
 @click.option("--tokenizer", default=None, help="Tokenizer for lengths (model id/dir, .gguf, or 'words').")
-@click.option("--limit", type=int, default=350, show_default=True, help="Count passages longer than this.")
+@option("--max-tokens", "limit", old=("--limit",), type=int, default=350, show_default=True,
+        help="Count passages longer than this many tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @user_errors
 def corpus_stats_command(path, format_, id_field, text_field, title_field, txt_mode, split, tokenizer, limit,
@@ -190,12 +230,12 @@ def corpus_stats_command(path, format_, id_field, text_field, title_field, txt_m
 
 
 def device_options(function):
-    for option in reversed([
+    for decorator in reversed([
         click.option("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)."),
         click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
                      show_default=True, help="auto = bfloat16 where the hardware does it natively, else float32."),
     ]):
-        function = option(function)
+        function = decorator(function)
     return function
 
 
@@ -205,17 +245,18 @@ def generation_options(function=None, batch_alias: bool = True):
         return functools.partial(generation_options, batch_alias=batch_alias)
     from genq.generate import BUILTIN_TEMPLATES, DEFAULT_GENERATOR
 
-    batch_flags = ("--gen-batch-size", "--batch-size") if batch_alias else ("--gen-batch-size",)
+    batch_old = ("--batch-size",) if batch_alias else ()
 
-    for option in reversed([
+    for decorator in reversed([
         click.option("--generator", "generator_model", default=DEFAULT_GENERATOR, show_default=True,
                      help="Seq2seq or causal LM id/dir, or a .gguf file."),
         click.option("--gguf-file", help="GGUF weights (a path, or a file name inside the --generator repo/dir)."),
         click.option("--queries-per-passage", type=click.IntRange(1), default=3, show_default=True),
         click.option("--top-p", type=float, default=0.95, show_default=True, help="Nucleus sampling mass."),
-        click.option("--top-k", type=click.IntRange(0), default=25, show_default=True, help="0 turns it off."),
-        click.option("--max-length", type=click.IntRange(1), default=64, show_default=True,
-                     help="Longest query, in tokens."),
+        option("--sample-top-k", "top_k", old=("--top-k",), type=click.IntRange(0), default=25, show_default=True,
+               help="Sample among the k likeliest tokens (0 turns it off)."),
+        option("--max-query-tokens", "max_length", old=("--max-length",), type=click.IntRange(1), default=64,
+               show_default=True, help="Longest query, in tokens."),
         click.option("--max-passage-tokens", type=click.IntRange(8), default=350, show_default=True,
                      help="Passage input truncation."),
         click.option("--temperature", type=float, default=1.0, show_default=True),
@@ -227,10 +268,10 @@ def generation_options(function=None, batch_alias: bool = True):
         click.option("--min-query-words", type=click.IntRange(0), default=0, help="Drop shorter queries."),
         click.option("--max-query-words", type=click.IntRange(0), default=0, help="Drop longer queries (0: no cap)."),
         click.option("--drop-copies", is_flag=True, help="Drop queries that are a verbatim span of their passage."),
-        click.option(*batch_flags, "gen_batch_size", type=click.IntRange(1), default=16,
-                     show_default=True, help="Passages per generate call."),
+        option("--gen-batch-size", "gen_batch_size", old=batch_old, type=click.IntRange(1), default=16,
+               show_default=True, help="Passages per generate call."),
     ]):
-        function = option(function)
+        function = decorator(function)
     return function
 
 
@@ -306,10 +347,11 @@ def training_options(function=None, batch_alias: bool = True):
         return functools.partial(training_options, batch_alias=batch_alias)
     from genq.train import DEFAULT_BASE_MODEL, LOSSES
 
-    batch_flags = ("--train-batch-size", "--batch-size") if batch_alias else ("--train-batch-size",)
+    batch_old = ("--batch-size",) if batch_alias else ()
 
-    for option in reversed([
-        click.option("--base-model", default=DEFAULT_BASE_MODEL, show_default=True,
+    for decorator in reversed([
+        option("--base-model", "base_model", old=("-m", "--model") if batch_alias else (), default=DEFAULT_BASE_MODEL,
+               show_default=True,
                      help="sentence-transformers id/dir; a plain HF encoder gets mean pooling."),
         click.option("--loss", type=click.Choice(LOSSES), default="mnrl", show_default=True,
                      help="mnrl = MultipleNegativesRankingLoss; cached-mnrl = its GradCache variant."),
@@ -318,8 +360,8 @@ def training_options(function=None, batch_alias: bool = True):
         click.option("--scale", type=float, default=20.0, show_default=True, help="MNRL similarity scale."),
         click.option("--similarity", type=click.Choice(["cos", "dot"]), default="cos", show_default=True),
         click.option("--epochs", type=float, default=1.0, show_default=True),
-        click.option(*batch_flags, "train_batch_size", type=click.IntRange(2), default=64,
-                     show_default=True),
+        option("--train-batch-size", "train_batch_size", old=batch_old, type=click.IntRange(2), default=64,
+               show_default=True, help="Pairs per step, per device (under torchrun: times the processes)."),
         click.option("--lr", type=float, default=2e-5, show_default=True),
         click.option("--warmup-ratio", type=float, default=0.1, show_default=True),
         click.option("--max-seq-length", type=click.IntRange(8), default=350, show_default=True),
@@ -333,7 +375,7 @@ def training_options(function=None, batch_alias: bool = True):
         click.option("--save-steps", type=click.IntRange(1), default=500, show_default=True,
                      help="Checkpoint (and evaluate) every N steps."),
     ]):
-        function = option(function)
+        function = decorator(function)
     return function
 
 
@@ -356,7 +398,8 @@ def train_config(options: dict, device=None):
 @click.option("--device", default=None, help="cpu, cuda, mps (default: the best available).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output directory.")
 @click.option("--overwrite", is_flag=True, help="Replace whatever the output directory holds.")
-@click.option("--eval-beir", type=click.Path(file_okay=False), help="Evaluate on a labelled BEIR folder at the end.")
+@option("--eval-data", "eval_beir", old=("--eval-beir",), type=click.Path(file_okay=False),
+        help="Labelled BEIR folder: evaluate base and trained model at the end.")
 @user_errors
 def train(pairs, output, device, resume, overwrite, eval_beir, **options):
     """Fine-tune a bi-encoder on PAIRS (query, passage[, negatives]) with in-batch negatives."""
@@ -387,7 +430,7 @@ def train(pairs, output, device, resume, overwrite, eval_beir, **options):
 def index_options(function):
     from genq.index import INDEX_TYPES
 
-    for option in reversed([
+    for decorator in reversed([
         click.option("--index-type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
                      help="auto: flat up to 100k passages, hnsw up to 2M, ivf-pq beyond."),
         click.option("--hnsw-m", type=click.IntRange(4), default=32, show_default=True),
@@ -404,7 +447,7 @@ def index_options(function):
         click.option("--lexical-stopwords", default="auto", show_default=True,
                      help="BM25 stopwords: auto (the language's list), none, or a list name (en, de, fr, ...)."),
     ]):
-        function = option(function)
+        function = decorator(function)
     return function
 
 
@@ -432,7 +475,7 @@ def index_params(options: dict):
 @index_options
 @click.option("--add", "add", is_flag=True, help="Append PASSAGES to the existing index at --output.")
 @click.option("--save-embeddings", is_flag=True, help="Keep embeddings.npy to re-index without re-encoding.")
-@click.option("--encode-batch-size", "--batch-size", "encode_batch_size", type=click.IntRange(1), default=64,
+@option("--encode-batch-size", "encode_batch_size", old=("--batch-size",), type=click.IntRange(1), default=64,
               show_default=True)
 @device_options
 @user_errors
@@ -464,7 +507,7 @@ def search_options(function):
     """How to search (mode, fusion, reranking): the same options for `search` and `serve`."""
     from genq.retrieval import FUSIONS, SEARCH_MODES
 
-    for option in reversed([
+    for decorator in reversed([
         click.option("-m", "--model", default=None,
                      help="The bi-encoder to encode queries with (default: the one recorded in the index)."),
         click.option("--mode", type=click.Choice(SEARCH_MODES), default=None,
@@ -480,7 +523,7 @@ def search_options(function):
         click.option("--rerank-depth", type=click.IntRange(1), default=50, show_default=True,
                      help="How many hits the cross-encoder rescores."),
     ]):
-        function = option(function)
+        function = decorator(function)
     return function
 
 
@@ -494,7 +537,8 @@ def search_settings(mode, alpha, fusion, candidates, rerank_depth):
 @main.command()
 @click.argument("index_dir", type=click.Path(path_type=str))
 @click.argument("query", required=False)
-@click.option("-k", "--top-k", "k", type=click.IntRange(1), default=10, show_default=True)
+@option("-k", "--hits", "k", old=("--top-k",), type=click.IntRange(1), default=10, show_default=True,
+        help="How many hits to return.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--queries", type=click.Path(path_type=str), help="Search every query of a file (BEIR jsonl or lines).")
 @click.option("--run", "run_out", type=click.Path(dir_okay=False), help="With --queries: write a TREC run file.")
@@ -583,7 +627,7 @@ def serve(index_dir, host, port, model, mode, alpha, fusion, candidates, rerank_
 
 
 @main.command()
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=str),
+@option("--eval-data", "data_dir", old=("--data",), required=True, type=click.Path(path_type=str),
               help="BEIR-layout folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")
 @click.option("--model", "models", multiple=True, help="A model to evaluate (repeatable: base, adapted, ...).")
 @click.option("--bm25", is_flag=True, help="Add a BM25 baseline (bm25s, English stemming).")
@@ -604,10 +648,10 @@ def serve(index_dir, host, port, model, mode, alpha, fusion, candidates, rerank_
 @click.option("--rerank", "rerank_model", metavar="MODEL", is_flag=False, flag_value=DEFAULT_RERANKER, default=None,
               help="Also evaluate every system reranked by this cross-encoder.")
 @click.option("--rerank-depth", type=click.IntRange(1), default=50, show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True)
+@device_options
 @user_errors
 def evaluate(data_dir, models, bm25, index_dirs, names, split, output, hybrid, alpha, fusion, alpha_sweep, candidates,
-             rerank_model, rerank_depth, dtype):
+             rerank_model, rerank_depth, device, dtype):
     """Compare BM25, models, hybrids and indexes on a labelled collection (nDCG@10, MRR@10, R@100, MAP@100, P@10)."""
     from genq.evaluate import evaluate_systems, format_sweep, format_table, parse_alphas
 
@@ -615,7 +659,7 @@ def evaluate(data_dir, models, bm25, index_dirs, names, split, output, hybrid, a
                               split=split, names=list(names) or None, dtype=dtype, progress=show_progress(),
                               hybrid=hybrid, fusion=fusion, alpha=alpha,
                               alpha_sweep=parse_alphas(alpha_sweep) if alpha_sweep else None, candidates=candidates,
-                              reranker=rerank_model, rerank_depth=rerank_depth)
+                              reranker=rerank_model, rerank_depth=rerank_depth, device=device)
     click.echo(f"{report['collection']}: {report['corpus']:,} documents, {report['queries']:,} queries")
     click.echo(format_table(report))
     if report.get("alpha_sweep"):
@@ -630,22 +674,72 @@ def evaluate(data_dir, models, bm25, index_dirs, names, split, output, hybrid, a
 # --------------------------------------------------------------------------- filter / negatives
 
 
+def filter_options(function=None, default_top_k: int | None = None):
+    """The round-trip filter's knobs, for `genq filter` and `genq adapt` (where unset means no filter stage)."""
+    if function is None:
+        return functools.partial(filter_options, default_top_k=default_top_k)
+    return stack(function, [
+        option("--filter-top-k", "filter_top_k", old=("--top-k",) if default_top_k else (), type=click.IntRange(0),
+               default=default_top_k, show_default=default_top_k is not None,
+               help="Keep a pair if its passage ranks within the base model's top k (0: rank not checked)."),
+        option("--filter-min-score", "filter_min_score", old=("--min-score",) if default_top_k else (), type=float,
+               help="Also require this similarity between query and passage."),
+    ])
+
+
+def negatives_options(function=None, in_adapt: bool = False):
+    """Hard-negative mining's knobs, for `genq mine-negatives` and `genq adapt` (same names in both)."""
+    if function is None:
+        return functools.partial(negatives_options, in_adapt=in_adapt)
+    old = (lambda *names: ()) if in_adapt else (lambda *names: names)
+    return stack(function, [
+        option("--num-negatives", "num_negatives", old=("--hard-negatives",) if in_adapt else (),
+               type=click.IntRange(0 if in_adapt else 1), default=0 if in_adapt else 1, show_default=True,
+               help="Hard negatives mined per pair" + (" (0: no mining stage)." if in_adapt else ".")),
+        option("--neg-range-min", "neg_range_min", old=old("--range-min"), type=click.IntRange(0), default=10,
+               show_default=True, help="Skip the retriever's top N ranks (likely relevant)."),
+        option("--neg-range-max", "neg_range_max", old=old("--range-max"), type=click.IntRange(1), default=100,
+               show_default=True, help="Look no deeper than this rank."),
+        option("--neg-relative-margin", "neg_relative_margin", old=old("--relative-margin"), type=MARGIN,
+               default="0.05", show_default=True,
+               help="Drop candidates scoring above positive*(1-margin): likely false negatives ('none': no cut)."),
+        option("--neg-sampling", "neg_sampling", old=old("--sampling"), type=click.Choice(["top", "random"]),
+               default="top", show_default=True, help="Take the best candidates, or draw at random among them."),
+        option("--neg-retriever", "neg_retriever", old=old("--retriever"), type=click.Choice(["dense", "bm25", "both"]),
+               default="dense", show_default=True, help="both: dense and BM25 candidates taken in turns."),
+        option("--neg-seed", "neg_seed", old=old("--seed"), type=int, default=42, show_default=True),
+    ])
+
+
+def pseudo_label_options(function):
+    """GPL pseudo-labelling's knobs, for `genq pseudo-label` and `genq adapt --gpl`."""
+    return stack(function, [
+        click.option("--cross-encoder", default=DEFAULT_RERANKER, show_default=True,
+                     help="The teacher: a sentence-transformers CrossEncoder id or directory."),
+        click.option("--ce-batch-size", type=click.IntRange(1), default=32, show_default=True,
+                     help="Pairs per cross-encoder forward pass."),
+        click.option("--ce-max-length", type=click.IntRange(8), default=512, show_default=True,
+                     help="Cross-encoder input length (query and passage together), in tokens."),
+        click.option("--drop-inverted", is_flag=True,
+                     help="Denoise: drop pairs whose positive the cross-encoder scores below one of their negatives."),
+    ])
+
+
 @main.command("filter")
 @click.argument("pairs", type=click.Path(path_type=str))
 @click.option("--corpus", required=True, type=click.Path(path_type=str), help="The passages the pairs came from.")
-@click.option("-m", "--model", required=True, help="Base retriever that judges the queries.")
+@option("-m", "--model", "model", old=("--base-model",), required=True,
+        help="Base retriever that judges the queries.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
-@click.option("--top-k", type=click.IntRange(0), default=3, show_default=True,
-              help="Keep a pair if its passage ranks within the top k (0: rank not checked).")
-@click.option("--min-score", type=float, help="Also require this similarity between query and passage.")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True)
+@filter_options(default_top_k=3)
+@device_options
 @user_errors
-def filter_command(pairs, corpus, model, output, top_k, min_score, dtype):
+def filter_command(pairs, corpus, model, output, filter_top_k, filter_min_score, device, dtype):
     """Round-trip filter: keep pairs whose own passage the base model retrieves for the query."""
     from genq.filter import filter_pairs, report_path_for
 
-    summary = filter_pairs(pairs, corpus, model, output, top_k=top_k or None, min_score=min_score, dtype=dtype,
-                           progress=show_progress())
+    summary = filter_pairs(pairs, corpus, model, output, top_k=filter_top_k or None, min_score=filter_min_score,
+                           dtype=dtype, progress=show_progress())
     say(f"kept {summary.kept:,} of {summary.total:,} pairs ({summary.kept_share:.1%}) -> {output}")
     say(f"  passages with a query: {summary.passages_with_query_before:,} before, "
         f"{summary.passages_with_query_after:,} after (corpus: {summary.passages_in_corpus:,})")
@@ -657,26 +751,19 @@ def filter_command(pairs, corpus, model, output, top_k, min_score, dtype):
 @main.command("mine-negatives")
 @click.argument("pairs", type=click.Path(path_type=str))
 @click.option("--corpus", required=True, type=click.Path(path_type=str), help="The passages to mine from.")
-@click.option("-m", "--model", help="Dense retriever (needed unless --retriever bm25).")
+@option("-m", "--model", "model", old=("--base-model",), help="Dense retriever (needed unless --neg-retriever bm25).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
-@click.option("--num-negatives", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--range-min", type=click.IntRange(0), default=10, show_default=True, help="Skip the top N ranks.")
-@click.option("--range-max", type=click.IntRange(1), default=100, show_default=True, help="Look no deeper.")
-@click.option("--relative-margin", type=MARGIN, default="0.05", show_default=True,
-              help="Drop candidates scoring above positive*(1-margin): likely false negatives ('none': no cut).")
-@click.option("--sampling", type=click.Choice(["top", "random"]), default="top", show_default=True)
-@click.option("--retriever", type=click.Choice(["dense", "bm25", "both"]), default="dense", show_default=True,
-              help="both: dense and BM25 candidates taken in turns.")
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True)
+@negatives_options
+@device_options
 @user_errors
-def mine_negatives_command(pairs, corpus, model, output, num_negatives, range_min, range_max, relative_margin,
-                           sampling, retriever, seed, dtype):
+def mine_negatives_command(pairs, corpus, model, output, num_negatives, neg_range_min, neg_range_max,
+                           neg_relative_margin, neg_sampling, neg_retriever, neg_seed, device, dtype):
     """Add hard negatives (retrieved but not the positive) to every pair."""
     from genq.negatives import MiningConfig, mine_negatives
 
-    config = MiningConfig(num_negatives=num_negatives, range_min=range_min, range_max=range_max,
-                          relative_margin=relative_margin, sampling=sampling, retriever=retriever, seed=seed)
+    config = MiningConfig(num_negatives=num_negatives, range_min=neg_range_min, range_max=neg_range_max,
+                          relative_margin=neg_relative_margin, sampling=neg_sampling, retriever=neg_retriever,
+                          seed=neg_seed)
     summary = mine_negatives(pairs, corpus, output, model=model, config=config, dtype=dtype,
                              progress=show_progress())
     say(f"mined {summary.negatives:,} negatives for {summary.pairs:,} pairs in {summary.seconds:.1f}s -> {output}")
@@ -687,14 +774,7 @@ def mine_negatives_command(pairs, corpus, model, output, num_negatives, range_mi
 @main.command("pseudo-label")
 @click.argument("pairs", type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Labelled pairs to write.")
-@click.option("--cross-encoder", default=DEFAULT_RERANKER, show_default=True,
-              help="The teacher: a sentence-transformers CrossEncoder id or directory.")
-@click.option("--ce-batch-size", "--batch-size", "ce_batch_size", type=click.IntRange(1), default=32,
-              show_default=True, help="Pairs per cross-encoder forward pass.")
-@click.option("--ce-max-length", "--max-length", "ce_max_length", type=click.IntRange(8), default=512,
-              show_default=True, help="Cross-encoder input length (query and passage together), in tokens.")
-@click.option("--drop-inverted", is_flag=True,
-              help="Denoise: drop pairs whose positive the cross-encoder scores below one of their negatives.")
+@pseudo_label_options
 @click.option("--overwrite", is_flag=True, help="Label again; the old output is replaced once the new one is complete.")
 @device_options
 @user_errors
@@ -766,12 +846,13 @@ def _load_config_file(ctx: click.Context, _param, value):
         raise click.BadParameter(f"{value} is not valid TOML/YAML: {exc}") from None
     if not isinstance(data, dict):
         raise click.BadParameter(f"{value} must hold a mapping of option names to values")
-    known = {p.name for p in ctx.command.params}
+    # a key is any spelling of an option (old ones included), without the dashes
+    spelling = {opt.lstrip("-").replace("-", "_"): p.name for p in ctx.command.params for opt in getattr(p, "opts", [])}
+    spelling.update({p.name: p.name for p in ctx.command.params})
     defaults = {}
     for key, option_value in data.items():
-        name = str(key).replace("-", "_")
-        name = {"generator": "generator_model", "format": "format_"}.get(name, name)
-        if name not in known:
+        name = spelling.get(str(key).replace("-", "_"))
+        if name is None:
             raise click.BadParameter(f"{value}: unknown option {key!r}")
         defaults[name] = option_value
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
@@ -788,39 +869,33 @@ def _load_config_file(ctx: click.Context, _param, value):
 @click.option("--max-tokens", type=click.IntRange(8), default=350, show_default=True)
 @click.option("--overlap", type=click.IntRange(0), default=50, show_default=True)
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True)
+@click.option("--keep-duplicates", is_flag=True, help="Keep passages whose text repeats another's.")
 @click.option("--limit", type=click.IntRange(1), help="Generate for the first N passages only (a trial run).")
 @generation_options(batch_alias=False)
-@click.option("--filter-top-k", type=click.IntRange(1), help="Round-trip filter: keep pairs ranked in the top k.")
-@click.option("--filter-min-score", type=float, help="Round-trip filter: minimum query-passage similarity.")
-@click.option("--hard-negatives", type=click.IntRange(0), default=0, show_default=True,
-              help="Mine N hard negatives per pair before training.")
-@click.option("--neg-range-min", type=click.IntRange(0), default=10, show_default=True)
-@click.option("--neg-range-max", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--neg-relative-margin", type=MARGIN, default="0.05", show_default=True, help="'none': no cut.")
-@click.option("--neg-retriever", type=click.Choice(["dense", "bm25", "both"]), default="dense", show_default=True)
+@filter_options
+@negatives_options(in_adapt=True)
 @click.option("--gpl", is_flag=True,
               help="GPL: grade mined negatives with a cross-encoder and train with MarginMSE (GPL's defaults for "
                    "options not given: 1 negative drawn from the top 50, no margin cut, batch 32, margin-mse).")
-@click.option("--cross-encoder", default=DEFAULT_RERANKER, show_default=True, help="--gpl: the teacher.")
-@click.option("--ce-batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--ce-max-length", type=click.IntRange(8), default=512, show_default=True)
-@click.option("--drop-inverted", is_flag=True, help="--gpl: drop pairs whose positive scores below a negative.")
+@pseudo_label_options
 @training_options(batch_alias=False)
 @index_options
+@option("--encode-batch-size", "encode_batch_size", type=click.IntRange(1), default=64, show_default=True,
+        help="Index stage: passages per encoding batch.")
 @click.option("--eval-data", type=click.Path(file_okay=False), help="Labelled BEIR folder: compare BM25/base/adapted.")
 @device_options
 @user_errors
 def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_mode, split, tokenizer, max_tokens,
-          overlap, on_error, limit, filter_top_k, filter_min_score, hard_negatives, neg_range_min, neg_range_max,
-          neg_relative_margin, neg_retriever, gpl, cross_encoder, ce_batch_size, ce_max_length, drop_inverted,
-          eval_data, device, dtype, **options):
+          overlap, on_error, keep_duplicates, limit, filter_top_k, filter_min_score, num_negatives, neg_range_min,
+          neg_range_max, neg_relative_margin, neg_sampling, neg_retriever, neg_seed, gpl, cross_encoder, ce_batch_size,
+          ce_max_length, drop_inverted, encode_batch_size, eval_data, device, dtype, **options):
     """Prepare, generate, [filter, mine negatives, pseudo-label,] train, index [and evaluate] in one resumable run."""
     from genq.negatives import MiningConfig
     from genq.pipeline import AdaptConfig, CorpusOptions
     from genq.pipeline import adapt as run_adapt
     from genq.pseudo_label import PseudoLabelConfig
 
-    sampling = "top"
+    hard_negatives, sampling = num_negatives, neg_sampling
     given = _given_options()
     if "generator_model" not in given and not options["gguf_file"]:
         generator = _offline_stand_in(options["generator_model"])
@@ -832,28 +907,29 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
     if gpl:
         # GPL's recipe (UKPLab/gpl, gpl/train.py) where the user did not choose: negatives drawn at random from the
         # retriever's top 50, no margin cut (the cross-encoder grades false negatives), batch 32, MarginMSE
-        hard_negatives = hard_negatives if "hard_negatives" in given else 1
+        hard_negatives = hard_negatives if "num_negatives" in given else 1
         neg_range_min = neg_range_min if "neg_range_min" in given else 0
         neg_range_max = neg_range_max if "neg_range_max" in given else 50
         neg_relative_margin = neg_relative_margin if "neg_relative_margin" in given else None
         options["train_batch_size"] = options["train_batch_size"] if "train_batch_size" in given else 32
         options["loss"] = options["loss"] if "loss" in given else "margin-mse"
-        sampling = "random"
+        sampling = neg_sampling if "neg_sampling" in given else "random"
     generation = generation_config(options, device, dtype)
     training = train_config(options, device)
     config = AdaptConfig(
         corpus=CorpusOptions(format=format_, id_field=id_field, text_field=text_field, title_field=title_field,
                              txt_mode=txt_mode, split=split, tokenizer=tokenizer, max_tokens=max_tokens,
-                             overlap=overlap, on_error=on_error),
+                             overlap=overlap, on_error=on_error, dedup=not keep_duplicates),
         generation=generation, filter_top_k=filter_top_k, filter_min_score=filter_min_score,
         hard_negatives=hard_negatives,
         mining=MiningConfig(num_negatives=max(1, hard_negatives), range_min=neg_range_min, range_max=neg_range_max,
-                            relative_margin=neg_relative_margin, retriever=neg_retriever, sampling=sampling),
+                            relative_margin=neg_relative_margin, retriever=neg_retriever, sampling=sampling,
+                            seed=neg_seed),
         gpl=gpl, pseudo_label=PseudoLabelConfig(cross_encoder=cross_encoder, batch_size=ce_batch_size,
                                                 max_length=ce_max_length, drop_inverted=drop_inverted,
                                                 device=device, dtype=dtype),
         training=training, index=index_params(options), lexical=lexical_settings(options), eval_data=eval_data,
-        limit=limit, dtype=dtype)
+        limit=limit, dtype=dtype, encode_batch_size=encode_batch_size)
     started = time.perf_counter()
     run_adapt(corpus_path, run_dir, config, progress=show_progress(), say=say)
     elapsed = time.perf_counter() - started

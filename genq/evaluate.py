@@ -120,9 +120,10 @@ def bm25_candidates(collection: Collection, depth: int = 100, progress: bool = F
 
 
 def dense_candidates(collection: Collection, model: str | Encoder, depth: int = 100, progress: bool = False,
-                     dtype: str = "auto", batch_size: int = 64) -> Candidates:
+                     dtype: str = "auto", batch_size: int = 64, device: str | None = None) -> Candidates:
     """Exact inner-product search with a sentence-transformers model over the collection's corpus."""
-    encoder = model if isinstance(model, Encoder) else Encoder(model, dtype=dtype, batch_size=batch_size)
+    encoder = model if isinstance(model, Encoder) else Encoder(model, device=device, dtype=dtype,
+                                                               batch_size=batch_size)
     dense = DenseCorpus(collection.corpus, encoder, progress=progress)
     return dense.search(dense.encode_queries([collection.queries[q] for q in collection.queries]), depth)
 
@@ -224,6 +225,7 @@ def evaluate_systems(
     candidates: int = 100,
     reranker: str | Reranker | None = None,
     rerank_depth: int = 50,
+    device: str | None = None,
 ) -> dict:
     """Evaluate every system on the collection; write results.json/.md and a chart if ``output_dir``.
 
@@ -252,7 +254,7 @@ def evaluate_systems(
     index_names = base_names[int(bm25) + len(models):]
     collection = load_collection(data_dir, split)
     if isinstance(reranker, str):
-        reranker = Reranker(reranker, dtype=dtype)
+        reranker = Reranker(reranker, device=device, dtype=dtype)
     report = {"genq_version": __version__, "collection": collection.path, "split": split,
               "corpus": len(collection.corpus), "queries": len(collection.queries),
               "judgements": sum(len(v) for v in collection.qrels.values()), "notes": collection.notes,
@@ -275,7 +277,7 @@ def evaluate_systems(
     dense_by_model: dict[str, Candidates] = {}
     for model, name in zip(models, model_names):
         dense, seconds = timed(name, lambda m=model: dense_candidates(collection, str(m), candidates, progress,
-                                                                      dtype))
+                                                                      dtype, device=device))
         dense_by_model[name] = dense
         runs[name] = (single_run(collection, dense, "dense"), seconds)
     if hybrid:

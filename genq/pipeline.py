@@ -59,6 +59,7 @@ class CorpusOptions:
     max_tokens: int = DEFAULT_MAX_TOKENS
     overlap: int = DEFAULT_OVERLAP
     on_error: str = "raise"
+    dedup: bool = True
 
 
 @dataclass
@@ -74,6 +75,7 @@ class AdaptConfig:
     training: TrainConfig = field(default_factory=TrainConfig)
     index: IndexParams = field(default_factory=IndexParams)
     lexical: LexicalSettings | None = field(default_factory=LexicalSettings)  # None: a dense-only index
+    encode_batch_size: int = 64
     eval_data: str | None = None
     limit: int | None = None
     dtype: str = "auto"
@@ -248,7 +250,8 @@ def adapt(
 
     def run_index(_resume: bool) -> tuple[dict, str]:
         summary = build_index(paths["passages"], str(paths["model"]), paths["index"], config.index,
-                              dtype=config.dtype, progress=progress, lexical=config.lexical)
+                              batch_size=config.encode_batch_size, dtype=config.dtype, progress=progress,
+                              lexical=config.lexical)
         return summary.to_dict(), "ran"
 
     stages.append(("index", index_params, run_index, [paths["index"] / "index.json"]))

@@ -199,3 +199,72 @@ def test_changed_generation_settings_refused_before_loading(tmp_path, tiny_t5_di
     assert result.exit_code == 2 and "other settings" in result.output and "top_p" in result.output
     result = runner.invoke(main, base)  # finished: a no-op, again without loading the model
     assert result.exit_code == 0 and "already complete" in result.output
+
+
+# 15. quiet means quiet; an error starts on its own line
+def test_quiet_search_draws_no_bars(tmp_path, tiny_encoder_dir, bike_passages):
+    import subprocess
+    import sys
+
+    build_index(bike_passages, str(tiny_encoder_dir), tmp_path / "index", dtype="float32", progress=False)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    quiet = subprocess.run([sys.executable, "-m", "genq", "-q", "search", str(tmp_path / "index"), "chain", "--json"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Loading weights" not in quiet.stderr and "%|" not in quiet.stderr
+    assert json.loads(quiet.stdout)["hits"]
+    failing = subprocess.run([sys.executable, "-m", "genq", "search", str(tmp_path / "index"), "chain", "--mode",
+                              "bm25", "--model", str(tmp_path / "no-model")], capture_output=True, text=True,
+                             env=env, timeout=300)
+    assert failing.returncode == 2
+    assert any(line.startswith("error: ") for line in failing.stderr.splitlines()), failing.stderr
+
+
+# 14. one option vocabulary: adapt takes every stage's options under the stage command's own names
+STAGE_ONLY = {"output", "overwrite", "corpus", "resume", "add", "save_embeddings", "export_", "model", "help"}
+
+
+def test_adapt_accepts_every_stage_option_under_the_same_name():
+    import click
+
+    from genq.cli import (
+        adapt,
+        corpus_prepare,
+        filter_command,
+        generate,
+        index,
+        mine_negatives_command,
+        pseudo_label_command,
+        train,
+    )
+
+    def primary_names(command) -> dict[str, set[str]]:
+        return {p.name: set(p.opts) - getattr(p, "old_names", set()) for p in command.params
+                if isinstance(p, click.Option)}
+
+    adapt_names = set().union(*primary_names(adapt).values())
+    missing = {}
+    for command in (corpus_prepare, generate, filter_command, mine_negatives_command, pseudo_label_command, train,
+                    index):
+        for name, spellings in primary_names(command).items():
+            if name not in STAGE_ONLY and not spellings & adapt_names:
+                missing.setdefault(command.name, []).append(sorted(spellings))
+    assert not missing, f"stage options adapt does not accept: {missing}"
+
+
+def test_old_spellings_still_work_but_are_not_shown(tmp_path, tiny_encoder_dir, bike_passages):
+    runner = CliRunner()
+    help_text = runner.invoke(main, ["filter", "--help"]).output
+    assert "--filter-top-k" in help_text and "--top-k" not in help_text.replace("--filter-top-k", "")
+    assert "--eval-data" in runner.invoke(main, ["evaluate", "--help"]).output
+    assert "--data" not in runner.invoke(main, ["evaluate", "--help"]).output.replace("--eval-data", "")
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"query": "oil the chain", "passage_id": "chain",
+                                                    "passage": "clean the chain and oil it when it makes noise"}])
+    for flags in (["--filter-top-k", "2"], ["--top-k", "2"]):
+        result = runner.invoke(main, ["filter", str(pairs), "--corpus", str(bike_passages), "-m",
+                                      str(tiny_encoder_dir), "-o", str(tmp_path / "kept.jsonl"), "--dtype", "float32",
+                                      *flags])
+        assert result.exit_code == 0, result.output
+    dtype_choices = {p.name: tuple(p.type.choices) for command in main.commands.values()
+                     for p in getattr(command, "params", []) if p.name == "dtype"}
+    assert set(dtype_choices.values()) == {("auto", "float32", "bfloat16", "float16")}, dtype_choices
