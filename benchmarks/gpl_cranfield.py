@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--from-run", type=Path, help="An existing adapt run directory on cranfield to start from.")
     parser.add_argument("--limit", type=int, default=60, help="Without --from-run: passages to generate for.")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "genq-gpl-cranfield")
+    parser.add_argument("--max-steps", type=int, default=4,
+                        help="Training steps (mechanics: a few suffice; -1 trains one epoch over the labelled pairs).")
     args = parser.parse_args()
     if args.work.exists():
         shutil.rmtree(args.work)
@@ -65,7 +67,8 @@ def main() -> None:
                       "--eval-share", "0"]
     teacher = build_cross_encoder(args.work / "cross-encoder")
     command = [sys.executable, "-m", "genq", "adapt", str(SHARED / "cranfield" / "corpus.jsonl"), "-o", str(run_dir),
-               *generator_args, "--gen-batch-size", "16", *train_args, "--gpl", "--cross-encoder", str(teacher),
+               *generator_args, "--gen-batch-size", "16", *train_args, "--max-steps", str(args.max_steps),
+               "--gpl", "--cross-encoder", str(teacher),
                "--eval-data", str(SHARED / "cranfield")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     progress = run_dir / "pairs.labelled.jsonl.partial.progress.json"

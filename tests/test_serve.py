@@ -39,6 +39,8 @@ def test_health_info_and_page(client):
     assert client.get("/health").json() == {"status": "ok", "passages": 4}
     info = client.get("/info").json()
     assert info["passages"] == 4 and info["dimension"] == 32 and info["limits"]["max_k"] == 50
+    # names, not absolute paths of the machine serving it
+    assert not info["model"].startswith("/") and not info["index"].startswith("/")
     page = client.get("/")
     assert page.status_code == 200 and "<form" in page.text
 
@@ -132,6 +134,9 @@ def test_web_page_in_headless_chromium(live_server, tmp_path):
             first = hits.nth(0)
             assert first.locator(".title").inner_text().startswith("1. ")
             assert "score" in first.locator(".score").inner_text()
+            # a passage that fits the snippet is shown whole, from its first word
+            snippet = first.locator(".snippet").inner_text()
+            assert not snippet.startswith("…") and snippet.split()[0] in {"clean", "replace", "inflate", "adjust"}
             assert "results" in page.locator("#status").inner_text() and "ms" in page.locator("#status").inner_text()
             # query words are highlighted in the snippets (and stopwords are not)
             marks = [m.lower() for m in page.locator("mark").all_inner_texts()]
