@@ -268,3 +268,25 @@ def test_old_spellings_still_work_but_are_not_shown(tmp_path, tiny_encoder_dir, 
     dtype_choices = {p.name: tuple(p.type.choices) for command in main.commands.values()
                      for p in getattr(command, "params", []) if p.name == "dtype"}
     assert set(dtype_choices.values()) == {("auto", "float32", "bfloat16", "float16")}, dtype_choices
+
+
+# 3. an estimate after the first batch, and --limit for a first trial
+def test_generate_prints_an_estimate_after_the_first_batch(tmp_path, tiny_t5_dir, bike_passages):
+    result = CliRunner().invoke(main, ["generate", str(bike_passages), "-o", str(tmp_path / "pairs.jsonl"),
+                                       "--generator", str(tiny_t5_dir), "--max-query-tokens", "6",
+                                       "--gen-batch-size", "2", "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    assert "first batch:" in result.output and "passages left" in result.output and "--limit" in result.output
+
+
+# 15 (adapt) and 17. no raw trainer dicts or pin-memory warnings; the README's snippet writes under runs/
+def test_adapt_output_is_clean_and_readme_snippet_is_tidy(tmp_path, raw_corpus, tiny_t5_dir,  # noqa: F811
+                                                          tiny_encoder_dir):
+    result = CliRunner().invoke(main, adapt_args(raw_corpus, tmp_path / "run", tiny_t5_dir, tiny_encoder_dir))
+    assert result.exit_code == 0, result.output
+    assert "'train_runtime'" not in result.output and "pin_memory" not in result.output
+    assert "super().__init__" not in result.output
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme[readme.index("### From Python"):readme.index("### HTTP API")]
+    assert 'run = "runs/' in snippet and "filter_pairs(" in snippet
+    assert 'GenericDataLoader(OUT, prefix="gen")' in readme
