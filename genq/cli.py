@@ -950,7 +950,7 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
     say(f"  index:  {Path(run_dir) / 'index'}")
     if eval_data:
         say(f"  report: {Path(run_dir) / 'eval' / 'results.md'}")
-    say(f"  serve it: genq serve {Path(run_dir) / 'index'}")
+    say(f"  search it: genq search {run_dir} \"your query\"   serve it: genq serve {run_dir}")
 
 
 if __name__ == "__main__":

@@ -142,6 +142,9 @@ def available_locally(name: str) -> bool:
     return Path(name).expanduser().exists() or packaged_model_path(name) is not None or _in_hf_cache(name)
 
 
+_announced: set[str] = set()
+
+
 def resolve_model(name: str, what: str = "model") -> str:
     """Return what to pass to ``from_pretrained`` for ``name``: a local path or a hub id.
 
@@ -155,7 +158,9 @@ def resolve_model(name: str, what: str = "model") -> str:
                         "directory because it looks like one), or pass a hub id such as owner/name")
     packaged = packaged_model_path(name)
     if packaged is not None and not _in_hf_cache(name):
-        logger.info("using the copy of %s shipped by an installed package: %s", name, packaged)
+        if name not in _announced:  # said once per process, not at every load
+            _announced.add(name)
+            logger.info("using the copy of %s shipped by an installed package: %s", name, packaged)
         return str(packaged)
     if packaged is None and not _in_hf_cache(name) and not hub_reachable():
         go_offline()

@@ -238,7 +238,8 @@ class Searcher:
         return results
 
     def info(self) -> dict:
-        return {"index": self.directory.name, "passages": self.index.ntotal, "model": model_label(self.meta["model"]),
+        return {"index": model_label(str(self.directory.resolve())), "passages": self.index.ntotal,
+                "model": model_label(index_model(self.meta, self.directory)),
                 "dimension": self.meta["dimension"], "index_type": self.meta["index_type"],
                 "params": self.meta.get("params", {}), "similarity": self.meta.get("similarity"),
                 "modes": list(self.modes), "default_mode": self.default_mode, "lexical": self.meta.get("lexical"),
