@@ -83,20 +83,27 @@ def tiny_gpt2_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
     return directory
 
 
+def save_tiny_bert(directory: Path, tokenizer_dir: Path, model_class_name: str, **config_extra) -> Path:
+    """A randomly initialised two-layer, 32-wide BERT of the given transformers class, with the word tokenizer."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
+                                     **config_extra)
+    getattr(transformers, model_class_name)(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
     """A randomly initialised small BERT saved as a sentence-transformers model (mean pooling)."""
-    import torch
     from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
 
-    torch.manual_seed(0)
-    bert_dir = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(word_tokenizer_dir)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
-    BertModel(config).save_pretrained(bert_dir)
-    tokenizer.save_pretrained(bert_dir)
+    bert_dir = save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), word_tokenizer_dir, "BertModel")
     transformer = models.Transformer(str(bert_dir), max_seq_length=128)
     pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
     model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
@@ -125,14 +132,5 @@ def bike_passages(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cross_encoder_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
     """A randomly initialised small BERT with a one-label head: what sentence-transformers' CrossEncoder loads."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny-cross-encoder")
-    tokenizer = AutoTokenizer.from_pretrained(word_tokenizer_dir)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, num_labels=1)
-    BertForSequenceClassification(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-cross-encoder"), word_tokenizer_dir,
+                          "BertForSequenceClassification", num_labels=1)
