@@ -89,6 +89,19 @@ class StageResult:
     summary: dict
 
 
+# Settings added to a stage after runs were already recorded, with the value that behaves as before: a run
+# recorded without the key matches when the key holds that value, so upgrading genq does not redo finished work.
+ADDED_SETTINGS: dict[str, dict] = {"prepare": {"dedup": True}}
+
+
+def same_settings(stage: str, recorded: dict | None, params: dict) -> bool:
+    if recorded is None:
+        return False
+    added = ADDED_SETTINGS.get(stage, {})
+    current = {k: v for k, v in params.items() if not (k not in recorded and k in added and added[k] == v)}
+    return _fingerprint(recorded) == _fingerprint(current)
+
+
 def _fingerprint(params: dict) -> str:
     return hashlib.blake2b(json.dumps(params, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
 
@@ -106,7 +119,7 @@ class Manifest:
 
     def finished(self, name: str, params: dict) -> bool:
         entry = self.data["stages"].get(name)
-        return bool(entry and entry.get("status") == "done" and entry.get("fingerprint") == _fingerprint(params))
+        return bool(entry and entry.get("status") == "done" and same_settings(name, entry.get("params"), params))
 
     def previous_params(self, name: str) -> dict | None:
         entry = self.data["stages"].get(name)
@@ -284,7 +297,7 @@ def adapt(
             continue
         previous = manifest.previous_params(name)
         # resume only an interrupted run of the very same stage settings and inputs
-        resume = (not upstream_ran) and previous is not None and _fingerprint(previous) == _fingerprint(params)
+        resume = (not upstream_ran) and same_settings(name, previous, params)
         if not resume and name == "generate" and previous is None and paths["pairs"].exists() and not upstream_ran:
             resume = True  # interrupted before the manifest entry was written: generate checks the settings itself
         manifest.forget_from(names[position:])

@@ -119,3 +119,19 @@ def test_adapt_bad_config_and_missing_corpus(tmp_path, tiny_t5_dir, tiny_encoder
     assert result.exit_code == 2 and "unknown option" in result.output
     result = CliRunner().invoke(main, ["adapt", str(tmp_path / "x.jsonl"), "-o", str(tmp_path / "r")])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_a_setting_added_by_a_newer_genq_does_not_redo_finished_stages(tmp_path, raw_corpus, tiny_t5_dir,
+                                                                        tiny_encoder_dir):
+    run_dir = tmp_path / "run"
+    runner = CliRunner()
+    assert runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir)).exit_code == 0
+    # a manifest written before prepare had its "dedup" setting
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    del manifest["stages"]["prepare"]["params"]["dedup"]
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir))
+    assert result.exit_code == 0 and set(stage_status(result.output).values()) == {"skipped"}
+    # choosing the non-default value does rerun it
+    result = runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--keep-duplicates"))
+    assert result.exit_code == 0 and stage_status(result.output)["prepare"] == "ran"
