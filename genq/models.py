@@ -89,6 +89,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or \
             os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
+    import urllib.error
     import urllib.request
 
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
@@ -96,6 +97,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         urllib.request.urlopen(urllib.request.Request(endpoint + "/api/models?limit=1", method="HEAD"),
                                timeout=timeout)
         return True
+    except urllib.error.HTTPError:
+        return True  # the hub answered (with an error status): it is reachable
     except Exception:  # refused, timed out, DNS, TLS: all mean "not from here"
         logger.info("the model hub (%s) cannot be reached from here", endpoint)
         return False

@@ -290,3 +290,23 @@ def test_adapt_output_is_clean_and_readme_snippet_is_tidy(tmp_path, raw_corpus, 
     snippet = readme[readme.index("### From Python"):readme.index("### HTTP API")]
     assert 'run = "runs/' in snippet and "filter_pairs(" in snippet
     assert 'GenericDataLoader(OUT, prefix="gen")' in readme
+
+
+def test_hub_check_reads_any_http_answer_as_reachable(monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+
+    def answer_405(request, timeout):
+        raise urllib.error.HTTPError(request.full_url, 405, "Method Not Allowed", {}, None)
+
+    def refused(request, timeout):
+        raise urllib.error.URLError(ConnectionRefusedError(111, "refused"))
+
+    for opener, expected in ((answer_405, True), (refused, False)):
+        monkeypatch.setattr(urllib.request, "urlopen", opener)
+        models.hub_reachable.cache_clear()
+        assert models.hub_reachable() is expected
+    models.hub_reachable.cache_clear()
