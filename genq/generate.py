@@ -529,6 +529,9 @@ def generate_pairs(
     total = sum(1 for _ in _limited(iter_passage_file(passages_path), limit))
 
     if overwrite:
+        config.validate()  # a bad setting is refused before the old pairs are deleted
+        if generator is None:
+            resolve_model(config.model, what="generator")
         for path in (output_path, meta_path):
             path.unlink(missing_ok=True)
     previous = read_json(meta_path, "pairs metadata") if meta_path.exists() else None

@@ -310,3 +310,16 @@ def test_hub_check_reads_any_http_answer_as_reachable(monkeypatch):
         models.hub_reachable.cache_clear()
         assert models.hub_reachable() is expected
     models.hub_reachable.cache_clear()
+
+
+def test_overwrite_with_a_bad_setting_keeps_the_old_pairs(tmp_path, tiny_t5_dir, bike_passages):
+    runner = CliRunner()
+    out = tmp_path / "pairs.jsonl"
+    base = ["generate", str(bike_passages), "-o", str(out), "--generator", str(tiny_t5_dir), "--max-query-tokens",
+            "6", "--dtype", "float32"]
+    assert runner.invoke(main, base).exit_code == 0
+    before = out.read_bytes()
+    for bad in (["--top-p", "5"], ["--generator", str(tmp_path / "no-such-model")]):
+        result = runner.invoke(main, [*base, "--overwrite", *bad])
+        assert result.exit_code == 2, result.output
+        assert out.read_bytes() == before
