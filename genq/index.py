@@ -292,7 +292,7 @@ def lexical_settings_of(meta: dict) -> LexicalSettings | None:
     stored = meta.get("lexical")
     if not stored:
         return None
-    return LexicalSettings(**{k: stored[k] for k in ("language", "stopwords", "k1", "b") if k in stored})
+    return LexicalSettings.from_dict(stored)
 
 
 def _model_name(model, encoder: Encoder, out_dir: Path) -> tuple[str, bool]:

@@ -178,9 +178,8 @@ def pseudo_label(
         if meta.get("settings") != settings:
             raise GenqError(f"{output} holds pseudo-labels made with other settings or another input\n"
                             "  fix: choose another --output, or pass --overwrite to label again")
-        summary.already_complete = True
         summary.__dict__.update({k: v for k, v in meta.get("summary", {}).items()
-                                 if k in summary.__dict__ and k not in ("already_complete", "output")})
+                                 if k in summary.__dict__ and k != "output"})
         summary.already_complete = True
         return summary
 

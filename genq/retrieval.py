@@ -107,6 +107,11 @@ class LexicalSettings:
     k1: float = 1.5
     b: float = 0.75
 
+    @classmethod
+    def from_dict(cls, stored: dict) -> LexicalSettings:
+        """The settings recorded in index.json or beside a saved BM25 index (extra keys ignored)."""
+        return cls(**{k: stored[k] for k in ("language", "stopwords", "k1", "b") if k in stored})
+
     def validate(self) -> LexicalSettings:
         import Stemmer
 
@@ -176,7 +181,7 @@ class LexicalIndex:
 
         directory = Path(directory)
         stored = read_json(directory / LEXICAL_SETTINGS_FILE, "BM25 index settings")
-        settings = LexicalSettings(**{k: stored[k] for k in ("language", "stopwords", "k1", "b") if k in stored})
+        settings = LexicalSettings.from_dict(stored)
         try:
             retriever = bm25s.BM25.load(str(directory), mmap=True, show_progress=False)
         except (OSError, ValueError, KeyError) as exc:
