@@ -98,6 +98,13 @@ def user_errors(function):
             _close_bars()
             click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # unwritable folder, full disk, a file vanished: the system's word, not a traceback
+            _close_bars()
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            click.echo(click.style("error: ", fg="red", bold=True) + f"{exc.strerror or exc}{where}\n"
+                       "  fix: check that the path exists, that you may read/write it, and that the disk has room",
+                       err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             _close_bars()
             click.echo("interrupted: finished work is kept; rerun the same command to resume.", err=True)
@@ -477,11 +484,13 @@ def index_params(options: dict):
 @index_options
 @click.option("--add", "add", is_flag=True, help="Append PASSAGES to the existing index at --output.")
 @click.option("--save-embeddings", is_flag=True, help="Keep embeddings.npy to re-index without re-encoding.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the genq index at --output once the new one is complete (never another folder).")
 @option("--encode-batch-size", "encode_batch_size", old=("--batch-size",), type=click.IntRange(1), default=64,
               show_default=True)
 @device_options
 @user_errors
-def index(passages, model, output, add, save_embeddings, encode_batch_size, device, dtype, **options):
+def index(passages, model, output, add, save_embeddings, overwrite, encode_batch_size, device, dtype, **options):
     """Encode PASSAGES with a model and write a Faiss index directory that searches on its own."""
     from genq.index import add_to_index, build_index
 
@@ -495,7 +504,7 @@ def index(passages, model, output, add, save_embeddings, encode_batch_size, devi
         raise click.UsageError("--model is required (except with --add, which reuses the index's model)")
     summary = build_index(passages, model, output, index_params(options), save_embeddings=save_embeddings,
                           batch_size=encode_batch_size, device=device, dtype=dtype, progress=show_progress(),
-                          lexical=lexical_settings(options))
+                          lexical=lexical_settings(options), overwrite=overwrite)
     rate = summary.passages / max(summary.encode_seconds, 1e-9)
     say(f"indexed {summary.passages:,} passages ({summary.dimension}-d, {summary.dtype}, {rate:.0f} passages/s) "
         f"into a {summary.index_type} index at {output} in {summary.seconds:.1f}s")

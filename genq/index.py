@@ -35,7 +35,7 @@ import numpy as np
 from genq import __version__
 from genq.corpus import iter_passage_file
 from genq.encode import Encoder
-from genq.io import DataError, GenqError, read_json
+from genq.io import DataError, GenqError, check_output_dir, read_json, recover_interrupted_swap, replacing_directory
 from genq.retrieval import LexicalIndex, LexicalSettings
 
 logger = logging.getLogger(__name__)
@@ -148,31 +148,6 @@ class IndexSummary:
         return asdict(self)
 
 
-@contextlib.contextmanager
-def _building(out_dir: Path) -> Iterator[Path]:
-    """A temporary sibling directory that replaces ``out_dir`` only if the block succeeds.
-
-    The old index stays loadable until the final rename; on any failure (or Ctrl-C) the
-    temporary directory is removed and ``out_dir`` is untouched.
-    """
-    tmp = out_dir.with_name(f".{out_dir.name}.building-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 class _StoreWriter:
     """Appends passages to the store and remembers each line's byte offset."""
 
@@ -230,21 +205,25 @@ def build_index(
     dtype: str = "auto",
     progress: bool = True,
     lexical: LexicalSettings | None = LexicalSettings(),
+    overwrite: bool = False,
 ) -> IndexSummary:
     """Encode every passage and write a self-contained index directory.
 
     ``lexical`` also builds a BM25 index over the same passages (``None`` skips it): hybrid
-    search needs both, and BM25 costs seconds next to the encoding.
+    search needs both, and BM25 costs seconds next to the encoding. An existing genq index
+    at ``output_dir`` is replaced (once the new one is complete) only with ``overwrite``;
+    any other non-empty directory is refused.
     """
     started = time.perf_counter()
     passages_path, out_dir = Path(passages_path), Path(output_dir)
+    check_output_dir(out_dir, META_FILE, "index", overwrite)
     params = params or IndexParams()
     if lexical is not None:
         lexical.validate()
     total = sum(1 for _ in iter_passage_file(passages_path))
     encoder = model if isinstance(model, Encoder) else Encoder(model, device=device, dtype=dtype,
                                                                batch_size=batch_size)
-    with _building(out_dir) as tmp:
+    with replacing_directory(out_dir) as tmp:
         store = _StoreWriter(tmp / STORE_FILE)
         encode_started = time.perf_counter()
         count = _encode_into(passages_path, encoder, store, set(), tmp / EMBEDDINGS_FILE, progress, total)
@@ -353,6 +332,7 @@ def _write_index(directory: Path, index, encoder: Encoder, params: IndexParams, 
 
 def read_index_meta(index_dir: str | Path) -> dict:
     index_dir = Path(index_dir)
+    recover_interrupted_swap(index_dir)  # a swap killed between its renames left the index beside its path
     if not index_dir.is_dir():
         raise DataError(index_dir, "is not an index directory", "build one with `genq index PASSAGES -o DIR`")
     if (index_dir / "manifest.json").exists() and not (index_dir / META_FILE).exists():
@@ -386,7 +366,7 @@ def add_to_index(
     with open(index_dir / STORE_FILE, encoding="utf-8") as handle:
         seen_ids = {json.loads(line)["_id"] for line in handle}
     total = sum(1 for _ in iter_passage_file(passages_path))
-    with _building(index_dir) as tmp:
+    with replacing_directory(index_dir) as tmp:
         shutil.copyfile(index_dir / STORE_FILE, tmp / STORE_FILE)
         store = _StoreWriter(tmp / STORE_FILE, np.load(index_dir / OFFSETS_FILE))
         encode_started = time.perf_counter()
@@ -414,18 +394,24 @@ def add_to_index(
                         seconds=round(time.perf_counter() - started, 2), dtype=encoder.dtype_label)
 
 
-def reindex(index_dir: str | Path, output_dir: str | Path, params: IndexParams) -> IndexSummary:
-    """Build another index type from an index's saved embeddings, without re-encoding."""
+def reindex(index_dir: str | Path, output_dir: str | Path, params: IndexParams, overwrite: bool = False
+            ) -> IndexSummary:
+    """Build another index type from an index's saved embeddings, without re-encoding.
+
+    ``output_dir`` may be ``index_dir`` itself (with ``overwrite``): everything is copied
+    into the new directory before the swap.
+    """
     import faiss  # noqa: F401  (fail early if missing)
 
     started = time.perf_counter()
     index_dir, out_dir = Path(index_dir), Path(output_dir)
     meta = read_index_meta(index_dir)
+    check_output_dir(out_dir, META_FILE, "index", overwrite)
     if not (index_dir / EMBEDDINGS_FILE).exists():
         raise GenqError(f"{index_dir} kept no embeddings; rebuild with `genq index --save-embeddings`")
     embeddings = np.load(index_dir / EMBEDDINGS_FILE, mmap_mode="r")
     resolved = params.resolved(len(embeddings), embeddings.shape[1])
-    with _building(out_dir) as tmp:
+    with replacing_directory(out_dir) as tmp:
         for name in (STORE_FILE, OFFSETS_FILE, EMBEDDINGS_FILE):
             shutil.copyfile(index_dir / name, tmp / name)
         if (index_dir / LEXICAL_DIR).is_dir():

@@ -13,14 +13,19 @@ of them, so they live here once:
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+logger = logging.getLogger(__name__)
 
 class GenqError(Exception):
     """An error caused by the user's input or settings; the CLI prints it without a traceback."""
@@ -143,6 +148,159 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise DataError(path, "is not UTF-8", "re-encode it as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise DataError(path, f"malformed JSON ({exc.msg})", "fix or delete the file", exc.lineno) from None
+
+
+# --------------------------------------------------------------------------- paths: never destroy an input
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """``path`` made absolute with symlinks followed; a symlink loop is the user's to fix, not a traceback."""
+    path = Path(path)
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError on Python < 3.13, OSError(ELOOP) after
+        if isinstance(exc, OSError) and exc.errno not in (errno.ELOOP, None):
+            raise
+        raise DataError(path, "is a loop of symbolic links", "point it at a real file or folder") from None
+
+
+def refuse_same_path(inputs: Iterable[str | os.PathLike | None], output: str | os.PathLike,
+                     option: str = "-o/--output") -> None:
+    """Fail if ``output`` is, or (as a directory) contains, one of the inputs: writing it would destroy it.
+
+    Compared after following symlinks, so ``out -> in`` is caught too.
+    """
+    target = resolve_path(output)
+    for source in inputs:
+        if source is None:
+            continue
+        resolved = resolve_path(source)
+        if resolved == target or (target.is_dir() and resolved.is_relative_to(target)):
+            raise GenqError(f"{option} {output} is the input {source}: writing it would destroy the input\n"
+                            "  fix: choose another output path")
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """A digest of a file's bytes: whether an input changed since a run began, whatever its size or date."""
+    digest = hashlib.blake2b(digest_size=12)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- output directories
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _leftovers(out_dir: Path, kind: str) -> list[tuple[Path, int]]:
+    """``.NAME.KIND-PID`` siblings of ``out_dir`` whose process is gone."""
+    prefix = f".{out_dir.name}.{kind}-"
+    found = []
+    if not out_dir.parent.is_dir():
+        return found
+    for sibling in out_dir.parent.iterdir():
+        if sibling.name.startswith(prefix) and sibling.name[len(prefix):].isdigit():
+            pid = int(sibling.name[len(prefix):])
+            if not _pid_alive(pid):
+                found.append((sibling, pid))
+    return found
+
+
+def recover_interrupted_swap(out_dir: str | os.PathLike) -> list[str]:
+    """Undo what a killed :func:`replacing_directory` left beside ``out_dir``; returns what was done.
+
+    A kill between the two renames of a swap leaves no ``out_dir`` but the previous one as
+    ``.NAME.old-PID``: it is put back. A kill after the swap leaves the old copy (removed),
+    and a kill during a build leaves ``.NAME.building-PID`` (removed). Only siblings of
+    processes that no longer run are touched.
+    """
+    out_dir = Path(out_dir)
+    actions = []
+    for old, pid in sorted(_leftovers(out_dir, "old"), key=lambda item: item[0].stat().st_mtime, reverse=True):
+        if not out_dir.exists():
+            os.replace(old, out_dir)
+            actions.append(f"restored {out_dir} from {old.name}, left by interrupted process {pid}")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            actions.append(f"removed {old.name}, the previous copy an interrupted swap (process {pid}) left")
+    for building, pid in _leftovers(out_dir, "building"):
+        shutil.rmtree(building, ignore_errors=True)
+        actions.append(f"removed {building.name}, unfinished output of interrupted process {pid}")
+    for action in actions:
+        logger.warning(action)
+    return actions
+
+
+def check_output_dir(out_dir: str | os.PathLike, marker: str, what: str, overwrite: bool,
+                     command: str = "") -> bool:
+    """Whether ``out_dir`` holds an earlier genq ``what`` that may be replaced; refuse anything else.
+
+    genq replaces only a directory it wrote itself, recognised by ``marker``, and only
+    with ``--overwrite``; an empty or missing directory is free. The current directory
+    and its parents are never replaced (the shell would be left in a deleted folder).
+    """
+    out_dir = Path(out_dir)
+    resolved = resolve_path(out_dir)
+    recover_interrupted_swap(resolved)
+    if Path.cwd().resolve().is_relative_to(resolved):
+        raise GenqError(f"-o {out_dir} is the current directory or one of its parents; genq builds its output "
+                        "beside the target and renames it into place\n  fix: name a new folder, e.g. -o my-index")
+    if not resolved.exists():
+        return False
+    if not resolved.is_dir():
+        raise GenqError(f"{out_dir} is a file, not a {what} directory; it is left alone\n"
+                        "  fix: choose another -o/--output")
+    if not any(resolved.iterdir()):
+        return False
+    if not (resolved / marker).exists():
+        raise GenqError(f"{out_dir} is not empty and is not a genq {what} (it has no {marker}); genq never "
+                        "replaces what it did not write\n  fix: choose another -o/--output, or empty that "
+                        "folder yourself")
+    if not overwrite:
+        raise GenqError(f"{out_dir} already holds a genq {what}\n  fix: pass --overwrite to replace it once the "
+                        f"new one is complete{command}, or choose another -o/--output")
+    return True
+
+
+@contextlib.contextmanager
+def replacing_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling that replaces ``out_dir`` only if the block succeeds.
+
+    The old directory stays usable until the final rename; on any failure (or Ctrl-C)
+    the temporary one is removed and ``out_dir`` is untouched. A ``kill -9`` at any point
+    is undone by :func:`recover_interrupted_swap` on the next run.
+    """
+    out_dir = resolve_path(out_dir)
+    recover_interrupted_swap(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.building-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------- writing files
 
 
 def current_umask() -> int:

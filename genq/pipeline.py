@@ -264,7 +264,7 @@ def adapt(
     def run_index(_resume: bool) -> tuple[dict, str]:
         summary = build_index(paths["passages"], str(paths["model"]), paths["index"], config.index,
                               batch_size=config.encode_batch_size, dtype=config.dtype, progress=progress,
-                              lexical=config.lexical)
+                              lexical=config.lexical, overwrite=True)
         return summary.to_dict(), "ran"
 
     stages.append(("index", index_params, run_index, [paths["index"] / "index.json"]))

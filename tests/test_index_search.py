@@ -89,7 +89,7 @@ def test_interrupted_build_leaves_old_index_loadable(tmp_path, tiny_encoder_dir,
     monkeypatch.setattr(index_module, "build_faiss_index", crash)
     with pytest.raises(KeyboardInterrupt):
         build_index(many_passages(tmp_path, n=10, name="other.jsonl"), str(tiny_encoder_dir), out,
-                    dtype="float32", progress=False)
+                    dtype="float32", progress=False, overwrite=True)
     assert len(Searcher.load(out, dtype="float32")) == 120
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".index")] == []
     # a fresh build interrupted the same way never leaves a directory that loads
