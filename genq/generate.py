@@ -11,15 +11,19 @@ Speed comes from what dominates on CPU and GPU alike: big length-sorted batches 
 padding), all ``num_return_sequences`` of a passage in one ``generate`` call, weights cast
 to bf16 where the hardware does bf16 natively, and ``torch.inference_mode``.
 
-Resume: pairs are appended one batch per ``write`` and ``pairs.meta.json`` records the
-settings; a rerun skips every passage already in the file (after cutting a torn tail and
-the last passage's lines, which may be partial), and refuses to mix settings.
+Resume: pairs are appended batch by batch to ``OUT.partial`` and each batch is then logged in
+a journal; a rerun cuts what the journal does not vouch for, skips the logged passages and
+refuses to mix settings or inputs. Per-passage random streams make the resumed file equal to
+an uninterrupted one. ``OUT`` and ``pairs.meta.json`` (settings, input fingerprint, counts and
+a fingerprint of OUT itself) appear only when the run is complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -28,6 +32,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from genq import __version__
@@ -38,8 +43,12 @@ from genq.io import (
     GenqError,
     JsonlAppender,
     describe_error,
+    describe_file,
+    file_fingerprint,
+    is_described_file,
     iter_jsonl,
     read_json,
+    refuse_same_path,
     repair_torn_tail,
     write_json_atomic,
 )
@@ -267,7 +276,11 @@ class QueryGenerator:
         return texts
 
     def generate(self, passages: list[dict], seed: int) -> list[list[str]]:
-        """Sample ``queries_per_passage`` raw queries for each passage, in one ``generate`` call."""
+        """Sample ``queries_per_passage`` raw queries for each passage, the batch in one decoding loop.
+
+        Each passage's draws come from its own stream (``seed`` + passage id + sample
+        number), so its queries do not depend on which batch, run or worker it lands in.
+        """
         import torch
 
         config = self.config
@@ -278,18 +291,18 @@ class QueryGenerator:
             encoded = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
                                      max_length=config.max_passage_tokens)
         encoded = {k: v.to(self.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
-        torch.manual_seed(seed)
+        streams = SampleStreams([p["_id"] for p in passages], config.queries_per_passage, seed)
         with torch.inference_mode():
             if self.family == "seq2seq":
-                token_rows = self._sample_seq2seq(encoded)
+                token_rows = self._sample_seq2seq(encoded, streams)
                 decoded = self.tokenizer.batch_decode(token_rows, skip_special_tokens=True)
             else:
-                token_rows = self._sample_causal(encoded)
+                token_rows = self._sample_causal(encoded, streams)
                 decoded = [_first_line(t) for t in self.tokenizer.batch_decode(token_rows, skip_special_tokens=True)]
         n = config.queries_per_passage
         return [decoded[i * n:(i + 1) * n] for i in range(len(passages))]
 
-    def _sample_seq2seq(self, encoded: dict) -> list[list[int]]:
+    def _sample_seq2seq(self, encoded: dict, streams: SampleStreams) -> list[list[int]]:
         """Nucleus sampling with a lean decoding loop instead of ``generate``.
 
         Why not ``generate``: on CPU its per-step overhead dominates small-model decoding.
@@ -327,7 +340,8 @@ class QueryGenerator:
             if step == 0 and forced_bos is not None:
                 next_tokens = torch.full((len(alive),), forced_bos, dtype=torch.long, device=self.device)
             else:
-                next_tokens = sample_top_k_top_p(logits.float(), config.top_k, config.top_p, config.temperature)
+                next_tokens = sample_top_k_top_p(logits.float(), config.top_k, config.top_p, config.temperature,
+                                                 uniforms=streams.uniforms(alive, step))
             finished = torch.isin(next_tokens, eos_ids)
             keep = _record_step(outputs, alive, next_tokens, finished)
             if keep is not None and len(keep) == 0:
@@ -339,7 +353,7 @@ class QueryGenerator:
             current = next_tokens.unsqueeze(1)
         return outputs
 
-    def _sample_causal(self, encoded: dict) -> list[list[int]]:
+    def _sample_causal(self, encoded: dict, streams: SampleStreams) -> list[list[int]]:
         """Prompted sampling for decoder-only models, leaner than ``generate``.
 
         The prompt is run once per passage and its KV cache copied for each of the
@@ -367,8 +381,9 @@ class QueryGenerator:
         alive = torch.arange(logits.shape[0], device=self.device)
         has_text = torch.zeros(len(alive), dtype=torch.bool, device=self.device)
         outputs: list[list[int]] = [[] for _ in range(logits.shape[0])]
-        for _ in range(config.max_length):
-            tokens = sample_top_k_top_p(logits.float(), config.top_k, config.top_p, config.temperature)
+        for step in range(config.max_length):
+            tokens = sample_top_k_top_p(logits.float(), config.top_k, config.top_p, config.temperature,
+                                        uniforms=streams.uniforms(alive, step))
             is_newline = torch.isin(tokens, newline)
             finished = torch.isin(tokens, eos) | (is_newline & has_text)
             has_text = has_text | ~is_newline
@@ -410,11 +425,42 @@ def _record_step(outputs: list[list[int]], alive, tokens, finished):
     return (~finished).nonzero(as_tuple=True)[0]
 
 
-def sample_top_k_top_p(logits, top_k: int, top_p: float, temperature: float):
+class SampleStreams:
+    """One reproducible random stream per (passage, sample): the draws behind every sampled token.
+
+    A counter-based generator (SplitMix64 over a key hashed from the run seed, the passage
+    id and the sample number, advanced by the decoding step) instead of torch's global RNG:
+    a passage gets the same queries whatever batch it is in, after a resume, and on any
+    number of workers.
+    """
+
+    _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+    def __init__(self, passage_ids: list[str], per_passage: int, seed: int):
+        keys = [int.from_bytes(hashlib.blake2b(f"{seed}\x00{pid}\x00{sample}".encode(), digest_size=8).digest(),
+                               "little") for pid in passage_ids for sample in range(per_passage)]
+        self.keys = np.asarray(keys, dtype=np.uint64)
+
+    def uniforms(self, rows, step: int):
+        """A uniform draw in [0, 1) for each of ``rows`` (original row numbers) at decoding ``step``."""
+        import torch
+
+        rows_index = rows.cpu().numpy() if hasattr(rows, "cpu") else np.asarray(rows)
+        with np.errstate(over="ignore"):
+            z = self.keys[rows_index] + np.uint64(step + 1) * self._GOLDEN
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            z = z ^ (z >> np.uint64(31))
+        values = (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+        return torch.from_numpy(values).to(device=rows.device if hasattr(rows, "device") else "cpu")
+
+
+def sample_top_k_top_p(logits, top_k: int, top_p: float, temperature: float, uniforms=None):
     """One token per row: top-k, then nucleus (top-p) over those k, then a draw.
 
     Equivalent to transformers' TopK + TopP warpers followed by multinomial sampling, but
-    touches the full vocabulary only once (``topk``).
+    touches the full vocabulary only once (``topk``). ``uniforms`` (one per row, from
+    :class:`SampleStreams`) make the draw by inverse CDF; without them torch's RNG draws.
     """
     import torch
 
@@ -427,7 +473,13 @@ def sample_top_k_top_p(logits, top_k: int, top_p: float, temperature: float):
         cumulative = probs.cumsum(dim=-1)
         # drop a token when the mass before it already reaches top_p (the first always stays)
         probs = probs.masked_fill(cumulative - probs >= top_p, 0.0)
-    choice = torch.multinomial(probs, 1)
+    if uniforms is None:
+        choice = torch.multinomial(probs, 1)
+    else:
+        cumulative = probs.double().cumsum(dim=-1)
+        threshold = uniforms.to(cumulative.dtype).unsqueeze(-1) * cumulative[:, -1:]
+        # the first token whose cumulative mass passes the draw; a zero-mass token never does
+        choice = torch.searchsorted(cumulative, threshold, right=True).clamp(max=probs.shape[-1] - 1)
     return indices.gather(-1, choice).squeeze(-1)
 
 
@@ -463,31 +515,6 @@ def _sampling_settings(config: GenerationConfig, family: str, dtype: str) -> dic
     return settings
 
 
-def _drop_last_passage(path: Path) -> set[str]:
-    """Cut the lines of the last passage (possibly partial) and return the ids of the passages kept."""
-    done: list[str] = []
-    position = 0
-    last_id = None
-    last_start = 0
-    with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                passage_id = str(json.loads(raw)["passage_id"])
-            except (ValueError, KeyError, TypeError):
-                raise DataError(path, "line is not a genq pair (needs \"passage_id\")",
-                                "pass --overwrite to start this file over, or choose another output", line_number
-                                ) from None
-            if passage_id != last_id:
-                last_id, last_start = passage_id, position
-                done.append(passage_id)
-            position += len(raw)
-    if last_id is not None:
-        with open(path, "rb+") as handle:
-            handle.truncate(last_start)
-        done.pop()
-    return set(done)
-
-
 def _batches(passages: Iterator[dict], batch_size: int, generator: QueryGenerator, window: int) -> Iterator[list[dict]]:
     """Length-sorted batches from windows of ``window`` batches: little padding, flat memory."""
     buffer: list[dict] = []
@@ -505,6 +532,53 @@ def _batches(passages: Iterator[dict], batch_size: int, generator: QueryGenerato
     yield from flush()
 
 
+def run_paths(output: str | Path) -> tuple[Path, Path]:
+    """Where an unfinished run writes: ``OUT.partial`` and its progress journal."""
+    output = Path(output)
+    partial = output.with_name(output.name + ".partial")
+    return partial, partial.with_name(partial.name + ".progress.jsonl")
+
+
+@dataclass
+class _Progress:
+    """What the journal of an unfinished run says: passages done, valid bytes, and every counter."""
+
+    done: set[str]
+    valid_bytes: int = 0
+    pairs: int = 0
+    queries_sampled: int = 0
+    duplicates_dropped: int = 0
+    filtered_out: int = 0
+    passages_without_query: int = 0
+    wall_seconds: float = 0.0
+
+    def add(self, entry: dict) -> None:
+        self.done.update(entry["ids"])
+        self.valid_bytes = entry["bytes"]
+        for key in ("pairs", "queries_sampled", "duplicates_dropped", "filtered_out", "passages_without_query"):
+            setattr(self, key, getattr(self, key) + entry[key])
+        self.wall_seconds += entry.get("seconds", 0.0)
+
+
+def _read_journal(journal: Path) -> tuple[dict | None, _Progress]:
+    """The header (settings and input) and the summed progress of a journal; a torn last entry is cut."""
+    progress = _Progress(set())
+    if not journal.exists():
+        return None, progress
+    repair_torn_tail(journal)
+    header = None
+    with open(journal, encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            entry = json.loads(line)
+            if number == 0:
+                header = entry if "settings" in entry else None
+                if header is None:
+                    return None, progress
+            else:
+                progress.add(entry)
+    return header, progress
+
+
 def generate_pairs(
     passages_path: str | Path,
     output_path: str | Path,
@@ -514,121 +588,154 @@ def generate_pairs(
     generator: QueryGenerator | None = None,
     limit: int | None = None,
 ) -> GenerationSummary:
-    """Generate queries for every passage of ``passages_path`` and append pairs to ``output_path``.
+    """Generate queries for every passage of ``passages_path`` and write pairs to ``output_path``.
 
-    Safe to interrupt at any point and to rerun: see the module docstring. ``limit`` caps
-    the number of passages read (for trials on a sample).
+    Safe to interrupt at any point and to rerun: pairs go to ``OUT.partial`` batch by batch,
+    each batch then logged in ``OUT.partial.progress.jsonl`` (its passages, the valid byte
+    count and the counters); a rerun cuts whatever the journal does not vouch for and goes
+    on. Every passage is sampled from its own seed (run seed + passage id), so a resumed run
+    writes exactly what an uninterrupted one would. ``OUT`` appears, or is replaced under
+    ``overwrite``, only once complete. ``limit`` caps the passages read (a trial on a sample).
     """
     config = config or GenerationConfig()
     passages_path, output_path = Path(passages_path), Path(output_path)
     meta_path = meta_path_for(output_path)
+    partial, journal = run_paths(output_path)
+    refuse_same_path([passages_path], output_path)
+    refuse_same_path([passages_path], meta_path)
     started = time.perf_counter()
     summary = GenerationSummary(str(output_path))
 
     # Count passages first (cheap, streaming) so the bar has an ETA and bad input fails early.
     total = sum(1 for _ in _limited(iter_passage_file(passages_path), limit))
+    source = {"path": str(passages_path), "fingerprint": file_fingerprint(passages_path), "limit": limit}
 
-    if overwrite:
-        config.validate()  # a bad setting is refused before the old pairs are deleted
-        if generator is None:
-            resolve_model(config.model, what="generator")
-        for path in (output_path, meta_path):
-            path.unlink(missing_ok=True)
-    previous = read_json(meta_path, "pairs metadata") if meta_path.exists() else None
-    if output_path.exists() and output_path.stat().st_size > 0 and previous is None:
-        raise GenqError(f"{output_path} already exists but has no {meta_path.name}, so its settings are unknown\n"
-                        "  fix: pass --overwrite to start over, or choose another output path")
-
-    # the settings are compared before the generator loads (that can take a minute): a refusal comes at once
+    # settings are checked before the generator loads (that can take a minute) and before anything is replaced
+    config.validate()
     if generator is not None:
         family, dtype = generator.family, generator.dtype
     else:
-        config.validate()
         family = config.family if config.family != "auto" else detect_family(
             *_split_gguf(resolve_model(config.model, what="generator"), config.gguf_file))
         dtype = resolve_dtype(config.dtype, resolve_device(config.device))
     settings = _sampling_settings(config, family, dtype_name(dtype))
-    if previous is not None:
-        changed = {k: (previous["parameters"].get(k), v) for k, v in settings.items()
-                   if previous["parameters"].get(k) != v}
-        if changed:
-            details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise GenqError(f"{output_path} was generated with other settings ({details})\n"
-                            "  fix: rerun with the original settings to resume, pass --overwrite to start over, "
-                            "or write to another output path")
-        if previous.get("complete") and previous.get("counts", {}).get("passages") == total:
-            summary.already_complete = True
-            summary.passages = total
-            summary.pairs_written = previous["counts"].get("pairs", 0)
-            return summary
+
+    previous = read_json(meta_path, "pairs metadata") if meta_path.exists() else None
+    finished = is_described_file((previous or {}).get("output_file"), output_path)
+    if output_path.exists() and not finished and not overwrite:
+        raise GenqError(f"{output_path} already exists but no {meta_path.name} describes it, so genq did not write "
+                        "it (or it was changed since)\n"
+                        "  fix: pass --overwrite to replace it once the new pairs are complete, or choose another "
+                        "output path")
+    if finished and not overwrite:
+        _refuse_other_run(output_path, previous["parameters"], previous.get("source", {}), settings, source,
+                          "was generated")
+        summary.already_complete = True
+        summary.passages = total
+        summary.pairs_written = previous["counts"].get("pairs", 0)
+        return summary
+
+    header, done = _read_journal(journal)
+    usable = header is not None and partial.exists() and partial.stat().st_size >= done.valid_bytes
+    if usable and not overwrite:
+        _refuse_other_run(partial, header["settings"], header["source"], settings, source, "is an interrupted run",
+                          resume=True)
+    if not usable or header["settings"] != settings or header["source"] != source:
+        # no usable journal, or one for other settings (only reached with --overwrite): both files are genq's own
+        partial.unlink(missing_ok=True)
+        journal.unlink(missing_ok=True)
+        header, done = None, _Progress(set())
+    if partial.exists():
+        summary.torn_bytes_dropped = max(0, partial.stat().st_size - done.valid_bytes)
+        with open(partial, "rb+") as handle:  # cut a batch written but not yet logged, and any torn line
+            handle.truncate(done.valid_bytes)
 
     generator = generator or QueryGenerator(config)
     summary.family, summary.device, summary.dtype = generator.family, generator.device, dtype_name(generator.dtype)
-    counts = dict(previous.get("counts", {})) if previous else {}
-    done: set[str] = set()
-    if output_path.exists():
-        summary.torn_bytes_dropped = repair_torn_tail(output_path)
-        done = _drop_last_passage(output_path)
-    elapsed_before = float(previous.get("wall_seconds", 0.0)) if previous else 0.0
-
-    def write_meta(complete: bool) -> None:
-        write_json_atomic(meta_path, {
-            "genq_version": __version__,
-            "passages_file": str(passages_path),
-            "generator": {"model": config.model, "gguf_file": config.gguf_file, "family": generator.family,
-                          "prompt_template": config.prompt_template if generator.family == "causal" else None},
-            "parameters": settings,
-            "execution": {"batch_size": config.batch_size, "device": generator.device,
-                          "dtype": dtype_name(generator.dtype)},
-            "counts": {"passages": total, "passages_done": len(done), "pairs": pairs_in_file,
-                       "queries_sampled": counts.get("queries_sampled", 0) + summary.queries_sampled,
-                       "duplicates_dropped": counts.get("duplicates_dropped", 0) + summary.duplicates_dropped,
-                       "filtered_out": counts.get("filtered_out", 0) + summary.filtered_out},
-            "wall_seconds": round(elapsed_before + time.perf_counter() - started, 2),
-            "complete": complete,
-        })
-
-    pairs_in_file = _count_lines(output_path)
-    write_meta(complete=False)
     summary.passages = total
-    summary.passages_skipped_as_done = len(done)
-    todo = (p for p in _limited(iter_passage_file(passages_path), limit) if p["_id"] not in done)
-    bar = tqdm(total=total, initial=len(done), desc="generating", unit=" passages", disable=not progress,
+    summary.passages_skipped_as_done = len(done.done)
+    if header is None:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        with JsonlAppender(journal) as log:
+            log.write_batch([{"settings": settings, "source": source, "genq_version": __version__}])
+    todo = (p for p in _limited(iter_passage_file(passages_path), limit) if p["_id"] not in done.done)
+    bar = tqdm(total=total, initial=len(done.done), desc="generating", unit=" passages", disable=not progress,
                file=sys.stderr, smoothing=0.1)
-    last_meta = loop_started = time.perf_counter()
-    with JsonlAppender(output_path) as appender:
+    loop_started = time.perf_counter()
+    with JsonlAppender(partial) as appender, JsonlAppender(journal) as log:
         for batch_number, batch in enumerate(_batches(todo, config.batch_size, generator, window=32)):
-            sampled = generator.generate(batch, seed=config.seed + batch_number)
+            batch_started = time.perf_counter()
+            sampled = generator.generate(batch, seed=config.seed)
             records = []
+            entry = {"ids": [p["_id"] for p in batch], "pairs": 0, "queries_sampled": 0, "duplicates_dropped": 0,
+                     "filtered_out": 0, "passages_without_query": 0}
             for passage, queries in zip(batch, sampled):
-                summary.queries_sampled += len(queries)
+                entry["queries_sampled"] += len(queries)
                 kept, duplicates, filtered = clean_queries(queries, passage["text"], config)
-                summary.duplicates_dropped += duplicates
-                summary.filtered_out += filtered
-                if not kept:
-                    summary.passages_without_query += 1
+                entry["duplicates_dropped"] += duplicates
+                entry["filtered_out"] += filtered
+                entry["passages_without_query"] += not kept
                 records.extend({"query": q, "passage_id": passage["_id"], "passage": passage["text"],
                                 "title": passage["title"]} for q in kept)
-            written = appender.write_batch(records)
-            pairs_in_file += written
-            summary.pairs_written += written
+            entry["pairs"] = appender.write_batch(records)
+            entry["bytes"] = appender.position
+            entry["seconds"] = round(time.perf_counter() - batch_started, 3)
+            log.write_batch([entry])  # only now is the batch done: a crash before this line redoes it
+            done.add(entry)
+            for key in ("queries_sampled", "duplicates_dropped", "filtered_out", "passages_without_query"):
+                setattr(summary, key, getattr(summary, key) + entry[key])
+            summary.pairs_written += entry["pairs"]
             summary.passages_generated += len(batch)
-            done.update(p["_id"] for p in batch)
             bar.update(len(batch))
-            seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - loop_started
             bar.set_postfix(queries_per_s=f"{summary.queries_sampled / max(seconds, 1e-9):.1f}", refresh=False)
-            if batch_number == 0 and progress and total - len(done) > len(batch):
-                rate = len(batch) / max(time.perf_counter() - loop_started, 1e-9)
-                left = total - len(done)
+            if batch_number == 0 and progress and total - len(done.done) > len(batch):
+                rate = len(batch) / max(seconds, 1e-9)
+                left = total - len(done.done)
                 bar.write(f"first batch: {rate:.2f} passages/s, so about {_duration(left / rate)} for the "
                           f"{left:,} passages left (--limit N tries a sample first)", file=sys.stderr)
-            if time.perf_counter() - last_meta > 30:
-                write_meta(complete=False)
-                last_meta = time.perf_counter()
     bar.close()
-    write_meta(complete=True)
+    # the meta describes the finished file before it takes OUT's place: a kill between the two steps is
+    # seen on the next run (OUT does not match the description) and the finished partial is renamed again
+    write_json_atomic(meta_path, {
+        "genq_version": __version__,
+        "passages_file": str(passages_path),
+        "source": source,
+        "generator": {"model": config.model, "gguf_file": config.gguf_file, "family": generator.family,
+                      "prompt_template": config.prompt_template if generator.family == "causal" else None},
+        "parameters": settings,
+        "seeding": "per passage: blake2b(seed, passage id, sample number) drives each sampled token",
+        "execution": {"batch_size": config.batch_size, "device": generator.device,
+                      "dtype": dtype_name(generator.dtype)},
+        "counts": {"passages": total, "passages_done": len(done.done), "pairs": done.pairs,
+                   "queries_sampled": done.queries_sampled, "duplicates_dropped": done.duplicates_dropped,
+                   "filtered_out": done.filtered_out, "passages_without_query": done.passages_without_query},
+        "wall_seconds": round(done.wall_seconds, 2),
+        "output_file": describe_file(partial),
+        "complete": True,
+    })
+    os.replace(partial, output_path)
+    journal.unlink(missing_ok=True)
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
+
+
+def _refuse_other_run(path: Path, old_settings: dict, old_source: dict, settings: dict, source: dict, what: str,
+                      resume: bool = False) -> None:
+    """Refuse to mix settings or inputs in one pairs file, naming what differs."""
+    changed = {k: (old_settings.get(k), v) for k, v in settings.items() if old_settings.get(k) != v}
+    if old_source.get("limit") != source["limit"]:
+        changed["limit"] = (old_source.get("limit"), source["limit"])
+    if changed:
+        details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise GenqError(f"{path} {what} with other settings ({details})\n"
+                        f"  fix: rerun with the original settings{' to resume' if resume else ''}, pass --overwrite "
+                        "to start over, or write to another output path")
+    if old_source.get("fingerprint") != source["fingerprint"]:
+        raise GenqError(f"{path} {what} from another version of the passages file "
+                        f"({old_source.get('path')} has changed since, or another file was given)\n"
+                        "  fix: pass --overwrite to generate again for the current passages, or write to another "
+                        "output path")
 
 
 def _duration(seconds: float) -> str:
@@ -644,13 +751,6 @@ def _limited(items: Iterator[dict], limit: int | None) -> Iterator[dict]:
         if limit is not None and index >= limit:
             return
         yield item
-
-
-def _count_lines(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with open(path, "rb") as handle:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
 
 
 def iter_pairs(path: str | Path, errors=None) -> Iterator[tuple[int, dict]]:

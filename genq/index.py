@@ -18,7 +18,6 @@ index that loads; ``--add`` builds the grown index the same way.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -26,7 +25,6 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

@@ -189,6 +189,20 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def describe_file(path: str | os.PathLike) -> dict:
+    """What a finished output's metadata records about it, so a later run knows it is still that file."""
+    return {"bytes": Path(path).stat().st_size, "fingerprint": file_fingerprint(path)}
+
+
+def is_described_file(description: dict | None, path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the very file ``description`` was written for (not deleted, replaced or edited)."""
+    path = Path(path)
+    description = description or {}
+    if not path.is_file() or path.stat().st_size != description.get("bytes"):
+        return False
+    return file_fingerprint(path) == description.get("fingerprint")
+
+
 # --------------------------------------------------------------------------- output directories
 
 
@@ -412,6 +426,11 @@ class JsonlAppender:
         if self._fsync:
             os.fsync(self._handle.fileno())
         return text.count("\n")
+
+    @property
+    def position(self) -> int:
+        """Bytes in the file after the last batch: what a journal records as valid."""
+        return os.fstat(self._handle.fileno()).st_size
 
     def close(self) -> None:
         if not self._handle.closed:

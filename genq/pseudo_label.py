@@ -26,7 +26,6 @@ an old result only once the new one is whole.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -40,7 +39,17 @@ import numpy as np
 from genq import __version__
 from genq.encode import passage_text
 from genq.generate import iter_pairs
-from genq.io import DataError, GenqError, JsonlAppender, read_json, write_json_atomic
+from genq.io import (
+    DataError,
+    GenqError,
+    JsonlAppender,
+    describe_file,
+    file_fingerprint,
+    is_described_file,
+    read_json,
+    refuse_same_path,
+    write_json_atomic,
+)
 from genq.retrieval import DEFAULT_RERANKER, Reranker
 
 logger = logging.getLogger(__name__)
@@ -99,14 +108,6 @@ def _partial_paths(output: Path) -> tuple[Path, Path]:
     return partial, partial.with_name(partial.name + ".progress.json")
 
 
-def _fingerprint(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=12)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _negatives_of(record: dict, path: Path, line: int) -> list[dict]:
     negatives = record.get("negatives")
     if negatives is None and record.get("negative") is not None:
@@ -163,18 +164,23 @@ def pseudo_label(
     pairs_path, output = Path(pairs_path), Path(output_path)
     if not pairs_path.exists():
         raise DataError(pairs_path, "does not exist", "check the pairs file path")
-    if output.exists() and os.path.samefile(output, pairs_path):
-        raise GenqError(f"the output {output} is the input file; write the labelled pairs to another file")
+    refuse_same_path([pairs_path], output)
     partial, progress_path = _partial_paths(output)
     meta_path = meta_path_for(output)
-    settings = {**config.settings(), "input": str(pairs_path.resolve()), "input_fingerprint": _fingerprint(pairs_path)}
+    settings = {**config.settings(), "input": str(pairs_path.resolve()),
+                "input_fingerprint": file_fingerprint(pairs_path)}
     summary = PseudoLabelSummary(str(output))
 
     if output.exists() and not overwrite:
         meta = read_json(meta_path, "pseudo-label metadata") if meta_path.exists() else None
-        if meta is None:
-            raise GenqError(f"{output} exists and was not written by `genq pseudo-label`; it is left alone\n"
-                            "  fix: choose another --output, or pass --overwrite to replace it")
+        if meta is None or not is_described_file(meta.get("output_file"), output):
+            if partial.exists() and progress_path.exists():
+                meta = None  # killed between writing the meta and renaming: the finished partial is renamed below
+            else:
+                raise GenqError(f"{output} exists and no {meta_path.name} describes it: `genq pseudo-label` did not "
+                                "write it, or it was changed since; it is left alone\n"
+                                "  fix: choose another --output, or pass --overwrite to replace it")
+    if output.exists() and not overwrite and meta is not None:
         if meta.get("settings") != settings:
             raise GenqError(f"{output} holds pseudo-labels made with other settings or another input\n"
                             "  fix: choose another --output, or pass --overwrite to label again")
@@ -276,8 +282,10 @@ def pseudo_label(
     if summary.written == 0:
         raise GenqError(f"every pair was dropped as inverted ({summary.dropped_inverted} of {summary.records}); "
                         f"nothing to train on\n  fix: run without --drop-inverted, or check the cross-encoder")
-    os.replace(partial, output)
+    # the meta names the finished file before it takes OUT's place, so a kill between the two is recognised
     write_json_atomic(meta_path, {"genq_version": __version__, "stage": "pseudo-label", "settings": settings,
-                                  "summary": summary.to_dict(), "created": time.strftime("%FT%T%z")})
+                                  "summary": summary.to_dict(), "output_file": describe_file(partial),
+                                  "created": time.strftime("%FT%T%z")})
+    os.replace(partial, output)
     progress_path.unlink(missing_ok=True)
     return summary

@@ -46,28 +46,99 @@ def test_seed_determinism(tmp_path, tiny_t5_dir, bike_passages):
     assert first.read_text() != third.read_text()
 
 
-def test_resume_after_crash_with_torn_line(tmp_path, tiny_t5_dir, bike_passages):
+class StopAfter:
+    """A generator that is killed (KeyboardInterrupt) after ``batches`` batches: an interrupted run."""
+
+    def __init__(self, real, batches):
+        self.real, self.left = real, batches
+        self.family, self.dtype, self.device = real.family, real.dtype, real.device
+
+    def input_length(self, passage):
+        return self.real.input_length(passage)
+
+    def generate(self, batch, seed):
+        if self.left == 0:
+            raise KeyboardInterrupt
+        self.left -= 1
+        return self.real.generate(batch, seed)
+
+
+def sorted_lines(path):
+    return sorted(path.read_text().splitlines())
+
+
+def test_resume_after_crash_equals_an_uninterrupted_run(tmp_path, tiny_t5_dir, bike_passages):
+    """A run killed mid-way, with a torn line and an unlogged batch left in its partial file, resumes to
+    exactly the pairs and counts of an uninterrupted run (per-passage seeds), whatever the batch size."""
+    from genq.generate import run_paths
+
     reference = tmp_path / "reference.jsonl"
-    generate_pairs(bike_passages, reference, config_for(tiny_t5_dir, batch_size=1), progress=False)
+    generate_pairs(bike_passages, reference, config_for(tiny_t5_dir, batch_size=3), progress=False)
     out = tmp_path / "pairs.jsonl"
-    generate_pairs(bike_passages, out, config_for(tiny_t5_dir, batch_size=1), progress=False)
-    full = out.read_text()
-    # simulate kill -9: the file holds some complete lines and half of the next one; meta says incomplete
-    kept_lines = full.splitlines(keepends=True)[:7]
-    out.write_text("".join(kept_lines) + kept_lines[0][:15])
-    meta = json.loads(meta_path_for(out).read_text())
-    meta["complete"] = False
-    meta_path_for(out).write_text(json.dumps(meta))
-    summary = generate_pairs(bike_passages, out, config_for(tiny_t5_dir, batch_size=1), progress=False)
-    assert summary.torn_bytes_dropped == 15
-    assert 0 < summary.passages_skipped_as_done < 8
-    pairs = lines(out)
-    ids = [p["passage_id"] for p in pairs]
-    # every passage present, none doubled: each passage's lines are contiguous and appear once
-    groups = [ids[0]] + [b for a, b in zip(ids, ids[1:]) if a != b]
-    assert sorted(groups) == sorted(set(groups)) and len(set(groups)) == 8
-    assert all(len(set(p["query"] for p in pairs if p["passage_id"] == g)) ==
-               len([p for p in pairs if p["passage_id"] == g]) for g in groups)
+    config = config_for(tiny_t5_dir, batch_size=2)
+    real = QueryGenerator(config)
+    with pytest.raises(KeyboardInterrupt):
+        generate_pairs(bike_passages, out, config, progress=False, generator=StopAfter(real, 2))
+    partial, journal = run_paths(out)
+    assert not out.exists() and not meta_path_for(out).exists() and partial.exists() and journal.exists()
+    logged = partial.stat().st_size
+    # a batch written but not logged, then half a line: what a kill -9 between the two writes leaves
+    unlogged = reference.read_text().splitlines(keepends=True)[0] + '{"query": "ha'
+    partial.write_text(partial.read_text() + unlogged)
+    summary = generate_pairs(bike_passages, out, config, progress=False, generator=real)
+    assert summary.torn_bytes_dropped == len(unlogged.encode())
+    assert summary.passages_skipped_as_done == 4 and summary.passages_generated == 4
+    assert sorted_lines(out) == sorted_lines(reference)
+    assert not partial.exists() and not journal.exists() and logged > 0
+    counts, expected = (json.loads(meta_path_for(path).read_text())["counts"] for path in (out, reference))
+    assert counts == expected and counts["pairs"] == len(out.read_text().splitlines())
+
+
+def test_deleted_output_and_changed_input_are_not_complete(tmp_path, tiny_t5_dir, bike_passages):
+    out = tmp_path / "pairs.jsonl"
+    generate_pairs(bike_passages, out, config_for(tiny_t5_dir), progress=False)
+    before = out.read_text()
+    out.unlink()  # the meta stays behind: it must not vouch for a file that is gone
+    summary = generate_pairs(bike_passages, out, config_for(tiny_t5_dir), progress=False)
+    assert not summary.already_complete and out.read_text() == before
+    # another passages file with the same number of passages
+    changed = write_jsonl(tmp_path / "changed.jsonl", [
+        {**json.loads(line), "text": json.loads(line)["text"] + " again"}
+        for line in bike_passages.read_text().splitlines()])
+    with pytest.raises(GenqError, match="another version of the passages file"):
+        generate_pairs(changed, out, config_for(tiny_t5_dir), progress=False)
+    assert out.read_text() == before
+    # a file edited by hand is no longer the one the meta describes
+    out.write_text(before + before.splitlines(keepends=True)[0])
+    with pytest.raises(GenqError, match="no pairs.meta.json describes it"):
+        generate_pairs(bike_passages, out, config_for(tiny_t5_dir), progress=False)
+
+
+def test_output_equal_to_input_is_refused(tmp_path, tiny_t5_dir, bike_passages):
+    before = bike_passages.read_text()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(bike_passages)
+    runner = CliRunner()
+    for target in (bike_passages, link):
+        result = runner.invoke(main, ["generate", str(bike_passages), "-o", str(target), "--overwrite",
+                                      "--generator", str(tiny_t5_dir)])
+        assert result.exit_code == 2 and "would destroy the input" in result.output, result.output
+    assert bike_passages.read_text() == before
+
+
+def test_overwrite_keeps_the_old_pairs_until_the_new_ones_are_complete(tmp_path, tiny_t5_dir, bike_passages):
+    out = tmp_path / "pairs.jsonl"
+    generate_pairs(bike_passages, out, config_for(tiny_t5_dir), progress=False)
+    before, meta_before = out.read_text(), meta_path_for(out).read_text()
+    with pytest.raises(GenqError, match="top-p"):
+        generate_pairs(bike_passages, out, config_for(tiny_t5_dir, top_p=5), overwrite=True, progress=False)
+    config = config_for(tiny_t5_dir, seed=7)
+    with pytest.raises(KeyboardInterrupt):
+        generate_pairs(bike_passages, out, config, overwrite=True, progress=False,
+                       generator=StopAfter(QueryGenerator(config), 1))
+    assert out.read_text() == before and meta_path_for(out).read_text() == meta_before
+    generate_pairs(bike_passages, out, config, overwrite=True, progress=False)
+    assert out.read_text() != before and json.loads(meta_path_for(out).read_text())["parameters"]["seed"] == 7
 
 
 def test_finished_rerun_is_noop_and_changed_settings_refused(tmp_path, tiny_t5_dir, bike_passages):

@@ -65,27 +65,32 @@ def test_adapt_end_to_end_skip_and_rerun_on_change(tmp_path, raw_corpus, tiny_t5
     assert statuses["generate"] == "skipped" and statuses["filter"] == "ran" and statuses["train"] == "ran"
 
 
-def test_adapt_continues_interrupted_generation(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
+def test_adapt_continues_interrupted_generation(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir, monkeypatch):
+    from genq.generate import QueryGenerator
+
     run_dir = tmp_path / "run"
     runner = CliRunner()
-    assert runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir)).exit_code == 0
-    # simulate an interruption in generate: manifest says running, the pairs file is cut short
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    for stage in ("train", "index"):
-        manifest["stages"].pop(stage)
-    manifest["stages"]["generate"]["status"] = "running"
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
-    meta = json.loads((run_dir / "pairs.meta.json").read_text())
-    meta["complete"] = False
-    (run_dir / "pairs.meta.json").write_text(json.dumps(meta))
-    pairs = (run_dir / "pairs.jsonl").read_text().splitlines(keepends=True)
-    (run_dir / "pairs.jsonl").write_text("".join(pairs[:len(pairs) // 2]))
-    result = runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir))
+    real_generate, calls = QueryGenerator.generate, []
+
+    def interrupted(self, batch, seed):  # Ctrl-C during the second batch
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_generate(self, batch, seed)
+
+    monkeypatch.setattr(QueryGenerator, "generate", interrupted)
+    args = adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--gen-batch-size", "4")
+    result = runner.invoke(main, args)
+    assert result.exit_code == 130 and not (run_dir / "pairs.jsonl").exists(), result.output
+    monkeypatch.setattr(QueryGenerator, "generate", real_generate)
+    result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     statuses = stage_status(result.output)
     assert statuses["prepare"] == "skipped" and statuses["generate"] == "resumed" and statuses["train"] == "ran"
     ids = [json.loads(x)["passage_id"] for x in (run_dir / "pairs.jsonl").read_text().splitlines()]
     assert len(set(ids)) == 10
+    meta = json.loads((run_dir / "pairs.meta.json").read_text())
+    assert meta["counts"]["pairs"] == len(ids) and meta["counts"]["passages_done"] == 10
 
 
 def test_adapt_with_negatives_and_evaluation(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
