@@ -115,7 +115,7 @@ def test_rerun_is_a_no_op_and_changed_settings_are_refused(tmp_path, reranker):
         pseudo_label(pairs, out, PseudoLabelConfig(drop_inverted=True), progress=False, reranker=reranker)
     assert out.read_bytes() == before
     foreign = write_jsonl(tmp_path / "mine.jsonl", [{"a": 1}])
-    with pytest.raises(GenqError, match="not written by"):
+    with pytest.raises(GenqError, match="did not write it"):
         pseudo_label(pairs, foreign, progress=False, reranker=reranker)
     with pytest.raises(GenqError, match="input"):
         pseudo_label(pairs, pairs, progress=False, reranker=reranker)
