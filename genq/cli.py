@@ -406,7 +406,8 @@ def train_config(options: dict, device=None):
 @training_options
 @click.option("--device", default=None, help="cpu, cuda, mps (default: the best available).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output directory.")
-@click.option("--overwrite", is_flag=True, help="Replace whatever the output directory holds.")
+@click.option("--overwrite", is_flag=True,
+              help="Train again; the genq model at --output is replaced once the new one is complete.")
 @option("--eval-data", "eval_beir", old=("--eval-beir",), type=click.Path(file_okay=False),
         help="Labelled BEIR folder: evaluate base and trained model at the end.")
 @user_errors

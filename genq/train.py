@@ -27,14 +27,21 @@ from pathlib import Path
 
 from genq import __version__
 from genq.generate import iter_pairs
-from genq.io import DataError, GenqError, describe_error, write_json_atomic
-from genq.models import resolve_model
+from genq.io import (
+    DataError,
+    GenqError,
+    check_output_dir,
+    describe_error,
+    read_json,
+    replacing_directory,
+    write_json_atomic,
+)
+from genq.models import RUN_RECORD, resolve_model
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 LOSSES = ("mnrl", "cached-mnrl", "margin-mse")
-RUN_RECORD = "genq_training.json"
 # Settings that define a run: resuming into a directory with other values is refused.
 RUN_KEYS = ("base_model", "loss", "epochs", "batch_size", "lr", "warmup_ratio", "max_seq_length", "seed", "scale",
             "similarity", "eval_share", "no_duplicates", "mini_batch_size")
@@ -206,35 +213,76 @@ def _ir_evaluator(train: list[dict], evaluation: list[dict], max_corpus: int = 2
 # --------------------------------------------------------------------------- the run
 
 
-def _check_output_dir(output: Path, settings: dict, resume: bool, overwrite: bool) -> None:
-    record = output / RUN_RECORD
-    if not output.exists() or not any(output.iterdir()):
-        return
-    if overwrite:
-        import shutil
+def _check_output_dir(output: Path, settings: dict, resume: bool, overwrite: bool) -> bool:
+    """Whether an earlier genq run at ``output`` is to be replaced (the new one trains beside it).
 
-        shutil.rmtree(output)
-        return
-    if not record.exists():
-        raise GenqError(f"{output} exists and is not a genq training directory; it is left alone\n"
-                        "  fix: choose another --output, or pass --overwrite to replace it")
-    previous = json.loads(record.read_text())
+    Only a directory genq trained into (it holds ``genq_training.json``) is ever replaced,
+    and only with ``overwrite``; a run with the same settings may be resumed in place.
+    """
+    record = output / RUN_RECORD
+    if overwrite or not record.exists():
+        return check_output_dir(output, RUN_RECORD, "training run", overwrite=True)
+    previous = read_json(record, "training record")
     changed = {k: (previous.get("settings", {}).get(k), v) for k, v in settings.items()
                if previous.get("settings", {}).get(k) != v}
     if changed:
         details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
         raise GenqError(f"{output} holds a training run with other settings ({details})\n"
-                        "  fix: choose another --output, or pass --overwrite to replace it")
+                        "  fix: choose another --output, or pass --overwrite to replace it once the new one is done")
+    if previous.get("complete"):
+        raise GenqError(f"{output} already holds a finished training run with these settings\n"
+                        "  fix: use it as it is, or pass --overwrite to train again (the old model stays until "
+                        "the new one is complete)")
     if not resume:
-        raise GenqError(f"{output} already holds a training run with these settings\n"
+        raise GenqError(f"{output} holds an unfinished training run with these settings\n"
                         "  fix: pass --resume to continue it, or --overwrite to train again")
+    return False
+
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def checkpoint_is_complete(directory: Path) -> bool:
+    """Whether every file a resume reads in a Trainer checkpoint was written whole.
+
+    The Trainer writes a checkpoint in place, ``trainer_state.json`` last; a kill mid-save
+    leaves a folder without it, or with a truncated weights/optimizer file: safetensors files
+    are checked against the sizes their header declares, torch files for their zip directory.
+    """
+    import zipfile
+
+    try:
+        json.loads((directory / "trainer_state.json").read_text(encoding="utf-8"))
+        for path in directory.rglob("*"):
+            if path.suffix == ".safetensors":
+                with open(path, "rb") as handle:
+                    header_size = int.from_bytes(handle.read(8), "little")
+                    header = json.loads(handle.read(header_size))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+                if path.stat().st_size != 8 + header_size + end:
+                    return False
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                with zipfile.ZipFile(path) as archive:
+                    archive.namelist()
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        return False
+    return True
 
 
 def last_checkpoint(output: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    checkpoints = output / "checkpoints"
-    return get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None
+    """The newest complete checkpoint of a run; newer, partly written ones (a kill mid-save) are removed."""
+    folder = output / "checkpoints"
+    if not folder.is_dir():
+        return None
+    found = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
+                    and p.name[len(CHECKPOINT_PREFIX):].isdigit()),
+                   key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), reverse=True)
+    for checkpoint in found:
+        if checkpoint_is_complete(checkpoint):
+            return str(checkpoint)
+        logger.warning("removing %s: a save interrupted before it was complete", checkpoint)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
 
 
 def train_bi_encoder(
@@ -254,24 +302,14 @@ def train_bi_encoder(
     margin_mse = config.loss == "margin-mse"
     rows, negatives_per_pair = read_training_pairs(pairs_path, need_margins=margin_mse)
     settings = {k: getattr(config, k) for k in RUN_KEYS}
-    _check_output_dir(output, settings, resume, overwrite)
+    replacing = _check_output_dir(output, settings, resume, overwrite)
     if len(rows) < 2:
         raise DataError(pairs_path, f"holds {len(rows)} pair(s); training needs at least 2",
                         "generate more queries, or relax the filters")
 
     import torch
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-        losses,
-    )
+    from sentence_transformers import SentenceTransformer, losses
     from sentence_transformers import util as st_util
-
-    try:
-        from sentence_transformers.base.sampler import BatchSamplers
-    except ImportError:  # sentence-transformers 3.x - 5.x
-        from sentence_transformers.training_args import BatchSamplers
 
     torch.manual_seed(config.seed)
     train_rows, eval_rows = split_by_passage(rows, config.eval_share, config.seed)
@@ -302,6 +340,28 @@ def train_bi_encoder(
         summary.train_pairs, summary.eval_pairs = len(rows), 0
     evaluator = _ir_evaluator(train_rows, eval_rows) if eval_rows else None
     batch_size = min(config.batch_size, len(train_rows))
+    if replacing:  # the old model stays usable until the new one is complete
+        with replacing_directory(output) as building:
+            _fit(building, model, loss, evaluator, train_rows, batch_size, negatives_per_pair, margin_mse, config,
+                 settings, pairs_path, summary, resume=False, progress=progress, started=started)
+        return summary
+    _fit(output, model, loss, evaluator, train_rows, batch_size, negatives_per_pair, margin_mse, config, settings,
+         pairs_path, summary, resume=resume, progress=progress, started=started)
+    return summary
+
+
+def _fit(output: Path, model, loss, evaluator, train_rows: list[dict], batch_size: int, negatives_per_pair: int,
+         margin_mse: bool, config: TrainConfig, settings: dict, pairs_path: Path, summary: TrainSummary,
+         resume: bool, progress: bool, started: float) -> None:
+    """Train into ``output`` (checkpoints under it), save the model, its log, curve and card, then mark it done."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    try:
+        from sentence_transformers.base.sampler import BatchSamplers
+    except ImportError:  # sentence-transformers 3.x - 5.x
+        from sentence_transformers.training_args import BatchSamplers
+
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "pairs_file": str(pairs_path),
                                             "settings": settings, "complete": False})
@@ -333,7 +393,9 @@ def train_bi_encoder(
     checkpoint = last_checkpoint(output) if resume else None
     summary.resumed_from = checkpoint
     if resume and checkpoint is None:
-        logger.info("no checkpoint in %s; training from the start", output / "checkpoints")
+        logger.warning("no complete checkpoint in %s; training from the start", output / "checkpoints")
+    elif checkpoint is not None:
+        logger.warning("resuming from %s", checkpoint)
     _quiet_trainer(trainer)
     output_of_training = trainer.train(resume_from_checkpoint=checkpoint)
     if evaluator is not None:
@@ -352,7 +414,6 @@ def train_bi_encoder(
                                             "settings": settings, "complete": True, "summary": summary.to_dict()})
     # checkpoints (optimizer state included: several times the model's size) serve only a resume; the run is done
     shutil.rmtree(output / "checkpoints", ignore_errors=True)
-    return summary
 
 
 MIN_HELDOUT_PAIRS = 20  # fewer held-out queries than this make an nDCG that says nothing

@@ -104,29 +104,66 @@ def test_short_runs_still_log_a_loss_curve_and_leave_no_checkpoints(tmp_path, ti
     assert (out / "loss_curve.png").stat().st_size > 5000
 
 
-def test_output_dir_protection_and_resume(tmp_path, tiny_encoder_dir):
+def test_output_dir_protection_and_resume(tmp_path, tiny_encoder_dir, caplog):
+    from sentence_transformers import SentenceTransformer
+
+    from genq.models import resolve_model
+
     pairs = pairs_file(tmp_path)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(GenqError, match="not a genq training directory"):
-        train_bi_encoder(pairs, foreign, small_config(tiny_encoder_dir), progress=False)
-    assert (foreign / "notes.txt").read_text() == "mine"
+    for overwrite in (False, True):  # a folder genq did not write is never replaced, not even with --overwrite
+        with pytest.raises(GenqError, match="never replaces what it did not write"):
+            train_bi_encoder(pairs, foreign, small_config(tiny_encoder_dir), overwrite=overwrite, progress=False)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
 
     out = tmp_path / "model"
-    # a run killed after its step-4 checkpoint, before it finished (a finished run removes its checkpoints)
-    import genq.train
+    # killed during the final model save: checkpoints stay, the record says unfinished
+    real_save = SentenceTransformer.save
+
+    def killed(self, path, *args, **kwargs):  # the final save, not a checkpoint's
+        if "checkpoint-" not in str(path):
+            raise KeyboardInterrupt
+        return real_save(self, path, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(genq.train, "shutil", type("NoRemoval", (), {"rmtree": staticmethod(lambda *a, **k: None)}))
-        train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, max_steps=4), progress=False)
+        patch.setattr(SentenceTransformer, "save", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train_bi_encoder(pairs, out, small_config(tiny_encoder_dir), progress=False)
+    assert json.loads((out / "genq_training.json").read_text())["complete"] is False
+    with caplog.at_level("WARNING"):
+        resolve_model(str(out))  # what `genq index -m` does first
+    assert "unfinished training run" in caplog.text
+    checkpoints = out / "checkpoints"
+    newest = max(checkpoints.iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    # a later save killed half-way, and the newest save's optimizer state cut short
+    (checkpoints / "checkpoint-99").mkdir()
+    (checkpoints / "checkpoint-99" / "config.json").write_text("{}")
+    optimizer = newest / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:100])
     with pytest.raises(GenqError, match="other settings"):
-        train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, max_steps=4, lr=1e-3), progress=False)
+        train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, lr=1e-3), progress=False)
     with pytest.raises(GenqError, match="--resume"):
-        train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, max_steps=4), progress=False)
-    # the first run stopped at step 4 of 5 (an interruption); resume continues from checkpoint-4 to the end
+        train_bi_encoder(pairs, out, small_config(tiny_encoder_dir), progress=False)
     summary = train_bi_encoder(pairs, out, small_config(tiny_encoder_dir), resume=True, progress=False)
-    assert summary.resumed_from and summary.resumed_from.endswith("checkpoint-4") and summary.steps == 5
+    assert summary.resumed_from and not summary.resumed_from.endswith(("checkpoint-99", newest.name))
+    assert summary.steps == 5 and json.loads((out / "genq_training.json").read_text())["complete"] is True
+    with pytest.raises(GenqError, match="finished training run"):
+        train_bi_encoder(pairs, out, small_config(tiny_encoder_dir), resume=True, progress=False)
+
+    # --overwrite: a typo fails before anything is touched; an interrupted retrain leaves the old model whole
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(GenqError, match="does not exist"):
+        train_bi_encoder(pairs, out, small_config(tmp_path / "typo"), overwrite=True, progress=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SentenceTransformer, "save", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, lr=1e-3), overwrite=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".model")] == []
+    summary = train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, lr=1e-3), overwrite=True, progress=False)
+    assert json.loads((out / "genq_training.json").read_text())["settings"]["lr"] == 1e-3
 
 
 def test_bad_pairs(tmp_path, tiny_encoder_dir):
