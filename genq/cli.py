@@ -329,7 +329,7 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, **optio
     if export_:
         from genq.exports import export_pairs
 
-        result = export_pairs(output, export_[0], export_[1])
+        result = export_pairs(output, export_[0], export_[1], overwrite=overwrite)
         say(f"  exported ({result['format']}) to {result['output']}")
 
 
@@ -338,12 +338,13 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, **optio
 @click.option("--format", "format_", required=True,
               type=click.Choice(["beir", "dpr", "flag", "simpletransformers", "hf"]))
 @click.option("-o", "--output", required=True, type=click.Path(), help="File or folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export at --output once the new one is complete.")
 @user_errors
-def export_command(pairs, format_, output):
+def export_command(pairs, format_, output, overwrite):
     """Write PAIRS for another tool: BEIR, DPR/Haystack, FlagEmbedding, simpletransformers, HF datasets."""
     from genq.exports import export_pairs
 
-    result = export_pairs(pairs, format_, output)
+    result = export_pairs(pairs, format_, output, overwrite=overwrite)
     say(" ".join(f"{k}={v}" for k, v in result.items()))
 
 

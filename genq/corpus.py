@@ -31,6 +31,7 @@ from genq.io import (
     describe_error,
     dumps_line,
     iter_jsonl,
+    refuse_same_path,
     require_file,
 )
 from genq.models import resolve_model
@@ -571,8 +572,7 @@ def prepare_corpus(
     existing output file is left untouched by a failed run.
     """
     input_path, output_path = Path(input_path), Path(output_path)
-    if output_path.resolve() == input_path.resolve():
-        raise GenqError(f"the output {output_path} is the input; choose another output path")
+    refuse_same_path([input_path], output_path)
     started = time.perf_counter()
     errors = ErrorTally(on_error)
     fmt = check_input(input_path, format)

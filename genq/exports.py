@@ -20,9 +20,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from genq.generate import iter_pairs
-from genq.io import GenqError, atomic_write, dumps_line
+from genq.io import (
+    GenqError,
+    atomic_write,
+    check_output_dir,
+    dumps_line,
+    refuse_same_path,
+    replacing_directory,
+    write_json_atomic,
+)
 
 EXPORT_FORMATS = ("beir", "dpr", "flag", "simpletransformers", "hf")
+EXPORT_MARKER = "genq_export.json"  # marks a folder genq exported into, so a later export may replace it
 
 
 def _negatives(pair: dict) -> list[dict]:
@@ -34,7 +43,13 @@ def _negatives(pair: dict) -> list[dict]:
 
 
 def export_beir(pairs_path: str | Path, out_dir: str | Path, prefix: str = "gen") -> dict:
-    out_dir = Path(out_dir)
+    with replacing_directory(out_dir) as building:
+        summary = _write_beir(pairs_path, building, prefix)
+        write_json_atomic(building / EXPORT_MARKER, {**summary, "pairs": str(pairs_path)})
+    return {**summary, "output": str(out_dir)}
+
+
+def _write_beir(pairs_path: str | Path, out_dir: Path, prefix: str) -> dict:
     corpus: dict[str, dict] = {}
     count = 0
     with atomic_write(out_dir / f"{prefix}-queries.jsonl") as queries, \
@@ -51,7 +66,7 @@ def export_beir(pairs_path: str | Path, out_dir: str | Path, prefix: str = "gen"
     with atomic_write(out_dir / "corpus.jsonl") as handle:
         for record in corpus.values():
             handle.write(dumps_line(record))
-    return {"format": "beir", "output": str(out_dir), "queries": count, "passages": len(corpus)}
+    return {"format": "beir", "queries": count, "passages": len(corpus)}
 
 
 def _ctx(passage_id, title, text) -> dict:
@@ -131,23 +146,30 @@ def export_hf(pairs_path, out_path) -> dict:
         with atomic_write(out_path, mode="wb") as handle:
             dataset.to_parquet(handle)
     else:
-        tmp = out_path.with_name(f".{out_path.name}.tmp")
-        dataset.save_to_disk(str(tmp))
-        if out_path.exists():
-            import shutil
-
-            shutil.rmtree(out_path)
-        tmp.rename(out_path)
+        with replacing_directory(out_path) as building:
+            dataset.save_to_disk(str(building))
+            write_json_atomic(building / EXPORT_MARKER, {"format": "hf", "pairs": str(pairs_path),
+                                                         "rows": len(dataset)})
     return {"format": "hf", "output": str(out_path), "rows": len(dataset)}
 
 
-def export_pairs(pairs_path: str | Path, format: str, out: str | Path) -> dict:
-    """Export ``pairs_path`` to ``out`` in ``format``; returns a small summary."""
+def export_pairs(pairs_path: str | Path, format: str, out: str | Path, overwrite: bool = False) -> dict:
+    """Export ``pairs_path`` to ``out`` in ``format``; returns a small summary.
+
+    An existing export is replaced only with ``overwrite`` (a folder only if genq exported
+    into it: it holds ``genq_export.json``), and never the pairs file itself.
+    """
     writers = {"beir": export_beir, "dpr": export_dpr, "flag": export_flag,
                "simpletransformers": export_simpletransformers, "hf": export_hf}
     if format not in writers:
         raise GenqError(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out)
+    refuse_same_path([pairs_path], out)
+    if format == "beir" or (format == "hf" and out.suffix != ".parquet"):
+        check_output_dir(out, EXPORT_MARKER, f"{format} export", overwrite)
+    elif out.exists() and not overwrite:
+        raise GenqError(f"{out} already exists\n  fix: pass --overwrite to replace it once the export is complete, "
+                        "or choose another -o/--output")
     created = next((d for d in reversed([out, *out.parents]) if not d.exists()), None)
     try:
         return writers[format](pairs_path, out)

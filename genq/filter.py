@@ -18,7 +18,7 @@ import numpy as np
 from genq.corpus import load_passages
 from genq.encode import Encoder
 from genq.generate import iter_pairs
-from genq.io import DataError, GenqError, atomic_write, dumps_line, write_json_atomic
+from genq.io import DataError, GenqError, atomic_write, dumps_line, refuse_same_path, write_json_atomic
 from genq.retrieval import DenseCorpus
 
 
@@ -69,6 +69,7 @@ def filter_pairs(
         raise GenqError("--top-k must be at least 1")
     started = time.perf_counter()
     pairs_path, output_path = Path(pairs_path), Path(output_path)
+    refuse_same_path([pairs_path, corpus_path], output_path)
     passages = load_passages(corpus_path)
     encoder = model if isinstance(model, Encoder) else Encoder(model, dtype=dtype)
     cache_dir = cache_dir if cache_dir is not None else output_path.parent / ".genq-cache"

@@ -22,7 +22,7 @@ import numpy as np
 from genq.corpus import load_passages
 from genq.encode import Encoder
 from genq.generate import iter_pairs
-from genq.io import DataError, GenqError, atomic_write, dumps_line
+from genq.io import DataError, GenqError, atomic_write, dumps_line, refuse_same_path
 from genq.retrieval import DenseCorpus, LexicalCorpus
 
 SAMPLING = ("top", "random")
@@ -84,6 +84,7 @@ def mine_negatives(
     config.validate()
     started = time.perf_counter()
     pairs_path, output_path = Path(pairs_path), Path(output_path)
+    refuse_same_path([pairs_path, corpus_path], output_path)
     passages = load_passages(corpus_path)
     retrievers = []
     if config.retriever in ("dense", "both"):

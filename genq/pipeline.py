@@ -160,6 +160,11 @@ def adapt(
     resolve_model(config.training.base_model, what="base model")
     if config.gpl:
         resolve_model(config.pseudo_label.cross_encoder, what="cross-encoder")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / MANIFEST).exists():
+        raise GenqError(f"{run_dir} is not empty and is not a genq run directory (it has no {MANIFEST}); genq "
+                        "never writes into a folder it did not make\n  fix: name a new or empty folder with -o")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GenqError(f"{run_dir} is a file, not a run directory\n  fix: name a new or empty folder with -o")
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(run_dir, str(corpus_path))
     paths = {"passages": run_dir / "passages.jsonl", "pairs": run_dir / "pairs.jsonl",
