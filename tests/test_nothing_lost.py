@@ -1,0 +1,165 @@
+"""Issue 16, "nothing lost": no command destroys what it did not write, every crash point resumes.
+
+Each test names the numbered defect it reproduces. Resume-after-kill of generate, train and
+pseudo-label lives beside each stage's other tests (test_generate, test_train, test_gpl).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from click.testing import CliRunner
+
+from genq.cli import main
+from genq.index import build_index, read_index_meta
+from genq.io import recover_interrupted_swap, replacing_directory
+
+from .conftest import write_jsonl
+
+
+def dead_pid() -> int:
+    """A process id that is not running (the child of a finished fork)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+# 1. a directory genq did not write is never replaced (index, export hf/beir, adapt run dir)
+def test_index_refuses_a_folder_it_did_not_write(tmp_path, tiny_encoder_dir, bike_passages):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "thesis.txt").write_text("precious")
+    for extra in ([], ["--overwrite"]):
+        result = invoke("index", bike_passages, "-m", tiny_encoder_dir, "-o", docs, "--dtype", "float32", *extra)
+        assert result.exit_code == 2 and "never replaces what it did not write" in result.output, result.output
+    assert [p.name for p in docs.iterdir()] == ["thesis.txt"]
+    # its own index: only with --overwrite
+    out = tmp_path / "index"
+    assert invoke("index", bike_passages, "-m", tiny_encoder_dir, "-o", out, "--dtype", "float32").exit_code == 0
+    result = invoke("index", bike_passages, "-m", tiny_encoder_dir, "-o", out, "--dtype", "float32")
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert invoke("index", bike_passages, "-m", tiny_encoder_dir, "-o", out, "--dtype", "float32",
+                  "--overwrite").exit_code == 0
+
+
+def test_index_into_the_current_directory_is_refused(tmp_path, tiny_encoder_dir, bike_passages, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for target in (".", tmp_path.parent):
+        result = invoke("index", bike_passages, "-m", tiny_encoder_dir, "-o", target, "--overwrite")
+        assert result.exit_code == 2 and "current directory" in result.output, result.output
+        assert "Traceback" not in result.output
+    assert bike_passages.exists()
+
+
+def test_export_refuses_a_folder_it_did_not_write(tmp_path, bike_passages):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"query": "oil the chain", "passage_id": "chain",
+                                                    "passage": "clean the chain", "title": ""}])
+    beir = tmp_path / "beir-data"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_text("the user's own corpus\n")
+    for fmt in ("hf", "beir"):
+        result = invoke("export", pairs, "--format", fmt, "-o", beir, "--overwrite")
+        assert result.exit_code == 2 and "never replaces" in result.output, result.output
+    assert (beir / "corpus.jsonl").read_text() == "the user's own corpus\n"
+    out = tmp_path / "exported"
+    assert invoke("export", pairs, "--format", "hf", "-o", out).exit_code == 0
+    assert invoke("export", pairs, "--format", "hf", "-o", out).exit_code == 2
+    assert invoke("export", pairs, "--format", "hf", "-o", out, "--overwrite").exit_code == 0
+    import datasets
+
+    assert len(datasets.load_from_disk(str(out))) == 1
+
+
+def test_adapt_refuses_a_folder_that_is_not_a_run(tmp_path, bike_passages):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "passages.jsonl").write_text("mine\n")
+    result = invoke("adapt", bike_passages, "-o", home, "--tokenizer", "words")
+    assert result.exit_code == 2 and "not a genq run directory" in result.output, result.output
+    assert (home / "passages.jsonl").read_text() == "mine\n"
+
+
+# 2. output == input is refused in every command, through symlinks too
+def test_output_equal_to_input_is_refused_everywhere(tmp_path, tiny_encoder_dir, bike_passages):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"query": "oil the chain", "passage_id": "chain",
+                                                    "passage": "clean the chain", "title": ""}])
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(pairs)
+    before = {p: p.read_bytes() for p in (pairs, bike_passages)}
+    commands = [
+        ("corpus", "prepare", bike_passages, "-o", bike_passages, "--tokenizer", "words"),
+        ("filter", pairs, "--corpus", bike_passages, "-o", link, "--base-model", tiny_encoder_dir),
+        ("filter", pairs, "--corpus", bike_passages, "-o", bike_passages, "--base-model", tiny_encoder_dir),
+        ("mine-negatives", pairs, "--corpus", bike_passages, "-o", pairs, "--base-model", tiny_encoder_dir),
+        ("export", pairs, "--format", "flag", "-o", link, "--overwrite"),
+        ("pseudo-label", link, "-o", pairs, "--overwrite"),
+    ]
+    for command in commands:
+        result = invoke(*command)
+        assert result.exit_code == 2 and "would destroy the input" in result.output, (command, result.output)
+    assert {p: p.read_bytes() for p in before} == before
+
+
+# 6. a kill between the two renames of a swap, and a kill mid-build, are undone on the next run
+def test_a_swap_killed_between_its_renames_is_recovered(tmp_path, tiny_encoder_dir, bike_passages):
+    out = tmp_path / "index"
+    build_index(bike_passages, str(tiny_encoder_dir), out, dtype="float32", progress=False)
+    files = sorted(p.name for p in out.iterdir())
+    pid = dead_pid()
+    os.replace(out, tmp_path / f".index.old-{pid}")  # the old one moved aside, the new one never arrived
+    (tmp_path / f".index.building-{pid}").mkdir()
+    (tmp_path / f".index.building-{pid}" / "index.faiss").write_bytes(b"half")
+    meta = read_index_meta(out)  # the next reader puts it back
+    assert meta["passages"] == 8 and sorted(p.name for p in out.iterdir()) == files
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".index")] == []
+
+
+def test_recovery_leaves_a_live_process_alone(tmp_path):
+    out = tmp_path / "thing"
+    with replacing_directory(out) as building:
+        (building / "a").write_text("1")
+        # while this process builds, its own .building-PID sibling is not a leftover
+        assert recover_interrupted_swap(out) == []
+        assert building.exists()
+    assert (out / "a").read_text() == "1"
+    old = tmp_path / f".thing.old-{dead_pid()}"
+    old.mkdir()
+    assert recover_interrupted_swap(out) and not old.exists() and (out / "a").exists()
+
+
+# 9. an unwritable output is a one-line error, not a PermissionError traceback
+def test_unwritable_output_is_a_clear_error(tmp_path, bike_passages, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = invoke("corpus", "prepare", bike_passages, "-o", blocker / "passages.jsonl", "--tokenizer", "words")
+    assert result.exit_code == 1 and "error:" in result.output and "Traceback" not in result.output, result.output
+    if os.geteuid() != 0:  # root writes anywhere: the permission case needs a normal user
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        result = invoke("corpus", "prepare", bike_passages, "-o", locked / "p.jsonl", "--tokenizer", "words")
+        assert result.exit_code == 1 and "Permission denied" in result.output
+
+
+# 15. every output honours the umask, whether written through io.py or by the index builder
+def test_outputs_honour_the_umask(tmp_path, tiny_encoder_dir, bike_passages):
+    old = os.umask(0o027)
+    try:
+        passages = tmp_path / "prepared.jsonl"
+        assert invoke("corpus", "prepare", bike_passages, "-o", passages, "--tokenizer", "words").exit_code == 0
+        build_index(passages, str(tiny_encoder_dir), tmp_path / "index", dtype="float32", progress=False)
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in [passages, *(tmp_path / "index").rglob("*")] if p.is_file()}
+    assert set(modes.values()) == {0o640}, modes
+    assert json.loads((tmp_path / "index" / "index.json").read_text())["passages"] == 8
