@@ -30,7 +30,10 @@ from genq.io import (
     atomic_write,
     describe_error,
     dumps_line,
+    find_lone_surrogate,
     iter_jsonl,
+    open_input,
+    parse_json_text,
     refuse_same_path,
     require_file,
 )
@@ -144,15 +147,39 @@ class FieldMap:
         if self.text_field not in record:
             raise DataError(path, f"record has no text field {self.text_field!r}",
                             "give every record a text, or pass --on-error skip to drop such records", line)
-        text = record.get(self.text_field)
-        title = record.get(self.title_field) if self.title_field else ""
-        return Document(str(doc_id).strip(), "" if title is None else str(title),
-                        "" if text is None else str(text), where)
+        return Document(_id_text(doc_id, self.id_field, path, line),
+                        _field_text(record.get(self.title_field) if self.title_field else "", "title",
+                                    self.title_field, path, line),
+                        _field_text(record.get(self.text_field), "text", self.text_field, path, line), where)
+
+
+def _id_text(value, field_name: str, path: Path, line: int | None) -> str:
+    """An id as text: a string or a whole number; anything else would become an id nobody meant."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    raise DataError(path, f"the id in field {field_name!r} is a {type(value).__name__} ({str(value)[:40]}), "
+                          "not a string or a whole number",
+                    "give every record a string or integer id, or pass --on-error skip to drop such records", line)
+
+
+def _field_text(value, what: str, field_name: str | None, path: Path, line: int | None) -> str:
+    """A text or title field: a string (or missing/null, read as empty); numbers, lists and objects are refused."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    raise DataError(path, f"the {what} in field {field_name!r} is a {type(value).__name__}, not a string",
+                    f"store the {what} as a string, point --{what}-field at another field, or pass --on-error skip",
+                    line)
 
 
 def _decoded_lines(path: Path, errors: ErrorTally) -> Iterator[str]:
     """Yield text lines, reporting non-UTF-8 lines by number (skipped ones become empty)."""
-    with open(path, "rb") as handle:
+    with open_input(path) as handle:
         for line_number, raw in enumerate(handle, start=1):
             try:
                 yield raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
@@ -175,12 +202,18 @@ def _read_json_array(path: Path, fields: FieldMap, errors: ErrorTally) -> Iterat
 
     require_file(path, "JSON file")
     try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        with open_input(path) as handle:
+            data = parse_json_text(handle.read().decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise DataError(path, f"bytes that are not UTF-8 at byte {exc.start}", "re-encode the file as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise DataError(path, f"malformed JSON ({exc.msg}, column {exc.colno})",
                         "fix the JSON; for one record per line use a .jsonl file", exc.lineno) from None
+    except ValueError as exc:
+        raise DataError(path, f"malformed JSON ({exc})", "write plain JSON: finite numbers, shallow nesting") from None
+    if (where := find_lone_surrogate(data)) is not None:
+        raise DataError(path, f"{where} holds a lone UTF-16 surrogate escape (like \"\\ud800\"), which is not text",
+                        "fix or drop that value")
     if isinstance(data, dict):
         # {"id": {"title":..., "text":...}} or {"data": [...]}
         lists = [v for v in data.values() if isinstance(v, list)]
@@ -207,17 +240,54 @@ def _read_json_array(path: Path, fields: FieldMap, errors: ErrorTally) -> Iterat
 def _read_delimited(path: Path, fields: FieldMap, errors: ErrorTally, delimiter: str) -> Iterator[Document]:
     require_file(path, "CSV/TSV file")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    reader = csv.DictReader(_decoded_lines(path, errors), delimiter=delimiter)
-    if not reader.fieldnames:
+    name = "TSV" if delimiter == "\t" else "CSV"
+    lines = _decoded_lines(path, errors)
+    # strict: an unterminated quote is an error at its line, not the rest of the file swallowed into one cell
+    reader = csv.DictReader(lines, delimiter=delimiter, strict=True)
+    try:
+        header = reader.fieldnames
+    except csv.Error as exc:
+        raise DataError(path, f"the header row is not valid {name} ({exc})", "fix the quoting of the first line",
+                        1) from None
+    if not header:
         raise DataError(path, "has no header row", "the first line must name the columns, e.g. id,title,text", 1)
-    fields.resolve(reader.fieldnames, path, 1)
+    try:
+        fields.resolve(header, path, 1)
+    except DataError:
+        if not any(_pick_field(header, None, candidates) for candidates in (ID_CANDIDATES, TEXT_CANDIDATES)):
+            exc = DataError(path, f"the first line {header} does not look like a header row naming the columns",
+                            f"add a header line (e.g. id{delimiter}title{delimiter}text) or pass --id-field and "
+                            "--text-field naming columns of the first line", 1)
+        raise exc from None
     any_rows = False
-    for row in reader:
+    row_start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problem = ("a quote opened in the row starting here is never closed, so the rest of the file would "
+                       "be one cell" if "unexpected end of data" in str(exc) else f"malformed {name} ({exc})")
+            errors.report(DataError(path, problem,
+                                    "close the quote (a quote inside a quoted cell is written twice: \"\")",
+                                    row_start + 1))
+            if errors.on_error == "raise":
+                return
+            row_start = reader.line_num
+            continue
+        line, row_start = row_start + 1, reader.line_num
         if not any(v for k, v in row.items() if k is not None):
+            continue
+        if None in row or any(v is None for v in row.values()):
+            found = len(header) + len(row.get(None) or []) - sum(v is None for v in row.values())
+            errors.report(DataError(path, f"row has {found} columns, the header has {len(header)}",
+                                    "quote cells that contain the delimiter or a line break, or pass --on-error "
+                                    "skip to drop such rows", line))
             continue
         any_rows = True
         try:
-            yield fields.extract(row, path, reader.line_num)
+            yield fields.extract(row, path, line)
         except DataError as exc:
             errors.report(exc)
     if not any_rows and errors.skipped == 0:
@@ -323,10 +393,14 @@ def check_input(path: str | Path, format: str = "auto") -> str:
     if format not in FORMATS:
         raise GenqError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     fmt = detect_format(path) if format == "auto" else format
-    if not path.is_file() or path.suffix.lower() in (".gz", ".bz2", ".xz", ".parquet"):
+    if not path.is_file() or path.suffix.lower() in (".bz2", ".xz", ".parquet"):
         return fmt
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 16).lstrip(b"\xef\xbb\xbf").lstrip()
+    try:
+        with open_input(path) as handle:
+            head = handle.read(1 << 16).lstrip(b"\xef\xbb\xbf").lstrip()
+    except (OSError, EOFError) as exc:  # a truncated or corrupt gzip file
+        raise DataError(path, f"cannot be read ({describe_error(exc)})",
+                        "check the file; a .gz file must be complete gzip data") from None
     first = head[:1]
     looks_json = first in (b"{", b"[")
     if fmt in ("csv", "tsv", "txt") and first == b"{" and head.split(b"\n", 1)[0].rstrip().endswith(b"}"):
@@ -434,6 +508,36 @@ class TokenCounter:
         return [len(ids) for ids in encoded]
 
 
+MAX_CHARS_PER_TOKEN = 32  # no tokenizer turns fewer than this many characters of real text into one token
+_WORD_RUN = re.compile(r"\S+")
+
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _slices(text: str, size: int) -> Iterator[str]:
+    for start in range(0, len(text), size):
+        yield text[start:start + size]
+
+
+def clip_for_model(text: str, max_tokens: int) -> str:
+    """``text`` cut to what a model reading ``max_tokens`` tokens can see, before any tokenizer runs.
+
+    Tokenizers encode the whole string before truncating, so one huge record would cost
+    gigabytes; past ``max_tokens * MAX_CHARS_PER_TOKEN`` characters nothing is visible anyway.
+    """
+    limit = max(1, max_tokens) * MAX_CHARS_PER_TOKEN
+    return text if len(text) <= limit else text[:limit]
+
+
 def split_units(text: str) -> list[str]:
     """Paragraphs, then sentences: the boundaries a chunk prefers to end on."""
     units = []
@@ -463,20 +567,42 @@ class Chunker:
 
     def chunk(self, text: str) -> list[str]:
         text = text.strip()
-        if not text:
+        if not text or not normalize_whitespace(text):  # control characters alone are no text
             return []
-        if self.counter.count([text])[0] <= self.max_tokens:
+        if len(text) <= self.max_tokens * MAX_CHARS_PER_TOKEN and self.counter.count([text])[0] <= self.max_tokens:
             return [normalize_whitespace(text)]
-        units = split_units(text)
-        counts = self.counter.count(units)
-        pieces: list[tuple[str, int]] = []
-        for unit, count in zip(units, counts):
-            if count <= self.max_tokens:
-                pieces.append((unit, count))
-            else:
-                words = unit.split()
-                pieces.extend(zip(words, self.counter.count(words)))
-        return [normalize_whitespace(" ".join(chunk)) for chunk in self._pack(pieces)]
+        return [normalize_whitespace(" ".join(chunk)) for chunk in self._pack(self._pieces(text))]
+
+    def _pieces(self, text: str) -> Iterator[tuple[str, int]]:
+        """(piece, tokens) in order: sentences that fit, else their words, else slices of a word.
+
+        The tokenizer only ever sees a bounded piece (a few hundred tokens' worth of
+        characters), so a 50 MB record costs the memory of its text, not of its encoding.
+        """
+        cap = self.max_tokens * MAX_CHARS_PER_TOKEN
+        for units in _batched(split_units(text), 256):
+            short = [unit for unit in units if len(unit) <= cap]
+            counts = iter(self.counter.count(short))
+            for unit in units:
+                count = next(counts) if len(unit) <= cap else None
+                if count is not None and count <= self.max_tokens:
+                    yield unit, count
+                else:
+                    yield from self._word_pieces(unit)
+
+    def _word_pieces(self, unit: str) -> Iterator[tuple[str, int]]:
+        cap = self.max_tokens * MAX_CHARS_PER_TOKEN
+        words = (piece for match in _WORD_RUN.finditer(unit)
+                 for piece in _slices(match.group(), cap))
+        for batch in _batched(words, 4096):
+            for word, count in zip(batch, self.counter.count(batch)):
+                if count <= self.max_tokens:
+                    yield word, count
+                    continue
+                # one "word" longer than a passage (a URL list, base64): cut it into slices that fit
+                size = max(1, len(word) * self.max_tokens // (2 * count))
+                slices = list(_slices(word, size))
+                yield from zip(slices, self.counter.count(slices))
 
     def _pack(self, pieces: list[tuple[str, int]]) -> Iterator[list[str]]:
         current: list[tuple[str, int]] = []
@@ -603,6 +729,9 @@ def _counted(items: Iterable, bar) -> Iterator:
         yield item
 
 
+_REPORTED_EMPTY: set[tuple[str, int]] = set()
+
+
 def iter_passage_file(path: str | Path, errors: ErrorTally | None = None) -> Iterator[dict]:
     """Stream a prepared passages file (BEIR corpus layout) as ``{"_id", "title", "text", "doc_id"}``.
 
@@ -613,6 +742,7 @@ def iter_passage_file(path: str | Path, errors: ErrorTally | None = None) -> Ite
         path = path / "corpus.jsonl"
     errors = errors or ErrorTally()
     seen: set[str] = set()
+    empty: list[int] = []
     for line, record in iter_jsonl(path, errors):
         passage_id = record.get("_id", record.get("id"))
         text = record.get("text")
@@ -620,14 +750,25 @@ def iter_passage_file(path: str | Path, errors: ErrorTally | None = None) -> Ite
             errors.report(DataError(path, "passage record needs \"_id\" and a string \"text\"",
                                     "run `genq corpus prepare` on the raw corpus first", line))
             continue
-        passage_id = str(passage_id)
+        try:
+            passage_id = _id_text(passage_id, "_id", path, line)
+            title = _field_text(record.get("title"), "title", "title", path, line)
+        except DataError as exc:
+            errors.report(exc)
+            continue
         if passage_id in seen:
             errors.report(DataError(path, f"duplicate passage id {passage_id!r}",
                                     "run `genq corpus prepare` to deduplicate ids", line))
             continue
         seen.add(passage_id)
-        yield {"_id": passage_id, "title": str(record.get("title") or ""), "text": text,
-               "doc_id": str(record.get("doc_id", passage_id))}
+        if not normalize_whitespace(text):  # nothing to ask a question about (BEIR corpora hold a few)
+            empty.append(line)
+            continue
+        yield {"_id": passage_id, "title": title, "text": text, "doc_id": str(record.get("doc_id", passage_id))}
+    if empty and (str(path), len(empty)) not in _REPORTED_EMPTY:  # said once, not at every pass over the file
+        _REPORTED_EMPTY.add((str(path), len(empty)))
+        logger.warning("%s: skipped %d passage(s) with no text (line %s%s)", path, len(empty),
+                       ", ".join(map(str, empty[:5])), ", ..." if len(empty) > 5 else "")
 
 
 def load_passages(path: str | Path) -> list[dict]:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+from genq.corpus import clip_for_model
 from genq.hardware import dtype_name, resolve_device, resolve_dtype
 from genq.io import GenqError, describe_error
 from genq.models import resolve_model
@@ -79,9 +80,8 @@ class Encoder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         tokenizer = self.model.tokenizer
-        if prompt:
-            texts = [prompt + t for t in texts]
         max_length = self.model.max_seq_length
+        texts = [clip_for_model(prompt + t if prompt else t, max_length) for t in texts]
         lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=True,
                                                  max_length=max_length, return_attention_mask=False)["input_ids"]]
         order = np.argsort(-np.asarray(lengths), kind="stable")

@@ -36,7 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genq import __version__
-from genq.corpus import iter_passage_file
+from genq.corpus import clip_for_model, iter_passage_file
 from genq.hardware import dtype_name, resolve_device, resolve_dtype
 from genq.io import (
     DataError,
@@ -265,8 +265,8 @@ class QueryGenerator:
     def _inputs(self, passages: list[dict]) -> list[str]:
         texts = []
         for passage in passages:
-            title = passage.get("title") or ""
-            text = passage["text"]
+            title = clip_for_model(passage.get("title") or "", self.config.max_passage_tokens)
+            text = clip_for_model(passage["text"], self.config.max_passage_tokens)
             if self.family == "causal":
                 # the prompt's fixed part must survive truncation: cut the passage, not the template
                 texts.append(render_prompt(self.template, self._truncate(text), title))
@@ -754,10 +754,26 @@ def _limited(items: Iterator[dict], limit: int | None) -> Iterator[dict]:
 
 
 def iter_pairs(path: str | Path, errors=None) -> Iterator[tuple[int, dict]]:
-    """Stream a pairs file, checking each line has a query and a passage."""
+    """Stream a pairs file, checking each line is a pair every later stage can read.
+
+    A query and a passage must be non-empty strings and negatives (if any) a list of
+    strings or ``{"text": ...}`` objects: a number, or a string read as a list of characters,
+    would otherwise train on garbage without a word.
+    """
     for line, record in iter_jsonl(path, errors):
         if not isinstance(record.get("query"), str) or not isinstance(record.get("passage"), str):
             raise DataError(path, "pair needs string fields \"query\" and \"passage\"",
                             "pass a pairs file written by `genq generate` (one {\"query\", \"passage\", ...} per line)",
+                            line)
+        for name in ("query", "passage"):
+            if not record[name].strip():
+                raise DataError(path, f"the {name} is empty", f"drop this line or give it a {name}", line)
+        negatives = record.get("negatives")
+        if negatives is not None and (not isinstance(negatives, list) or not all(
+                isinstance(n, str) or (isinstance(n, dict) and isinstance(n.get("text"), str)) for n in negatives)):
+            raise DataError(path, f"\"negatives\" is a {type(negatives).__name__} of something other than "
+                                  "passages" if isinstance(negatives, list) else
+                            f"\"negatives\" is a {type(negatives).__name__}, not a list",
+                            "write negatives as a list: [{\"passage_id\", \"title\", \"text\"}, ...] (or of strings)",
                             line)
         yield line, record

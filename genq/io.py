@@ -98,17 +98,63 @@ def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
     return path
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_input(path: str | os.PathLike) -> IO[bytes]:
+    """Open an input file for reading bytes; gzip-compressed files (by their magic bytes) are read through."""
+    handle = open(path, "rb")  # noqa: SIM115 (the caller closes it)
+    if handle.peek(2)[:2] == GZIP_MAGIC:
+        import gzip
+
+        return gzip.open(handle, "rb")  # type: ignore[return-value]
+    return handle
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_text(text: str):
+    """``json.loads`` that refuses NaN/Infinity and nesting too deep to parse, as ValueError/JSONDecodeError."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
+
+
+def find_lone_surrogate(value) -> str | None:
+    """The JSON path of a string holding a lone UTF-16 surrogate (``"\\ud800"``), which is not text."""
+    stack = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return where or "(the value)"
+        elif isinstance(item, dict):
+            stack.extend((f"{where}.{key}" if where else str(key), v) for key, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+    return None
+
+
 def iter_jsonl(path: str | os.PathLike, errors: ErrorTally | None = None) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` for each JSON object line of ``path``, streaming.
 
-    Blank lines are ignored. A line that is not UTF-8, not JSON, or not an object is a
-    :class:`DataError` (or counted in ``errors`` when it skips).
+    Blank lines are ignored, a UTF-8 byte-order mark is accepted and gzip input is read
+    through. A line that is not UTF-8, not JSON (NaN and Infinity included), nested too
+    deep, not an object, or that holds a lone surrogate escape is a :class:`DataError` (or
+    counted in ``errors`` when it skips).
     """
     path = require_file(path, "JSONL file")
     errors = errors or ErrorTally()
     seen_any = False
-    with open(path, "rb") as handle:
+    with open_input(path) as handle:
         for line_number, raw in enumerate(handle, start=1):
+            if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             if not raw.strip():
                 continue
             try:
@@ -118,15 +164,23 @@ def iter_jsonl(path: str | os.PathLike, errors: ErrorTally | None = None) -> Ite
                                         "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`", line_number))
                 continue
             try:
-                record = json.loads(text)
+                record = parse_json_text(text)
             except json.JSONDecodeError as exc:
                 errors.report(DataError(path, f"malformed JSON ({exc.msg}, column {exc.colno})",
                                         "each line must be one complete JSON object", line_number))
+                continue
+            except ValueError as exc:
+                errors.report(DataError(path, f"malformed JSON ({exc})",
+                                        "write plain JSON: numbers must be finite, nesting shallow", line_number))
                 continue
             if not isinstance(record, dict):
                 errors.report(DataError(path, f"expected a JSON object, found {type(record).__name__}",
                                         "each line must be one JSON object like {\"_id\": ..., \"text\": ...}",
                                         line_number))
+                continue
+            if b"\\u" in raw and (where := find_lone_surrogate(record)) is not None:
+                errors.report(DataError(path, f"{where} holds a lone UTF-16 surrogate escape (like \"\\ud800\"), "
+                                              "which is not text", "fix or drop that value", line_number))
                 continue
             seen_any = True
             yield line_number, record
@@ -143,11 +197,13 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """Load a JSON document with a user-facing error on failure."""
     path = require_file(path, what)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return parse_json_text(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
         raise DataError(path, "is not UTF-8", "re-encode it as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise DataError(path, f"malformed JSON ({exc.msg})", "fix or delete the file", exc.lineno) from None
+    except ValueError as exc:
+        raise DataError(path, f"malformed JSON ({exc})", "fix or delete the file") from None
 
 
 # --------------------------------------------------------------------------- paths: never destroy an input

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genq.corpus import clip_for_model
 from genq.encode import Encoder, passage_text
 from genq.hardware import resolve_device, resolve_dtype
 from genq.io import DataError, GenqError, atomic_write, describe_error, read_json
@@ -333,6 +334,7 @@ class Reranker:
         if self.dtype == torch.float16 and self.device == "cpu":
             self.dtype = torch.float32
         self.batch_size = batch_size
+        self.max_length = max_length
         if isinstance(model, str):
             self.name = model
             location = resolve_model(model)
@@ -366,7 +368,9 @@ class Reranker:
         """
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        scores = self.model.predict(list(pairs), batch_size=self.batch_size, show_progress_bar=False,
+        pairs = [(clip_for_model(query, self.max_length), clip_for_model(text, self.max_length))
+                 for query, text in pairs]
+        scores = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
                                     convert_to_numpy=True, activation_fn=self._identity)
         scores = np.asarray(scores, dtype=np.float32).reshape(len(pairs), -1)[:, 0]
         if not np.all(np.isfinite(scores)):

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from genq import __version__
+from genq.corpus import MAX_CHARS_PER_TOKEN, clip_for_model
 from genq.generate import iter_pairs
 from genq.io import (
     DataError,
@@ -107,15 +108,27 @@ def _negative_text(negative) -> str | None:
     return negative if isinstance(negative, str) else None
 
 
-def read_training_pairs(path: str | Path, need_margins: bool = False) -> tuple[list[dict], int]:
+def read_training_pairs(path: str | Path, need_margins: bool = False, max_tokens: int | None = None
+                        ) -> tuple[list[dict], int]:
     """Validated pairs as ``{"query", "passage", "passage_id", "negatives": [str], "margins": [float]}``
     plus negatives per pair.
 
     Pairs with negatives train on (query, positive, negative_1..n) tuples; n is the smallest
     count present, since every row needs the same columns. ``need_margins`` (MarginMSE)
     requires every negative to carry the cross-encoder margin ``genq pseudo-label`` writes.
+    ``max_tokens`` clips texts far longer than the model reads before any tokenizer sees them.
     """
     rows = []
+    clipped = 0
+
+    def clip(text: str) -> str:
+        nonlocal clipped
+        if max_tokens is None:
+            return text
+        short = clip_for_model(text, max_tokens)
+        clipped += short is not text
+        return short
+
     for line, record in iter_pairs(path):
         negatives = record.get("negatives")
         if negatives is None and record.get("negative") is not None:
@@ -137,9 +150,12 @@ def read_training_pairs(path: str | Path, need_margins: bool = False) -> tuple[l
         if need_margins and not texts:
             raise DataError(path, "margin-mse needs negatives with cross-encoder margins; this pair has none",
                             "run `genq mine-negatives`, then `genq pseudo-label`, and train on that output", line)
-        rows.append({"query": record["query"], "passage": record["passage"],
-                     "passage_id": str(record.get("passage_id", record["passage"])), "negatives": texts,
-                     "margins": margins})
+        rows.append({"query": clip(record["query"]), "passage": clip(record["passage"]),
+                     "passage_id": str(record.get("passage_id", record["passage"][:200])),
+                     "negatives": [clip(t) for t in texts], "margins": margins})
+    if clipped:
+        logger.warning("%s: %d text(s) are far longer than the model reads (%d tokens): cut to %d characters "
+                       "before tokenizing", path, clipped, max_tokens, max_tokens * MAX_CHARS_PER_TOKEN)
     counts = {len(r["negatives"]) for r in rows}
     negatives_per_pair = min(counts) if counts else 0
     if negatives_per_pair == 0 and max(counts, default=0) > 0:
@@ -300,7 +316,8 @@ def train_bi_encoder(
     pairs_path, output = Path(pairs_path), Path(output_dir)
     location = resolve_model(config.base_model, what="base model")  # a wrong name fails before anything is touched
     margin_mse = config.loss == "margin-mse"
-    rows, negatives_per_pair = read_training_pairs(pairs_path, need_margins=margin_mse)
+    rows, negatives_per_pair = read_training_pairs(pairs_path, need_margins=margin_mse,
+                                                   max_tokens=config.max_seq_length)
     settings = {k: getattr(config, k) for k in RUN_KEYS}
     replacing = _check_output_dir(output, settings, resume, overwrite)
     if len(rows) < 2:
