@@ -163,3 +163,127 @@ def test_outputs_honour_the_umask(tmp_path, tiny_encoder_dir, bike_passages):
              for p in [passages, *(tmp_path / "index").rglob("*")] if p.is_file()}
     assert set(modes.values()) == {0o640}, modes
     assert json.loads((tmp_path / "index" / "index.json").read_text())["passages"] == 8
+
+
+# 9-11. every malformed input: a line-numbered error (exit 2) by default, a counted skip with --on-error skip
+BAD_JSONL_LINES = {
+    "lone surrogate": '{"_id": "x", "text": "\\ud800 broken"}',
+    "deep nesting": '{"_id": "x", "text": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "NaN id": '{"_id": NaN, "text": "not a number"}',
+    "Infinity id": '{"_id": Infinity, "text": "infinite"}',
+    "number text": '{"_id": "x", "text": 42}',
+    "list text": '{"_id": "x", "text": ["a", "b"]}',
+    "dict title": '{"_id": "x", "text": "fine", "title": {"a": 1}}',
+    "list id": '{"_id": [1], "text": "fine"}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_JSONL_LINES))
+def test_malformed_corpus_records_are_named(tmp_path, case):
+    good = '{"_id": "ok", "title": "Chains", "text": "a good passage about chains"}'
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(good + "\n" + BAD_JSONL_LINES[case] + "\n", encoding="utf-8")
+    out = tmp_path / "passages.jsonl"
+    result = invoke("corpus", "prepare", corpus, "-o", out, "--tokenizer", "words")
+    assert result.exit_code == 2 and "corpus.jsonl:2" in result.output and "fix:" in result.output, result.output
+    assert "Traceback" not in result.output and not out.exists()
+    result = invoke("corpus", "prepare", corpus, "-o", out, "--tokenizer", "words", "--on-error", "skip")
+    assert result.exit_code == 0 and "bad records skipped: 1" in result.output, result.output
+    assert [json.loads(x)["_id"] for x in out.read_text().splitlines()] == ["ok"]
+
+
+def test_control_characters_alone_are_an_empty_passage(tmp_path):
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"_id": "a", "text": "\u0001\u0002\u0007"},
+                                                     {"_id": "b", "text": "real text"}])
+    out = tmp_path / "passages.jsonl"
+    result = invoke("corpus", "prepare", corpus, "-o", out, "--tokenizer", "words")
+    assert result.exit_code == 0 and "empty dropped: 1" in result.output
+    assert [json.loads(x)["_id"] for x in out.read_text().splitlines()] == ["b"]
+
+
+def test_bom_and_gzip_jsonl_are_read(tmp_path):
+    import gzip
+
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + b'{"_id": "a", "text": "with a byte order mark"}\n')
+    packed = tmp_path / "packed.jsonl"  # gzip data without a .gz name: found by its magic bytes
+    packed.write_bytes(gzip.compress(b'{"_id": "a", "text": "compressed"}\n'))
+    named = tmp_path / "named.jsonl.gz"
+    named.write_bytes(gzip.compress(b'{"_id": "a", "text": "compressed"}\n'))
+    for source in (bom, packed, named):
+        out = tmp_path / f"{source.name}.out.jsonl"
+        result = invoke("corpus", "prepare", source, "-o", out, "--tokenizer", "words")
+        assert result.exit_code == 0, result.output
+        assert json.loads(out.read_text())["_id"] == "a"
+
+
+def test_csv_ragged_rows_unterminated_quotes_and_a_missing_header(tmp_path):
+    cases = {
+        "ragged.csv": ("id,text\n1,hello world,extra\n2,fine\n", "row has 3 columns, the header has 2"),
+        "short.csv": ("id,title,text\n1,only two\n2,t,fine\n", "row has 2 columns, the header has 3"),
+        "quote.csv": ('id,text\n1,fine\n2,"never closed\n3,swallowed\n', "never closed"),
+        "nohead.tsv": ("1\thello world\n2\tanother\n", "does not look like a header"),
+    }
+    for name, (content, message) in cases.items():
+        source = tmp_path / name
+        source.write_text(content)
+        result = invoke("corpus", "prepare", source, "-o", tmp_path / "out.jsonl", "--tokenizer", "words")
+        assert result.exit_code == 2 and message in result.output, (name, result.output)
+        assert "Traceback" not in result.output and not (tmp_path / "out.jsonl").exists()
+
+
+def test_symlink_loop_input_is_a_clear_error(tmp_path):
+    (tmp_path / "a.jsonl").symlink_to(tmp_path / "b.jsonl")
+    (tmp_path / "b.jsonl").symlink_to(tmp_path / "a.jsonl")
+    for args in (("corpus", "prepare", tmp_path / "a.jsonl", "-o", tmp_path / "out.jsonl", "--tokenizer", "words"),
+                 ("export", tmp_path / "a.jsonl", "--format", "flag", "-o", tmp_path / "out.jsonl")):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output, result.output
+
+
+# 10. pairs that would train on garbage are refused, with the line
+@pytest.mark.parametrize("pair, message", [
+    ({"query": "", "passage": "text"}, "the query is empty"),
+    ({"query": "   ", "passage": "text"}, "the query is empty"),
+    ({"query": "q", "passage": "text", "negatives": 5}, '"negatives" is a int, not a list'),
+    ({"query": "q", "passage": "text", "negatives": "a string"}, '"negatives" is a str, not a list'),
+    ({"query": "q", "passage": "text", "negatives": [1, 2]}, "something other than passages"),
+])
+def test_malformed_pairs_are_refused(tmp_path, tiny_encoder_dir, pair, message):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"query": "oil", "passage": "oil the chain"}, pair])
+    result = invoke("train", pairs, "-o", tmp_path / "model", "--base-model", tiny_encoder_dir)
+    assert result.exit_code == 2 and "pairs.jsonl:2" in result.output and message in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "model").exists()
+
+
+def test_empty_passages_get_no_queries(tmp_path, tiny_t5_dir):
+    from genq.generate import GenerationConfig, generate_pairs
+
+    passages = write_jsonl(tmp_path / "p.jsonl", [{"_id": "a", "text": "   "}, {"_id": "b", "text": "oil the chain"},
+                                                  {"_id": "c", "text": ""}])
+    out = tmp_path / "pairs.jsonl"
+    summary = generate_pairs(passages, out, GenerationConfig(model=str(tiny_t5_dir), max_length=6, dtype="float32"),
+                             progress=False)
+    assert summary.passages == 1
+    assert {json.loads(x)["passage_id"] for x in out.read_text().splitlines()} <= {"b"}
+
+
+# 12. one huge record: the tokenizer only ever sees bounded pieces, and models get clipped text
+def test_a_huge_record_is_tokenized_in_bounded_pieces(tmp_path):
+    from genq.corpus import MAX_CHARS_PER_TOKEN, Chunker, TokenCounter, clip_for_model
+
+    seen = []
+
+    class SpyCounter(TokenCounter):
+        def count(self, texts):
+            seen.extend(len(t) for t in texts)
+            return super().count(texts)
+
+    sentence = "the chain needs oil and the brake needs a new pad. "
+    text = sentence * 40_000 + "x" * 200_000 + " " + "word " * 50_000  # sentences, one giant word, no punctuation
+    chunks = Chunker(SpyCounter("words"), max_tokens=64, overlap=8).chunk(text)
+    assert max(seen) <= 64 * MAX_CHARS_PER_TOKEN
+    counter = TokenCounter("words")
+    assert max(counter.count(chunks)) <= 64 and len(chunks) > 1000
+    assert "".join(chunks).count("x") >= 200_000  # the giant word is cut, not dropped
+    assert len(clip_for_model(text, 256)) == 256 * MAX_CHARS_PER_TOKEN and clip_for_model("short", 256) == "short"
