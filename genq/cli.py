@@ -616,10 +616,15 @@ def _where_found(hit, mode: str) -> str:
 @click.argument("index_dir", type=click.Path(path_type=str))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface; 0.0.0.0 exposes it to the network.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--allow-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests for this Host name (a reverse proxy's name; repeatable). Requests naming "
+                   "another host get a 400, which stops DNS-rebinding pages.")
+@click.option("--docs", is_flag=True, help="Serve the OpenAPI docs at /docs and /redoc.")
 @search_options
 @device_options
 @user_errors
-def serve(index_dir, host, port, model, mode, alpha, fusion, candidates, rerank_model, rerank_depth, device, dtype):
+def serve(index_dir, host, port, allowed_hosts, docs, model, mode, alpha, fusion, candidates, rerank_model,
+          rerank_depth, device, dtype):
     """Serve INDEX_DIR: JSON API (/search, /health, /info) and a search page at /.
 
     The search options set the server's defaults; each request may override mode, alpha and fusion.
@@ -633,7 +638,7 @@ def serve(index_dir, host, port, model, mode, alpha, fusion, candidates, rerank_
     say(f"serving {len(searcher):,} passages on http://{host}:{port}/  (modes: {', '.join(searcher.modes)}; "
         f"API: /search?q=...&k=10, /info, /health)")
     run_server(searcher, host=host, port=port, log_level="warning" if not show_progress() else "info",
-               defaults=options)
+               defaults=options, allowed_hosts=list(allowed_hosts), docs=docs)
 
 
 # --------------------------------------------------------------------------- evaluate

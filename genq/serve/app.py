@@ -30,11 +30,23 @@ MAX_BATCH = 64
 
 
 def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MAX_QUERY_CHARS,
-               max_batch: int = MAX_BATCH, defaults: SearchOptions | None = None):
-    """``defaults`` (mode, alpha, fusion, reranking) apply to every request that does not set its own."""
+               max_batch: int = MAX_BATCH, defaults: SearchOptions | None = None,
+               allowed_hosts: list[str] | None = None, docs: bool = False):
+    """``defaults`` (mode, alpha, fusion, reranking) apply to every request that does not set its own.
+
+    ``allowed_hosts`` are the Host header values answered (None: any); a page on another
+    site that rebinds its DNS name to 127.0.0.1 then gets a 400, not your passages. The
+    OpenAPI docs (/docs, /redoc, /openapi.json) are served only with ``docs``.
+    """
     defaults = (defaults or SearchOptions()).validate()
     app = FastAPI(title="genq search", version=searcher.meta.get("genq_version") or "0",
-                  description="Semantic search over a genq index.")
+                  description="Semantic search over a genq index.", docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
+    if allowed_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    max_body = max_batch * (max_query_chars * 4 + 64) + 4096  # the largest valid request, in UTF-8 bytes
     page = resources.files("genq.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
 
     class BadInput(Exception):
@@ -62,6 +74,10 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
         query = query.strip()
         if not query:
             raise BadInput("the query is empty")
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadInput("the query holds a lone UTF-16 surrogate (like \\ud800), which is not text") from None
         if len(query) > max_query_chars:
             raise BadInput(f"the query is longer than {max_query_chars} characters", 413)
         return query
@@ -149,13 +165,34 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
         return {"query": query, "k": k_value, "mode": used_mode(options), "took_ms": ms,
                 "hits": [h.to_dict() for h in results[0]]}
 
+    # HEAD answers wherever GET does (monitors and link checkers use it), kept out of the API schema
+    for path, endpoint in (("/", index_page), ("/health", health), ("/info", info), ("/search", search_get)):
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False,
+                          response_class=HTMLResponse if path == "/" else JSONResponse)
+
+    async def read_body(request: Request) -> bytes:
+        """The body, refused by its declared length before reading, and cut off at the limit while reading."""
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_body):
+            raise BadInput(f"request body too large (at most {max_body:,} bytes)", 413)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise BadInput(f"request body too large (at most {max_body:,} bytes)", 413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     @app.post("/search")
     async def search_post(request: Request):
-        body = await request.body()
-        if len(body) > max_batch * (max_query_chars + 64) + 1024:
-            raise BadInput("request body too large", 413)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise BadInput("send the body as JSON with Content-Type: application/json", 415)
+        body = await read_body(request)
         try:
-            payload = json.loads(body or b"null")
+            payload = json.loads(body or b"null", parse_constant=lambda name: float("nan"))
+        except RecursionError:
+            raise BadInput("the body is nested too deeply") from None
         except (ValueError, UnicodeDecodeError):
             raise BadInput("the body is not valid JSON") from None
         if not isinstance(payload, dict):
@@ -181,8 +218,26 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
     return app
 
 
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def hosts_for(bind: str, extra: list[str] | None = None) -> list[str] | None:
+    """The Host header values a server bound to ``bind`` answers: its own names, plus ``extra``.
+
+    Bound to every interface (0.0.0.0 / ::) the server is meant to be reached by names genq
+    cannot know, so only ``extra`` restricts it (None = any).
+    """
+    extra = list(extra or [])
+    if bind in ("0.0.0.0", "::", ""):
+        return extra or None
+    names = [bind, *LOOPBACK_NAMES] if bind in LOOPBACK_NAMES else [bind]
+    return [*names, *extra]
+
+
 def run_server(searcher: Searcher, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
-               defaults: SearchOptions | None = None) -> None:
+               defaults: SearchOptions | None = None, allowed_hosts: list[str] | None = None,
+               docs: bool = False) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(searcher, defaults=defaults), host=host, port=port, log_level=log_level)
+    app = create_app(searcher, defaults=defaults, allowed_hosts=hosts_for(host, allowed_hosts), docs=docs)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
