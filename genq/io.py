@@ -90,6 +90,9 @@ def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
     """Return ``path`` as a Path, or fail with a clear message if it is not a readable, non-empty file."""
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise DataError(path, f"{what} is a symbolic link to nothing (or a loop of links)",
+                            "point it at a real file")
         raise DataError(path, f"{what} does not exist", "check the path")
     if path.is_dir():
         raise DataError(path, f"{what} is a directory, expected a file", "pass the file inside it")
@@ -373,6 +376,17 @@ def replacing_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
 # --------------------------------------------------------------------------- writing files
 
 
+def make_parent(path: str | os.PathLike) -> None:
+    """Create the folder ``path`` goes into; a file standing where a folder must be is the user's to move."""
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), parent)
+        raise GenqError(f"cannot write {path}: {blocker} is a file, not a folder\n"
+                        "  fix: choose another output path, or move that file away") from None
+
+
 def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -386,7 +400,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     A crash mid-write leaves the old file (or none) in place, never a truncated one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a finished file gets what open() would give
     try:
@@ -468,7 +482,7 @@ class JsonlAppender:
 
     def __init__(self, path: str | os.PathLike, fsync: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(self.path)
         self.torn_bytes_dropped = repair_torn_tail(self.path)
         self._fsync = fsync
         self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())

@@ -29,13 +29,11 @@ def write_jsonl(path: Path, records) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def word_tokenizer_dir(tmp_path_factory) -> Path:
+def build_word_tokenizer(directory: Path) -> Path:
     """A WordLevel tokenizer trained on the fly, saved as a transformers tokenizer directory."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    directory = tmp_path_factory.mktemp("tokenizer")
     tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "</s>"])
@@ -49,14 +47,12 @@ def word_tokenizer_dir(tmp_path_factory) -> Path:
     return directory
 
 
-@pytest.fixture(scope="session")
-def tiny_t5_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
+def build_tiny_t5(directory: Path, word_tokenizer_dir: Path) -> Path:
     """A randomly initialised two-layer T5 saved with save_pretrained, so the real loading path runs."""
     import torch
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny-t5")
     tokenizer = AutoTokenizer.from_pretrained(word_tokenizer_dir)
     config = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=2,
                       decoder_start_token_id=tokenizer.pad_token_id, pad_token_id=tokenizer.pad_token_id,
@@ -98,18 +94,32 @@ def save_tiny_bert(directory: Path, tokenizer_dir: Path, model_class_name: str, 
     return directory
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
+def build_tiny_encoder(directory: Path, bert_dir: Path, word_tokenizer_dir: Path) -> Path:
     """A randomly initialised small BERT saved as a sentence-transformers model (mean pooling)."""
     from sentence_transformers import SentenceTransformer, models
 
-    bert_dir = save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), word_tokenizer_dir, "BertModel")
+    save_tiny_bert(bert_dir, word_tokenizer_dir, "BertModel")
     transformer = models.Transformer(str(bert_dir), max_seq_length=128)
     pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
     model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
-    directory = tmp_path_factory.mktemp("tiny-st")
     model.save(str(directory))
     return directory
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer_dir(tmp_path_factory) -> Path:
+    return build_word_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
+    return build_tiny_t5(tmp_path_factory.mktemp("tiny-t5"), word_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-st"), tmp_path_factory.mktemp("tiny-bert"),
+                              word_tokenizer_dir)
 
 
 @pytest.fixture()
