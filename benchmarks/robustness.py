@@ -367,7 +367,7 @@ def kills(work: Path, models: dict[str, Path], per_command: int, passages_count:
     # pseudo-label: pairs with negatives, a tiny cross-encoder
     subprocess.run([*GENQ, "-q", "mine-negatives", work / "reference.jsonl", "--corpus", corpus, "-o",
                     work / "negatives.jsonl", "--base-model", models["encoder"], "--num-negatives", "2",
-                    "--dtype", "float32"], check=True, cwd=work)
+                    "--neg-retriever", "bm25", "--dtype", "float32"], check=True, cwd=work)
     label = ["--cross-encoder", models["cross_encoder"], "--dtype", "float32", "--ce-batch-size", "16"]
     subprocess.run([*GENQ, "-q", "pseudo-label", work / "negatives.jsonl", "-o", work / "labelled-ref.jsonl",
                     *map(str, label)], check=True, cwd=work)

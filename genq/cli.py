@@ -315,7 +315,7 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, **optio
     config = generation_config(options, device, dtype)
     summary = generate_pairs(passages, output, config, overwrite=overwrite, progress=show_progress(), limit=limit)
     if summary.already_complete:
-        say(f"{output} is already complete ({summary.pairs_written:,} pairs for {summary.passages:,} passages); "
+        say(f"{output} is already complete ({summary.pairs_in_file:,} pairs for {summary.passages:,} passages); "
             "nothing to do. Pass --overwrite to generate again.")
     else:
         rate = summary.passages_generated / max(summary.seconds, 1e-9)
@@ -323,7 +323,8 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, **optio
             f"in {summary.seconds:.1f}s ({rate:.2f} passages/s, {summary.family}, {summary.device}, {summary.dtype})")
         if summary.passages_skipped_as_done:
             say(f"  resumed: {summary.passages_skipped_as_done:,} passages were already done")
-        say(f"  wrote {summary.pairs_written:,} pairs to {output} (+ {meta_path_for(output).name}); "
+        say(f"  wrote {summary.pairs_written:,} pairs ({summary.pairs_in_file:,} in the file) to {output} "
+            f"(+ {meta_path_for(output).name}); "
             f"duplicates dropped {summary.duplicates_dropped:,}, filtered {summary.filtered_out:,}, "
             f"passages left without a query {summary.passages_without_query:,}")
     if export_:
@@ -813,6 +814,8 @@ def pseudo_label_command(pairs, output, cross_encoder, ce_batch_size, ce_max_len
         + (f"; resumed after {summary.resumed_after:,}" if summary.resumed_after else ""))
     say(f"  mean margin {summary.mean_margin}; positive below a negative in {summary.inverted_share:.1%} of pairs"
         + (f" ({summary.dropped_inverted:,} dropped)" if drop_inverted else ""))
+    if summary.skipped_without_negatives:
+        say(f"  skipped {summary.skipped_without_negatives:,} pairs that mining left without a negative")
     say(f"  wrote {summary.written:,} pairs to {output}; train on them with `genq train {output} --loss margin-mse`")
 
 

@@ -110,7 +110,8 @@ class GenerationSummary:
     passages_skipped_as_done: int = 0
     passages_generated: int = 0
     queries_sampled: int = 0
-    pairs_written: int = 0
+    pairs_written: int = 0  # by this run
+    pairs_in_file: int = 0  # in the finished file, whatever earlier runs wrote of it
     duplicates_dropped: int = 0
     filtered_out: int = 0
     passages_without_query: int = 0
@@ -632,7 +633,7 @@ def generate_pairs(
                           "was generated")
         summary.already_complete = True
         summary.passages = total
-        summary.pairs_written = previous["counts"].get("pairs", 0)
+        summary.pairs_in_file = previous["counts"].get("pairs", 0)
         return summary
 
     header, done = _read_journal(journal)
@@ -716,6 +717,7 @@ def generate_pairs(
     })
     os.replace(partial, output_path)
     journal.unlink(missing_ok=True)
+    summary.pairs_in_file = done.pairs
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 

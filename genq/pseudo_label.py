@@ -84,6 +84,7 @@ class PseudoLabelSummary:
     labelled: int = 0
     written: int = 0
     dropped_inverted: int = 0
+    skipped_without_negatives: int = 0
     negatives_scored: int = 0
     resumed_after: int = 0
     already_complete: bool = False
@@ -109,9 +110,12 @@ def _partial_paths(output: Path) -> tuple[Path, Path]:
 
 
 def _negatives_of(record: dict, path: Path, line: int) -> list[dict]:
+    """The record's negatives as dicts; ``[]`` where mining found none (such a pair is skipped and counted)."""
     negatives = record.get("negatives")
     if negatives is None and record.get("negative") is not None:
         negatives = [record["negative"]]
+    if isinstance(negatives, list) and not negatives:
+        return []  # `genq mine-negatives` found no candidate in its window for this pair
     if not negatives:
         raise DataError(path, "this pair has no mined negatives, so there is nothing to grade it against",
                         "run `genq mine-negatives PAIRS --corpus PASSAGES -o WITH_NEGATIVES` first and "
@@ -132,12 +136,16 @@ def _negatives_of(record: dict, path: Path, line: int) -> list[dict]:
 
 def _check_input(path: Path) -> int:
     """Every record has a query, a passage and negatives: checked before any model loads."""
-    count = 0
+    count = with_negatives = 0
     for line, record in iter_pairs(path):
-        _negatives_of(record, path, line)
+        with_negatives += bool(_negatives_of(record, path, line))
         count += 1
     if count == 0:
         raise DataError(path, "holds no pairs", "pseudo-label the output of `genq mine-negatives`")
+    if with_negatives == 0:
+        raise DataError(path, "no pair has a mined negative, so there is nothing to grade",
+                        "mine again with a wider window (--neg-range-max) or no false-negative cut "
+                        "(--neg-relative-margin none)")
     return count
 
 
@@ -201,6 +209,7 @@ def pseudo_label(
                             "  fix: rerun with the same settings to finish it, or pass --overwrite to start over")
         done, valid_bytes = int(state["records_done"]), int(state["output_bytes"])
         summary.written, summary.dropped_inverted = int(state["written"]), int(state["dropped_inverted"])
+        summary.skipped_without_negatives = int(state.get("skipped_without_negatives", 0))
         margin_sum, inverted = float(state["margin_sum"]), int(state["inverted"])
         summary.resumed_after = done
     elif partial.exists():
@@ -221,9 +230,13 @@ def pseudo_label(
     def label(chunk: list[tuple[int, dict]]) -> list[dict]:
         nonlocal margin_sum, inverted
         texts, owners = [], []
-        negatives_by_record = []
+        negatives_by_record, graded = [], []
         for line, record in chunk:
             negatives = _negatives_of(record, pairs_path, line)
+            if not negatives:
+                summary.skipped_without_negatives += 1
+                continue
+            graded.append((line, record))
             negatives_by_record.append(negatives)
             query = record["query"]
             texts.append((query, passage_text({"title": record.get("title", ""), "text": record["passage"]})))
@@ -231,7 +244,7 @@ def pseudo_label(
             owners.append(len(negatives))
         scores = reranker.score_pairs(texts)
         kept, position = [], 0
-        for (_line, record), negatives in zip(chunk, negatives_by_record):
+        for (_line, record), negatives in zip(graded, negatives_by_record):
             positive = float(scores[position])
             negative_scores = scores[position + 1:position + 1 + len(negatives)]
             position += 1 + len(negatives)
@@ -263,7 +276,8 @@ def pseudo_label(
             bar.update(len(chunk))
             write_json_atomic(progress_path, {
                 "settings": settings, "records_done": done, "output_bytes": partial.stat().st_size,
-                "written": summary.written, "dropped_inverted": summary.dropped_inverted, "margin_sum": margin_sum,
+                "written": summary.written, "dropped_inverted": summary.dropped_inverted,
+                "skipped_without_negatives": summary.skipped_without_negatives, "margin_sum": margin_sum,
                 "inverted": inverted})
             chunk.clear()
 
@@ -275,8 +289,9 @@ def pseudo_label(
             flush()
     bar.close()
     scoring_seconds = time.perf_counter() - scored_started
-    summary.mean_margin = round(margin_sum / max(done, 1), 4)
-    summary.inverted_share = round(inverted / max(done, 1), 4)
+    graded = done - summary.skipped_without_negatives
+    summary.mean_margin = round(margin_sum / max(graded, 1), 4)
+    summary.inverted_share = round(inverted / max(graded, 1), 4)
     summary.pairs_per_second = round(summary.labelled / max(scoring_seconds, 1e-9), 2)
     summary.seconds = round(time.perf_counter() - started, 2)
     if summary.written == 0:

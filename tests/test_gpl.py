@@ -259,3 +259,20 @@ def test_cli_mining_without_a_margin_cut(tmp_path, tiny_encoder_dir):
     result = runner.invoke(main, ["mine-negatives", str(pairs), "--corpus", str(corpus), "-o", out,
                                   "--retriever", "bm25", "--relative-margin", "lots"])
     assert result.exit_code == 2 and "neither a number nor 'none'" in result.output
+
+
+def test_pairs_mining_left_without_negatives_are_skipped_and_counted(tmp_path, reranker):
+    """mine-negatives writes "negatives": [] where its window held no candidate; pseudo-label must take its file."""
+    pairs = pairs_with_negatives(tmp_path)
+    records = read(pairs)
+    records[3]["negatives"] = []
+    write_jsonl(pairs, records)
+    out = tmp_path / "labelled.jsonl"
+    summary = pseudo_label(pairs, out, progress=False, reranker=reranker)
+    assert summary.skipped_without_negatives == 1 and summary.written == 9
+    assert "p3" not in {r["passage_id"] for r in read(out)}
+    for record in records:
+        record["negatives"] = []
+    write_jsonl(pairs, records)
+    with pytest.raises(DataError, match="no pair has a mined negative"):
+        pseudo_label(pairs, tmp_path / "none.jsonl", progress=False, reranker=reranker)

@@ -91,6 +91,8 @@ def test_adapt_continues_interrupted_generation(tmp_path, raw_corpus, tiny_t5_di
     assert len(set(ids)) == 10
     meta = json.loads((run_dir / "pairs.meta.json").read_text())
     assert meta["counts"]["pairs"] == len(ids) and meta["counts"]["passages_done"] == 10
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["generate"]["summary"]["pairs_in_file"] == len(ids)
 
 
 def test_adapt_with_negatives_and_evaluation(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
