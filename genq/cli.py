@@ -323,6 +323,8 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, **optio
             f"in {summary.seconds:.1f}s ({rate:.2f} passages/s, {summary.family}, {summary.device}, {summary.dtype})")
         if summary.passages_skipped_as_done:
             say(f"  resumed: {summary.passages_skipped_as_done:,} passages were already done")
+        if summary.passages_without_text:
+            say(f"  skipped {summary.passages_without_text:,} passages with no text")
         say(f"  wrote {summary.pairs_written:,} pairs ({summary.pairs_in_file:,} in the file) to {output} "
             f"(+ {meta_path_for(output).name}); "
             f"duplicates dropped {summary.duplicates_dropped:,}, filtered {summary.filtered_out:,}, "

@@ -732,17 +732,19 @@ def _counted(items: Iterable, bar) -> Iterator:
 _REPORTED_EMPTY: set[tuple[str, int]] = set()
 
 
-def iter_passage_file(path: str | Path, errors: ErrorTally | None = None) -> Iterator[dict]:
+def iter_passage_file(path: str | Path, errors: ErrorTally | None = None,
+                      empty_lines: list[int] | None = None) -> Iterator[dict]:
     """Stream a prepared passages file (BEIR corpus layout) as ``{"_id", "title", "text", "doc_id"}``.
 
-    Used by every later stage, so a BEIR ``corpus.jsonl`` works directly as well.
+    Used by every later stage, so a BEIR ``corpus.jsonl`` works directly as well. Passages
+    with no text are skipped (their lines go to ``empty_lines`` when given, and are logged).
     """
     path = Path(path)
     if path.is_dir() and (path / "corpus.jsonl").exists():
         path = path / "corpus.jsonl"
     errors = errors or ErrorTally()
     seen: set[str] = set()
-    empty: list[int] = []
+    empty: list[int] = [] if empty_lines is None else empty_lines
     for line, record in iter_jsonl(path, errors):
         passage_id = record.get("_id", record.get("id"))
         text = record.get("text")

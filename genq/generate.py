@@ -115,6 +115,7 @@ class GenerationSummary:
     duplicates_dropped: int = 0
     filtered_out: int = 0
     passages_without_query: int = 0
+    passages_without_text: int = 0  # skipped: nothing to ask about
     torn_bytes_dropped: int = 0
     seconds: float = 0.0
     already_complete: bool = False
@@ -608,7 +609,9 @@ def generate_pairs(
     summary = GenerationSummary(str(output_path))
 
     # Count passages first (cheap, streaming) so the bar has an ETA and bad input fails early.
-    total = sum(1 for _ in _limited(iter_passage_file(passages_path), limit))
+    empty_lines: list[int] = []
+    total = sum(1 for _ in _limited(iter_passage_file(passages_path, empty_lines=empty_lines), limit))
+    summary.passages_without_text = len(empty_lines)
     source = {"path": str(passages_path), "fingerprint": file_fingerprint(passages_path), "limit": limit}
 
     # settings are checked before the generator loads (that can take a minute) and before anything is replaced

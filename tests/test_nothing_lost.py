@@ -274,7 +274,7 @@ def test_empty_passages_get_no_queries(tmp_path, tiny_t5_dir):
     out = tmp_path / "pairs.jsonl"
     summary = generate_pairs(passages, out, GenerationConfig(model=str(tiny_t5_dir), max_length=6, dtype="float32"),
                              progress=False)
-    assert summary.passages == 1
+    assert summary.passages == 1 and summary.passages_without_text == 2
     assert {json.loads(x)["passage_id"] for x in out.read_text().splitlines()} <= {"b"}
 
 
