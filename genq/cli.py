@@ -921,13 +921,14 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
           ce_max_length, drop_inverted, encode_batch_size, eval_data, device, dtype, **options):
     """Prepare, generate, [filter, mine negatives, pseudo-label,] train, index [and evaluate] in one resumable run."""
     from genq.negatives import MiningConfig
-    from genq.pipeline import AdaptConfig, CorpusOptions
+    from genq.pipeline import AdaptConfig, CorpusOptions, check_run_dir
     from genq.pipeline import adapt as run_adapt
     from genq.pseudo_label import PseudoLabelConfig
 
     hard_negatives, sampling = num_negatives, neg_sampling
     if not Path(corpus_path).exists():  # the input is named before any model question is asked
         raise GenqError(f"the corpus {corpus_path} does not exist\n  fix: check the path")
+    check_run_dir(Path(run_dir))
     given = _given_options()
     if "generator_model" not in given and not options["gguf_file"]:
         generator = _offline_stand_in(options["generator_model"])

@@ -142,6 +142,15 @@ def _jsonable(obj) -> dict:
     return json.loads(json.dumps(asdict(obj) if hasattr(obj, "__dataclass_fields__") else obj, default=str))
 
 
+def check_run_dir(run_dir: Path) -> None:
+    """A run directory is new, empty, or an earlier run's (it holds the manifest): genq writes into no other folder."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GenqError(f"{run_dir} is a file, not a run directory\n  fix: name a new or empty folder with -o")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / MANIFEST).exists():
+        raise GenqError(f"{run_dir} is not empty and is not a genq run directory (it has no {MANIFEST}); genq "
+                        "never writes into a folder it did not make\n  fix: name a new or empty folder with -o")
+
+
 def adapt(
     corpus_path: str | Path,
     run_dir: str | Path,
@@ -154,17 +163,13 @@ def adapt(
     corpus_path, run_dir = Path(corpus_path), Path(run_dir)
     if not corpus_path.exists():
         raise GenqError(f"the corpus {corpus_path} does not exist")
+    check_run_dir(run_dir)
     # every model is located before the first stage runs: a typo fails now, not after an hour of generation
     if not config.generation.gguf_file:
         resolve_model(config.generation.model, what="generator")
     resolve_model(config.training.base_model, what="base model")
     if config.gpl:
         resolve_model(config.pseudo_label.cross_encoder, what="cross-encoder")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / MANIFEST).exists():
-        raise GenqError(f"{run_dir} is not empty and is not a genq run directory (it has no {MANIFEST}); genq "
-                        "never writes into a folder it did not make\n  fix: name a new or empty folder with -o")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise GenqError(f"{run_dir} is a file, not a run directory\n  fix: name a new or empty folder with -o")
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(run_dir, str(corpus_path))
     paths = {"passages": run_dir / "passages.jsonl", "pairs": run_dir / "pairs.jsonl",
