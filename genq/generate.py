@@ -8,8 +8,11 @@ Two generator families share one resumable writer:
   first line of the sampled continuation is the query.
 
 Speed comes from what dominates on CPU and GPU alike: big length-sorted batches (little
-padding), all ``num_return_sequences`` of a passage in one ``generate`` call, weights cast
-to bf16 where the hardware does bf16 natively, and ``torch.inference_mode``.
+padding), weights cast to bf16 where the hardware does bf16 natively, and lean decoding
+loops that compute shared work once: a passage's samples share T5's first decoder step
+(cross-attention keys and values included) and a decoder-only prompt's KV cache; a
+decoder-only template's few-shot part is run once per run; only the last prompt position
+gets logits; finished samples leave the batch.
 
 Resume: pairs are appended batch by batch to ``OUT.partial`` and each batch is then logged in
 a journal; a rerun cuts what the journal does not vouch for, skips the logged passages and
