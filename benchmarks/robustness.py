@@ -11,14 +11,14 @@ Three parts, all on tiny random models built on the fly (no hub), so the numbers
    changed one is *damage*.
 2. **Malformed HTTP.** Requests a hostile client sends, against the app `genq serve` runs:
    every answer must be a 4xx (or 200 where the request is fine), never a 5xx.
-3. **Kills.** Real `genq` processes (generate, pseudo-label, train, index --overwrite, corpus
-   prepare, adapt) are SIGKILLed after a random delay and rerun, again and again, until a run
+3. **Kills.** Real `genq` processes (generate, pseudo-label, train --resume, index --overwrite,
+   adapt) are SIGKILLed after a random delay and rerun, again and again, until a run
    finishes. The final output is compared with an uninterrupted run: pairs *lost* or *doubled*
    (and counters that disagree), a rerun that fails (*stuck*), an index that does not load
    between kills.
 
-    python benchmarks/robustness.py                  # about 10 minutes on 2 cores
-    python benchmarks/robustness.py --kills-per-command 2 --quick
+    python benchmarks/robustness.py                  # about 5 minutes on 2 cores
+    python benchmarks/robustness.py --kills-per-command 2 --skip-kills
 """
 
 from __future__ import annotations
