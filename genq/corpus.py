@@ -31,6 +31,7 @@ from genq.io import (
     describe_error,
     dumps_line,
     find_lone_surrogate,
+    input_lines,
     iter_jsonl,
     open_input,
     parse_json_text,
@@ -179,14 +180,13 @@ def _field_text(value, what: str, field_name: str | None, path: Path, line: int 
 
 def _decoded_lines(path: Path, errors: ErrorTally) -> Iterator[str]:
     """Yield text lines, reporting non-UTF-8 lines by number (skipped ones become empty)."""
-    with open_input(path) as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                yield raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                errors.report(DataError(path, f"bytes that are not UTF-8 ({exc.reason} at byte {exc.start})",
-                                        "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`", line_number))
-                yield "\n"
+    for line_number, raw in enumerate(input_lines(path), start=1):
+        try:
+            yield raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            errors.report(DataError(path, f"bytes that are not UTF-8 ({exc.reason} at byte {exc.start})",
+                                    "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`", line_number))
+            yield "\n"
 
 
 def _read_jsonl(path: Path, fields: FieldMap, errors: ErrorTally) -> Iterator[Document]:

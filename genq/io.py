@@ -114,6 +114,19 @@ def open_input(path: str | os.PathLike) -> IO[bytes]:
     return handle
 
 
+def input_lines(path: str | os.PathLike) -> Iterator[bytes]:
+    """The raw lines of an input file (gzip read through); compressed data cut short is a DataError."""
+    import gzip
+    import zlib
+
+    try:
+        with open_input(path) as handle:
+            yield from handle
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(path, f"compressed data is cut short or corrupt ({describe_error(exc)})",
+                        "check the file (gzip -t), or pass the uncompressed one") from None
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
@@ -154,39 +167,38 @@ def iter_jsonl(path: str | os.PathLike, errors: ErrorTally | None = None) -> Ite
     path = require_file(path, "JSONL file")
     errors = errors or ErrorTally()
     seen_any = False
-    with open_input(path) as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                errors.report(DataError(path, f"bytes that are not UTF-8 ({exc.reason} at byte {exc.start})",
-                                        "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`", line_number))
-                continue
-            try:
-                record = parse_json_text(text)
-            except json.JSONDecodeError as exc:
-                errors.report(DataError(path, f"malformed JSON ({exc.msg}, column {exc.colno})",
-                                        "each line must be one complete JSON object", line_number))
-                continue
-            except ValueError as exc:
-                errors.report(DataError(path, f"malformed JSON ({exc})",
-                                        "write plain JSON: numbers must be finite, nesting shallow", line_number))
-                continue
-            if not isinstance(record, dict):
-                errors.report(DataError(path, f"expected a JSON object, found {type(record).__name__}",
-                                        "each line must be one JSON object like {\"_id\": ..., \"text\": ...}",
-                                        line_number))
-                continue
-            if b"\\u" in raw and (where := find_lone_surrogate(record)) is not None:
-                errors.report(DataError(path, f"{where} holds a lone UTF-16 surrogate escape (like \"\\ud800\"), "
-                                              "which is not text", "fix or drop that value", line_number))
-                continue
-            seen_any = True
-            yield line_number, record
+    for line_number, raw in enumerate(input_lines(path), start=1):
+        if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            errors.report(DataError(path, f"bytes that are not UTF-8 ({exc.reason} at byte {exc.start})",
+                                    "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`", line_number))
+            continue
+        try:
+            record = parse_json_text(text)
+        except json.JSONDecodeError as exc:
+            errors.report(DataError(path, f"malformed JSON ({exc.msg}, column {exc.colno})",
+                                    "each line must be one complete JSON object", line_number))
+            continue
+        except ValueError as exc:
+            errors.report(DataError(path, f"malformed JSON ({exc})",
+                                    "write plain JSON: numbers must be finite, nesting shallow", line_number))
+            continue
+        if not isinstance(record, dict):
+            errors.report(DataError(path, f"expected a JSON object, found {type(record).__name__}",
+                                    "each line must be one JSON object like {\"_id\": ..., \"text\": ...}",
+                                    line_number))
+            continue
+        if b"\\u" in raw and (where := find_lone_surrogate(record)) is not None:
+            errors.report(DataError(path, f"{where} holds a lone UTF-16 surrogate escape (like \"\\ud800\"), "
+                                          "which is not text", "fix or drop that value", line_number))
+            continue
+        seen_any = True
+        yield line_number, record
     if not seen_any and errors.skipped == 0:
         raise DataError(path, "holds no records (only blank lines)", "pass a file with at least one JSON line")
 

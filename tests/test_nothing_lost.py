@@ -225,6 +225,15 @@ def test_bom_and_gzip_jsonl_are_read(tmp_path):
         result = invoke("corpus", "prepare", source, "-o", out, "--tokenizer", "words")
         assert result.exit_code == 0, result.output
         assert json.loads(out.read_text())["_id"] == "a"
+    # gzip cut short past the first block: named as such, mid-stream, not an EOFError traceback
+    truncated = tmp_path / "cut.jsonl.gz"
+    lines = b"".join(b'{"passage_id": "%d", "query": "q%d", "passage": "passage %d about a chain"}\n' % (i, i, i)
+                     for i in range(20000))
+    truncated.write_bytes(gzip.compress(lines)[:30000])
+    for args in (("corpus", "prepare", truncated, "-o", tmp_path / "cut.out.jsonl", "--tokenizer", "words"),
+                 ("export", truncated, "--format", "flag", "-o", tmp_path / "cut.flag.jsonl")):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "cut short or corrupt" in result.output, result.output
 
 
 def test_csv_ragged_rows_unterminated_quotes_and_a_missing_header(tmp_path):
