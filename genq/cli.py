@@ -416,11 +416,20 @@ def train_config(options: dict, device=None):
         help="Labelled BEIR folder: evaluate base and trained model at the end.")
 @user_errors
 def train(pairs, output, device, resume, overwrite, eval_beir, **options):
-    """Fine-tune a bi-encoder on PAIRS (query, passage[, negatives]) with in-batch negatives."""
-    from genq.train import train_bi_encoder
+    """Fine-tune a bi-encoder on PAIRS (query, passage[, negatives]) with in-batch negatives.
+
+    \b
+    On several GPUs (or CPU processes), launch it unchanged with torchrun:
+      torchrun --nproc-per-node 4 -m genq train PAIRS -o MODEL
+    --train-batch-size is then per process (the global batch is N times it), and in-batch
+    negatives are gathered across processes.
+    """
+    from genq.train import Processes, train_bi_encoder
 
     config = train_config(options, device)
     summary = train_bi_encoder(pairs, output, config, resume=resume, overwrite=overwrite, progress=show_progress())
+    if not Processes().main:  # one summary per run, from the main process
+        return
     say(f"trained {summary.steps:,} steps on {summary.train_pairs:,} pairs ({summary.passages:,} passages, "
         f"{summary.negatives_per_pair} hard negatives each) in {summary.seconds:.0f}s; final loss {summary.final_loss}")
     say(f"  no-duplicates sampler kept {summary.duplicates_a_plain_batch_would_hold:,} same-passage pairs out of "

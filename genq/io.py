@@ -365,24 +365,36 @@ def replacing_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     the temporary one is removed and ``out_dir`` is untouched. A ``kill -9`` at any point
     is undone by :func:`recover_interrupted_swap` on the next run.
     """
+    tmp = start_building(out_dir)
+    try:
+        yield tmp
+        finish_building(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def start_building(out_dir: str | os.PathLike) -> Path:
+    """The empty ``.NAME.building-PID`` sibling a new ``out_dir`` is built in (leftovers of dead runs cleared)."""
     out_dir = resolve_path(out_dir)
     recover_interrupted_swap(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.building-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return tmp
+
+
+def finish_building(tmp: Path, out_dir: str | os.PathLike) -> None:
+    """Swap the finished ``tmp`` in for ``out_dir``: two renames, the old copy removed last."""
+    out_dir = resolve_path(out_dir)
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
 
 
 # --------------------------------------------------------------------------- writing files

@@ -15,10 +15,12 @@ cross-encoder margins span tens of logits, hence the scale (the MNRL ``--scale``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -33,8 +35,9 @@ from genq.io import (
     GenqError,
     check_output_dir,
     describe_error,
+    finish_building,
     read_json,
-    replacing_directory,
+    start_building,
     write_json_atomic,
 )
 from genq.models import RUN_RECORD, resolve_model
@@ -319,7 +322,8 @@ def train_bi_encoder(
     rows, negatives_per_pair = read_training_pairs(pairs_path, need_margins=margin_mse,
                                                    max_tokens=config.max_seq_length)
     settings = {k: getattr(config, k) for k in RUN_KEYS}
-    replacing = _check_output_dir(output, settings, resume, overwrite)
+    processes = Processes()
+    replacing = processes.agree(lambda: _check_output_dir(output, settings, resume, overwrite))
     if len(rows) < 2:
         raise DataError(pairs_path, f"holds {len(rows)} pair(s); training needs at least 2",
                         "generate more queries, or relax the filters")
@@ -342,35 +346,90 @@ def train_bi_encoder(
                         f"{describe_error(exc)}") from None
     model.max_seq_length = config.max_seq_length
     similarity = st_util.cos_sim if config.similarity == "cos" else st_util.dot_score
+    # under torchrun each process holds its share of the batch: gather the embeddings so that every query
+    # still meets the whole global batch as in-batch negatives, as in a single-process run of that batch size
+    gather = {"gather_across_devices": True} if processes.world > 1 else {}
     if config.loss == "mnrl":
-        loss = losses.MultipleNegativesRankingLoss(model, scale=config.scale, similarity_fct=similarity)
+        loss = losses.MultipleNegativesRankingLoss(model, scale=config.scale, similarity_fct=similarity, **gather)
     elif margin_mse:
         pairwise = st_util.pairwise_cos_sim if config.similarity == "cos" else st_util.pairwise_dot_score
         loss = losses.MarginMSELoss(model, similarity_fct=ScaledSimilarity(pairwise, config.scale))
     else:
         loss = losses.CachedMultipleNegativesRankingLoss(model, scale=config.scale, similarity_fct=similarity,
                                                          mini_batch_size=config.mini_batch_size,
-                                                         show_progress_bar=False)
+                                                         show_progress_bar=False, **gather)
     if 0 < len(eval_rows) < MIN_HELDOUT_PAIRS:
         logger.info("only %d held-out pairs: too few for a meaningful metric; they train instead", len(eval_rows))
         train_rows, eval_rows = rows, []
         summary.train_pairs, summary.eval_pairs = len(rows), 0
     evaluator = _ir_evaluator(train_rows, eval_rows) if eval_rows else None
     batch_size = min(config.batch_size, len(train_rows))
-    if replacing:  # the old model stays usable until the new one is complete
-        with replacing_directory(output) as building:
-            _fit(building, model, loss, evaluator, train_rows, batch_size, negatives_per_pair, margin_mse, config,
-                 settings, pairs_path, summary, resume=False, progress=progress, started=started)
+    fit = functools.partial(_fit, model=model, loss=loss, evaluator=evaluator, train_rows=train_rows,
+                            batch_size=batch_size, negatives_per_pair=negatives_per_pair, margin_mse=margin_mse,
+                            config=config, settings=settings, pairs_path=pairs_path, summary=summary,
+                            progress=progress, started=started, processes=processes)
+    if not replacing:
+        fit(output, resume=resume)
         return summary
-    _fit(output, model, loss, evaluator, train_rows, batch_size, negatives_per_pair, margin_mse, config, settings,
-         pairs_path, summary, resume=resume, progress=progress, started=started)
+    # the old model stays usable until the new one is complete: train beside it, swap at the end
+    building = Path(processes.agree(lambda: str(start_building(output))))
+    try:
+        fit(building, resume=False)
+    except BaseException:
+        if processes.main:
+            shutil.rmtree(building, ignore_errors=True)
+        raise
+    if processes.main:
+        finish_building(building, output)
     return summary
 
 
-def _fit(output: Path, model, loss, evaluator, train_rows: list[dict], batch_size: int, negatives_per_pair: int,
+class Processes:
+    """Where this process stands in a ``torchrun`` / ``accelerate launch`` group (alone, otherwise).
+
+    The sentence-transformers trainer runs data-parallel by itself under those launchers;
+    what genq adds is that decisions about the output folder are taken once, by the main
+    process, and that only the main process writes genq's own files.
+    """
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def agree(self, decide):
+        """``decide()`` on the main process; every process gets its result, or raises its GenqError."""
+        if self.world == 1:
+            return decide()
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+        outcome: list = [None]
+        if self.main:
+            try:
+                outcome = [("ok", decide())]
+            except GenqError as exc:
+                outcome = [("error", str(exc))]
+        dist.broadcast_object_list(outcome, src=0, device=torch.device("cpu"))
+        kind, value = outcome[0]
+        if kind == "error":
+            raise GenqError(value)
+        return value
+
+
+def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_size: int, negatives_per_pair: int,
          margin_mse: bool, config: TrainConfig, settings: dict, pairs_path: Path, summary: TrainSummary,
-         resume: bool, progress: bool, started: float) -> None:
-    """Train into ``output`` (checkpoints under it), save the model, its log, curve and card, then mark it done."""
+         resume: bool, progress: bool, started: float, processes: Processes) -> None:
+    """Train into ``output`` (checkpoints under it), save the model, its log, curve and card, then mark it done.
+
+    Every process trains; only the main one writes genq's files (the trainer saves its
+    checkpoints from the main process too).
+    """
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
@@ -379,9 +438,10 @@ def _fit(output: Path, model, loss, evaluator, train_rows: list[dict], batch_siz
     except ImportError:  # sentence-transformers 3.x - 5.x
         from sentence_transformers.training_args import BatchSamplers
 
-    output.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "pairs_file": str(pairs_path),
-                                            "settings": settings, "complete": False})
+    if processes.main:
+        output.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "pairs_file": str(pairs_path),
+                                                "settings": settings, "complete": False})
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output / "checkpoints"),
         num_train_epochs=config.epochs,
@@ -407,7 +467,7 @@ def _fit(output: Path, model, loss, evaluator, train_rows: list[dict], batch_siz
     trainer = SentenceTransformerTrainer(model=model, args=args,
                                          train_dataset=_to_dataset(train_rows, negatives_per_pair, margin_mse),
                                          loss=loss, evaluator=evaluator)
-    checkpoint = last_checkpoint(output) if resume else None
+    checkpoint = processes.agree(lambda: last_checkpoint(output)) if resume else None
     summary.resumed_from = checkpoint
     if resume and checkpoint is None:
         logger.warning("no complete checkpoint in %s; training from the start", output / "checkpoints")
@@ -415,6 +475,9 @@ def _fit(output: Path, model, loss, evaluator, train_rows: list[dict], batch_siz
         logger.warning("resuming from %s", checkpoint)
     _quiet_trainer(trainer)
     output_of_training = trainer.train(resume_from_checkpoint=checkpoint)
+    summary.steps = trainer.state.global_step
+    if not processes.main:
+        return
     if evaluator is not None:
         summary.eval_metrics = {k: round(float(v), 4) for k, v in evaluator(model).items()}
     model.save(str(output))
@@ -422,7 +485,6 @@ def _fit(output: Path, model, loss, evaluator, train_rows: list[dict], batch_siz
     losses_logged = [h["loss"] for h in history if "loss" in h]
     final = losses_logged[-1] if losses_logged else getattr(output_of_training, "training_loss", None)
     summary.final_loss = round(float(final), 4) if final is not None else None
-    summary.steps = trainer.state.global_step
     summary.seconds = round(time.perf_counter() - started, 2)
     write_json_atomic(output / "training_log.json", {"log_history": history, "summary": summary.to_dict()})
     _plot_loss(history, output / "loss_curve.png")

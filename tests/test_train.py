@@ -196,3 +196,28 @@ def test_real_cranfield_half_split(tmp_path):
 
     result = run(tmp_path, max_steps=None)
     assert result["after"]["ndcg@10"] >= result["before"]["ndcg@10"] - 0.005
+
+
+def test_two_process_data_parallel_training(tmp_path, tiny_encoder_dir):
+    """`genq train` unchanged under torchrun: 2 CPU processes (gloo), one output, one summary; and --overwrite."""
+    import os
+    import subprocess
+    import sys
+
+    pairs = pairs_file(tmp_path)
+    out = tmp_path / "model"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "genq",
+               "train", str(pairs), "-o", str(out), "--base-model", str(tiny_encoder_dir), "--train-batch-size", "4",
+               "--eval-share", "0", "--max-seq-length", "32", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for extra in ([], ["--overwrite", "--lr", "1e-4"]):
+        result = subprocess.run(command + extra, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stderr.count("trained 2 steps") == 1, result.stderr[-3000:]  # 18 pairs, 2 x 4 per step
+        record = json.loads((out / "genq_training.json").read_text())
+        assert record["complete"] and record["summary"]["steps"] == 2
+    assert record["settings"]["lr"] == 1e-4
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".model")] == []
+    from sentence_transformers import SentenceTransformer
+
+    assert SentenceTransformer(str(out), device="cpu").encode(["oil the chain"]).shape == (1, 32)
