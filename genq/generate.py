@@ -755,32 +755,11 @@ def generate_pairs(
     started = time.perf_counter()
     summary = GenerationSummary(str(output_path))
 
-    # Count passages first (cheap, streaming) so the bar has an ETA and bad input fails early.
-    empty_lines: list[int] = []
-    total = sum(1 for _ in _limited(iter_passage_file(passages_path, empty_lines=empty_lines), limit))
-    summary.passages_without_text = len(empty_lines)
-    source = {"path": str(passages_path), "fingerprint": file_fingerprint(passages_path), "limit": limit}
-
-    # settings are checked before the generator loads (that can take a minute) and before anything is replaced
-    config.validate()
-    if generator is not None:
-        family, dtype = generator.family, generator.dtype
-    else:
-        family = config.family if config.family != "auto" else detect_family(
-            *_split_gguf(resolve_model(config.model, what="generator"), config.gguf_file))
-        dtype = resolve_dtype(config.dtype, resolve_device(config.device))
-    settings = _sampling_settings(config, family, dtype_name(dtype))
-
-    previous = read_json(meta_path, "pairs metadata") if meta_path.exists() else None
-    finished = is_described_file((previous or {}).get("output_file"), output_path)
-    if output_path.exists() and not finished and not overwrite:
-        raise GenqError(f"{output_path} already exists but no {meta_path.name} describes it, so genq did not write "
-                        "it (or it was changed since)\n"
-                        "  fix: pass --overwrite to replace it once the new pairs are complete, or choose another "
-                        "output path")
-    if finished and not overwrite:
-        _refuse_other_run(output_path, previous["parameters"], previous.get("source", {}), settings, source,
-                          "was generated")
+    run = identify_run(passages_path, config, generator, limit)
+    summary.passages_without_text = run.empty_passages
+    total, source, settings = run.passages, run.source, run.settings
+    previous = finished_output(output_path, run, overwrite)
+    if previous is not None:
         summary.already_complete = True
         summary.passages = total
         summary.pairs_in_file = previous["counts"].get("pairs", 0)
@@ -848,28 +827,80 @@ def generate_pairs(
     bar.close()
     # the meta describes the finished file before it takes OUT's place: a kill between the two steps is
     # seen on the next run (OUT does not match the description) and the finished partial is renamed again
-    write_json_atomic(meta_path, {
-        "genq_version": __version__,
-        "passages_file": str(passages_path),
-        "source": source,
-        "generator": {"model": config.model, "gguf_file": config.gguf_file, "family": generator.family,
-                      "prompt_template": config.prompt_template if generator.family == "causal" else None},
-        "parameters": settings,
-        "seeding": "per passage: blake2b(seed, passage id, sample number) drives each sampled token",
-        "execution": {"batch_size": config.batch_size, "device": generator.device,
-                      "dtype": dtype_name(generator.dtype)},
-        "counts": {"passages": total, "passages_done": len(done.done), "pairs": done.pairs,
-                   "queries_sampled": done.queries_sampled, "duplicates_dropped": done.duplicates_dropped,
-                   "filtered_out": done.filtered_out, "passages_without_query": done.passages_without_query},
-        "wall_seconds": round(done.wall_seconds, 2),
-        "output_file": describe_file(partial),
-        "complete": True,
-    })
+    counts = {"passages": total, "passages_done": len(done.done), "pairs": done.pairs,
+              "queries_sampled": done.queries_sampled, "duplicates_dropped": done.duplicates_dropped,
+              "filtered_out": done.filtered_out, "passages_without_query": done.passages_without_query}
+    write_pairs_meta(meta_path, partial, run, config, counts, round(done.wall_seconds, 2),
+                     {"batch_size": config.batch_size, "device": generator.device,
+                      "dtype": dtype_name(generator.dtype)})
     os.replace(partial, output_path)
     journal.unlink(missing_ok=True)
     summary.pairs_in_file = done.pairs
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
+
+
+@dataclass
+class RunIdentity:
+    """What makes two generation runs the same: the passages read and the sampling settings."""
+
+    passages: int
+    empty_passages: int
+    source: dict
+    settings: dict
+    family: str
+
+
+def identify_run(passages_path: Path, config: GenerationConfig, generator: QueryGenerator | None = None,
+                 limit: int | None = None) -> RunIdentity:
+    """Count the passages (bad input fails here, before any model loads) and settle the settings."""
+    empty_lines: list[int] = []
+    total = sum(1 for _ in _limited(iter_passage_file(passages_path, empty_lines=empty_lines), limit))
+    source = {"path": str(passages_path), "fingerprint": file_fingerprint(passages_path), "limit": limit}
+    config.validate()
+    if generator is not None:
+        family, dtype = generator.family, generator.dtype
+    else:
+        family = config.family if config.family != "auto" else detect_family(
+            *_split_gguf(resolve_model(config.model, what="generator"), config.gguf_file))
+        dtype = resolve_dtype(config.dtype, resolve_device(config.device))
+    return RunIdentity(total, len(empty_lines), source, _sampling_settings(config, family, dtype_name(dtype)), family)
+
+
+def finished_output(output_path: Path, run: RunIdentity, overwrite: bool) -> dict | None:
+    """The meta of a finished output of this very run (nothing to do), or None; other outputs are refused."""
+    meta_path = meta_path_for(output_path)
+    previous = read_json(meta_path, "pairs metadata") if meta_path.exists() else None
+    finished = is_described_file((previous or {}).get("output_file"), output_path)
+    if output_path.exists() and not finished and not overwrite:
+        raise GenqError(f"{output_path} already exists but no {meta_path.name} describes it, so genq did not write "
+                        "it (or it was changed since)\n"
+                        "  fix: pass --overwrite to replace it once the new pairs are complete, or choose another "
+                        "output path")
+    if not finished or overwrite:
+        return None
+    _refuse_other_run(output_path, previous["parameters"], previous.get("source", {}), run.settings, run.source,
+                      "was generated")
+    return previous
+
+
+def write_pairs_meta(meta_path: Path, pairs_file: Path, run: RunIdentity, config: GenerationConfig, counts: dict,
+                     wall_seconds: float, execution: dict) -> None:
+    """``pairs.meta.json`` for the finished ``pairs_file`` (which then takes the output's name)."""
+    write_json_atomic(meta_path, {
+        "genq_version": __version__,
+        "passages_file": run.source["path"],
+        "source": run.source,
+        "generator": {"model": config.model, "gguf_file": config.gguf_file, "family": run.family,
+                      "prompt_template": config.prompt_template if run.family == "causal" else None},
+        "parameters": run.settings,
+        "seeding": "per passage: blake2b(seed, passage id, sample number) drives each sampled token",
+        "execution": execution,
+        "counts": counts,
+        "wall_seconds": wall_seconds,
+        "output_file": describe_file(pairs_file),
+        "complete": True,
+    })
 
 
 def _refuse_other_run(path: Path, old_settings: dict, old_source: dict, settings: dict, source: dict, what: str,
