@@ -190,13 +190,7 @@ def generate_pairs_ray(
     todo = [shard for shard in shards if not shard_is_done(shard)]
     summary.passages_skipped_as_done = sum(shard["count"] for shard in shards if shard not in todo)
     if todo:
-        for name in ("ray", "ray.data"):  # genq's bar and summary say what matters; Ray's INFO lines do not
-            logging.getLogger(name).setLevel(logging.WARNING)
-        if not ray.is_initialized():
-            ray.init(address=options.address, log_to_driver=False, include_dashboard=False,
-                     logging_level=logging.WARNING,
-                     **({} if options.address else {"num_cpus": max(os.cpu_count() or 1,
-                                                                    int(options.workers * options.cpus_per_worker))}))
+        _start_ray(ray, options)
         _run_shards(todo, config, options, progress, total=sum(shard["count"] for shard in shards),
                     already=summary.passages_skipped_as_done)
         summary.passages_generated = sum(shard["count"] for shard in todo)
@@ -230,22 +224,114 @@ def generate_pairs_ray(
     return summary
 
 
+def _start_ray(ray, options: RayOptions) -> None:
+    """Join ``options.address`` (or start a local Ray sized for the workers) unless a Ray is already up."""
+    for name in ("ray", "ray.data"):  # genq's bar and summary say what matters; Ray's INFO lines do not
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if ray.is_initialized():
+        return
+    local = {} if options.address else {"num_cpus": max(os.cpu_count() or 1,
+                                                        int(options.workers * options.cpus_per_worker))}
+    ray.init(address=options.address, log_to_driver=False, include_dashboard=False, logging_level=logging.WARNING,
+             **local)
+
+
 def _run_shards(todo: list[dict], config: GenerationConfig, options: RayOptions, progress: bool, total: int,
                 already: int) -> None:
+    threads = 0 if options.gpus_per_worker > 0 else max(1, int(options.cpus_per_worker))
+    _map_shards(todo, ShardGenerator, {"config": asdict(config), "threads": threads}, options, progress, total,
+                already, desc="generating")
+
+
+def _map_shards(todo: list[dict], actor_class, constructor_kwargs: dict, options: RayOptions, progress: bool,
+                total: int, already: int, desc: str) -> None:
+    """Hand every shard to a pool of ``options.workers`` actors of ``actor_class``, one shard per call."""
     import ray.data
     from tqdm.auto import tqdm
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # one bar, ours, counted in passages
     context.print_on_execution_start = False
-    threads = 0 if options.gpus_per_worker > 0 else max(1, int(options.cpus_per_worker))
     dataset = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
-        ShardGenerator, batch_size=1, concurrency=options.workers, num_cpus=options.cpus_per_worker,
-        num_gpus=options.gpus_per_worker or None,
-        fn_constructor_kwargs={"config": asdict(config), "threads": threads},
-        max_restarts=3, max_task_retries=3)  # a lost worker's shard is retried and resumes from its journal
-    bar = tqdm(total=total, initial=already, desc=f"generating ({options.workers} Ray workers)", unit=" passages",
+        actor_class, batch_size=1, concurrency=options.workers, num_cpus=options.cpus_per_worker,
+        num_gpus=options.gpus_per_worker or None, fn_constructor_kwargs=constructor_kwargs,
+        max_restarts=3, max_task_retries=3)  # a lost worker's shard is retried (and resumes, for generation)
+    bar = tqdm(total=total, initial=already, desc=f"{desc} ({options.workers} Ray workers)", unit=" passages",
                disable=not progress, file=sys.stderr)
     for row in dataset.iter_rows():
         bar.update(int(row["count"]))
     bar.close()
+
+
+# --------------------------------------------------------------------------- encoding a corpus
+
+
+class ShardEncoder:
+    """A Ray Data actor: loads the bi-encoder once, then encodes each passage shard into its ``.npy`` file."""
+
+    def __init__(self, model: str, dtype: str, batch_size: int, device: str, threads: int) -> None:
+        import torch
+
+        from genq.encode import Encoder
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.encoder = Encoder(model, device=device, dtype=dtype, batch_size=batch_size)
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        from genq.corpus import load_passages
+
+        for passages, output in zip(batch["passages"], batch["output"]):
+            vectors = self.encoder.encode_passages(load_passages(passages))
+            with atomic_write(output, mode="wb") as handle:  # a shard's vectors appear whole or not at all
+                np.save(handle, vectors)
+        return {"number": batch["number"], "count": batch["count"]}
+
+
+def encode_corpus_ray(passages_path: str | Path, model: str, work_dir: str | Path,
+                      ray_options: RayOptions | None = None, dtype: str = "auto", batch_size: int = 64,
+                      progress: bool = True):
+    """The corpus's embeddings (row i = passage i), encoded in shards by Ray actors, as a read-only memmap.
+
+    Shards and their ``.npy`` files live in ``work_dir`` (keyed by the input's fingerprint
+    and the model), so a rerun after a crash encodes only the shards not yet written.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise GenqError("--ray needs Ray Data\n  fix: pip install 'genq[ray]'") from None
+    import numpy as np
+    from numpy.lib.format import open_memmap
+
+    from genq.io import file_fingerprint
+
+    options = ray_options or RayOptions()
+    options.validate()
+    passages_path, work_dir = Path(passages_path), Path(work_dir)
+    device = "cuda" if options.gpus_per_worker > 0 else "cpu"
+    run_key = {"model": model, "dtype": dtype, "device": device,
+               "source": {"path": str(passages_path), "fingerprint": file_fingerprint(passages_path)}}
+    shards = plan_shards(passages_path, work_dir, run_key, options.shard_size, None, overwrite=True)
+    for shard in shards:
+        shard["output"] = str(Path(shard["passages"]).with_suffix(".npy"))
+    todo = [shard for shard in shards if not Path(shard["output"]).exists()]
+    if todo:
+        _start_ray(ray, options)
+        threads = 0 if options.gpus_per_worker > 0 else max(1, int(options.cpus_per_worker))
+        _map_shards(todo, ShardEncoder, {"model": model, "dtype": dtype, "batch_size": batch_size, "device": device,
+                                         "threads": threads}, options, progress,
+                    total=sum(s["count"] for s in shards), already=sum(s["count"] for s in shards if s not in todo),
+                    desc="encoding")
+    parts = [np.load(shard["output"], mmap_mode="r") for shard in shards]
+    merged = work_dir / "embeddings.npy"
+    matrix = open_memmap(merged, mode="w+", dtype=np.float32,
+                         shape=(sum(len(p) for p in parts), parts[0].shape[1]))
+    row = 0
+    for part in parts:
+        matrix[row:row + len(part)] = part
+        row += len(part)
+    matrix.flush()
+    del matrix
+    return np.load(merged, mmap_mode="r")

@@ -61,8 +61,12 @@ def filter_pairs(
     dtype: str = "auto",
     progress: bool = True,
     examples: int = 20,
+    corpus_vectors: np.ndarray | None = None,
 ) -> FilterSummary:
-    """Keep the pairs whose passage the base model retrieves for their query; write them and a report."""
+    """Keep the pairs whose passage the base model retrieves for their query; write them and a report.
+
+    ``corpus_vectors``: the corpus already encoded elsewhere (``--ray``), row i = passage i.
+    """
     if not top_k and min_score is None:
         raise GenqError("give --top-k and/or --min-score: with neither, nothing would be filtered")
     if top_k is not None and top_k < 1:
@@ -73,7 +77,7 @@ def filter_pairs(
     passages = load_passages(corpus_path)
     encoder = model if isinstance(model, Encoder) else Encoder(model, dtype=dtype)
     cache_dir = cache_dir if cache_dir is not None else output_path.parent / ".genq-cache"
-    dense = DenseCorpus(passages, encoder, cache_dir=cache_dir, progress=progress)
+    dense = DenseCorpus(passages, encoder, cache_dir=cache_dir, progress=progress, vectors=corpus_vectors)
     summary = FilterSummary(str(output_path), passages_in_corpus=len(passages), top_k=top_k or 0,
                             min_score=min_score)
     before: set[str] = set()

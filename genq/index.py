@@ -183,6 +183,18 @@ def _encode_into(passages_path: Path, encoder: Encoder, store: _StoreWriter, see
     return row
 
 
+def _store_only(passages_path: Path, store: _StoreWriter, embeddings: np.ndarray, dimension: int) -> int:
+    """Write the passage store for vectors computed elsewhere, checking they fit the passages and the model."""
+    count = 0
+    for passage in _unique(passages_path, set()):
+        store.write([passage])
+        count += 1
+    if embeddings.shape != (count, dimension):
+        raise GenqError(f"the precomputed embeddings are {embeddings.shape[0]} x {embeddings.shape[1]}, but "
+                        f"{passages_path} holds {count} passages and the model makes {dimension}-d vectors")
+    return count
+
+
 def _unique(passages_path: Path, seen_ids: set[str]):
     for line_number, passage in enumerate(iter_passage_file(passages_path), start=1):
         if passage["_id"] in seen_ids:
@@ -204,13 +216,16 @@ def build_index(
     progress: bool = True,
     lexical: LexicalSettings | None = LexicalSettings(),
     overwrite: bool = False,
+    embeddings: np.ndarray | None = None,
 ) -> IndexSummary:
     """Encode every passage and write a self-contained index directory.
 
     ``lexical`` also builds a BM25 index over the same passages (``None`` skips it): hybrid
     search needs both, and BM25 costs seconds next to the encoding. An existing genq index
     at ``output_dir`` is replaced (once the new one is complete) only with ``overwrite``;
-    any other non-empty directory is refused.
+    any other non-empty directory is refused. ``embeddings`` are the passages' vectors already
+    computed elsewhere (row i = passage i of the file, e.g. by a Ray job); the model then only
+    names the index and encodes its queries.
     """
     started = time.perf_counter()
     passages_path, out_dir = Path(passages_path), Path(output_dir)
@@ -224,7 +239,11 @@ def build_index(
     with replacing_directory(out_dir) as tmp:
         store = _StoreWriter(tmp / STORE_FILE)
         encode_started = time.perf_counter()
-        count = _encode_into(passages_path, encoder, store, set(), tmp / EMBEDDINGS_FILE, progress, total)
+        if embeddings is None:
+            count = _encode_into(passages_path, encoder, store, set(), tmp / EMBEDDINGS_FILE, progress, total)
+        else:
+            count = _store_only(passages_path, store, embeddings, encoder.dimension)
+            np.save(tmp / EMBEDDINGS_FILE, np.asarray(embeddings, dtype=np.float32))
         encode_seconds = time.perf_counter() - encode_started
         np.save(tmp / OFFSETS_FILE, store.close())
         embeddings = np.load(tmp / EMBEDDINGS_FILE, mmap_mode="r")

@@ -78,8 +78,12 @@ def mine_negatives(
     cache_dir: str | Path | None = None,
     dtype: str = "auto",
     progress: bool = True,
+    corpus_vectors: np.ndarray | None = None,
 ) -> MiningSummary:
-    """Write the pairs of ``pairs_path`` with a ``negatives`` list each to ``output_path``."""
+    """Write the pairs of ``pairs_path`` with a ``negatives`` list each to ``output_path``.
+
+    ``corpus_vectors``: the corpus already encoded elsewhere (``--ray``), row i = passage i.
+    """
     config = config or MiningConfig()
     config.validate()
     started = time.perf_counter()
@@ -92,7 +96,8 @@ def mine_negatives(
             raise GenqError("dense mining needs --model (or use --retriever bm25)")
         encoder = model if isinstance(model, Encoder) else Encoder(model, dtype=dtype)
         cache_dir = cache_dir if cache_dir is not None else output_path.parent / ".genq-cache"
-        retrievers.append(DenseCorpus(passages, encoder, cache_dir=cache_dir, progress=progress))
+        retrievers.append(DenseCorpus(passages, encoder, cache_dir=cache_dir, progress=progress,
+                                      vectors=corpus_vectors))
     if config.retriever in ("bm25", "both"):
         retrievers.append(LexicalCorpus(passages, progress=progress))
     row_of = retrievers[0].row_of

@@ -48,17 +48,23 @@ class DenseCorpus:
     """Exact dense search over passages with a cached embedding matrix."""
 
     def __init__(self, passages: list[dict], encoder: Encoder, cache_dir: str | Path | None = None,
-                 progress: bool = False):
+                 progress: bool = False, vectors: np.ndarray | None = None):
+        """``vectors``: the passages' embeddings computed elsewhere (a Ray job), row i = passage i."""
         import faiss
 
         self.passages = passages
         self.encoder = encoder
         self.row_of = {p["_id"]: row for row, p in enumerate(passages)}
         self.cache_path = None
-        if cache_dir is not None:
+        if vectors is not None and vectors.shape != (len(passages), encoder.dimension):
+            raise GenqError(f"precomputed corpus embeddings are {vectors.shape}, expected "
+                            f"({len(passages)}, {encoder.dimension})")
+        if cache_dir is not None and vectors is None:
             key = corpus_fingerprint(passages, f"{encoder.name}:{encoder.dimension}:{encoder.dtype_label}")
             self.cache_path = Path(cache_dir) / f"corpus-{key}.npy"
-        if self.cache_path is not None and self.cache_path.exists():
+        if vectors is not None:
+            self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        elif self.cache_path is not None and self.cache_path.exists():
             self.vectors = np.load(self.cache_path)
             logger.info("reusing cached corpus embeddings %s", self.cache_path)
         else:

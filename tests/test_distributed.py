@@ -110,3 +110,34 @@ def test_an_interrupted_run_with_other_settings_is_refused(tmp_path, tiny_t5_dir
     generate_pairs_ray(passages, out, config_for(tiny_t5_dir), RayOptions(shard_size=8), overwrite=True,
                        progress=False)
     assert len(pairs_of(out)) > 0
+
+
+def test_ray_encoding_gives_the_same_index_filter_and_negatives(tmp_path, tiny_t5_dir, tiny_encoder_dir):
+    """`genq index/filter/mine-negatives --ray`: the corpus encoded in shards by 2 workers, results unchanged."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from genq.cli import main
+
+    passages = corpus(tmp_path)
+    pairs = tmp_path / "pairs.jsonl"
+    generate_pairs(passages, pairs, config_for(tiny_t5_dir), progress=False)
+    ray_args = ["--ray", "--workers", "2", "--shard-size", "8", "--dtype", "float32"]
+    runner = CliRunner()
+    for name, args in (("index", ["index", passages, "-m", tiny_encoder_dir, "-o", "{out}", "--save-embeddings"]),
+                       ("filter", ["filter", pairs, "--corpus", passages, "-m", tiny_encoder_dir, "-o", "{out}"]),
+                       ("negatives", ["mine-negatives", pairs, "--corpus", passages, "-m", tiny_encoder_dir,
+                                      "-o", "{out}"])):
+        outputs = []
+        for suffix, extra in (("plain", ["--dtype", "float32"]), ("ray", ray_args)):
+            out = tmp_path / f"{name}-{suffix}" / ("index" if name == "index" else "out.jsonl")
+            result = runner.invoke(main, [str(a).replace("{out}", str(out)) for a in args] + extra)
+            assert result.exit_code == 0, result.output
+            outputs.append(out)
+        if name == "index":
+            plain, distributed = (np.load(o / "embeddings.npy") for o in outputs)
+            assert np.allclose(plain, distributed, atol=1e-6)
+            assert (outputs[0] / "passages.jsonl").read_text() == (outputs[1] / "passages.jsonl").read_text()
+            assert not (tmp_path / "index-ray" / "index.shards").exists()
+        else:
+            assert outputs[0].read_text() == outputs[1].read_text()
