@@ -226,14 +226,14 @@ def generate_pairs_ray(
 
 def _start_ray(ray, options: RayOptions) -> None:
     """Join ``options.address`` (or start a local Ray sized for the workers) unless a Ray is already up."""
-    for name in ("ray", "ray.data"):  # genq's bar and summary say what matters; Ray's INFO lines do not
-        logging.getLogger(name).setLevel(logging.WARNING)
-    if ray.is_initialized():
-        return
-    local = {} if options.address else {"num_cpus": max(os.cpu_count() or 1,
-                                                        int(options.workers * options.cpus_per_worker))}
-    ray.init(address=options.address, log_to_driver=False, include_dashboard=False, logging_level=logging.WARNING,
-             **local)
+    if not ray.is_initialized():
+        local = {} if options.address else {"num_cpus": max(os.cpu_count() or 1,
+                                                            int(options.workers * options.cpus_per_worker))}
+        ray.init(address=options.address, log_to_driver=False, include_dashboard=False,
+                 logging_level=logging.WARNING, **local)
+    # genq's bar and summary say what matters; Ray's INFO lines (set up by ray.init) do not
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR if name == "ray.data" else logging.WARNING)
 
 
 def _run_shards(todo: list[dict], config: GenerationConfig, options: RayOptions, progress: bool, total: int,
@@ -252,10 +252,11 @@ def _map_shards(todo: list[dict], actor_class, constructor_kwargs: dict, options
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # one bar, ours, counted in passages
     context.print_on_execution_start = False
+    # Ray Data restarts a lost actor and retries its shard by default (which then resumes, for generation)
     dataset = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
-        actor_class, batch_size=1, concurrency=options.workers, num_cpus=options.cpus_per_worker,
-        num_gpus=options.gpus_per_worker or None, fn_constructor_kwargs=constructor_kwargs,
-        max_restarts=3, max_task_retries=3)  # a lost worker's shard is retried (and resumes, for generation)
+        actor_class, batch_size=1, compute=ray.data.ActorPoolStrategy(size=options.workers),
+        num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker or None,
+        fn_constructor_kwargs=constructor_kwargs)
     bar = tqdm(total=total, initial=already, desc=f"{desc} ({options.workers} Ray workers)", unit=" passages",
                disable=not progress, file=sys.stderr)
     for row in dataset.iter_rows():
