@@ -553,12 +553,13 @@ def index(passages, model, output, add, save_embeddings, overwrite, encode_batch
         return
     if not model:
         raise click.UsageError("--model is required (except with --add, which reuses the index's model)")
-    embeddings, shards = None, Path(output).with_name(Path(output).name + ".shards")
+    embeddings = None
     if use_ray:
         from genq.distributed import encode_corpus_ray
-        from genq.io import check_output_dir
+        from genq.io import check_output_dir, resolve_path
 
         check_output_dir(output, "index.json", "index", overwrite)  # refused before an hour of encoding
+        shards = resolve_path(output).with_name(resolve_path(output).name + ".shards")
         embeddings = encode_corpus_ray(passages, model, shards, ray, dtype=dtype, batch_size=encode_batch_size,
                                        progress=show_progress())
     summary = build_index(passages, model, output, index_params(options), save_embeddings=save_embeddings,

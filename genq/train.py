@@ -370,6 +370,7 @@ def train_bi_encoder(
                             progress=progress, started=started, processes=processes)
     if not replacing:
         fit(output, resume=resume)
+        processes.finish()
         return summary
     # the old model stays usable until the new one is complete: train beside it, swap at the end
     building = Path(processes.agree(lambda: str(start_building(output))))
@@ -381,6 +382,7 @@ def train_bi_encoder(
         raise
     if processes.main:
         finish_building(building, output)
+    processes.finish()
     return summary
 
 
@@ -420,6 +422,14 @@ class Processes:
         if kind == "error":
             raise GenqError(value)
         return value
+
+    def finish(self) -> None:
+        """Wait for the main process's writes, then close the group (a group left open aborts at exit)."""
+        import torch.distributed as dist
+
+        if self.world > 1 and dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
 
 def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_size: int, negatives_per_pair: int,
