@@ -29,6 +29,23 @@ def write_jsonl(path: Path, records) -> Path:
     return path
 
 
+class StopAfter:
+    """A generator that is interrupted (KeyboardInterrupt) after ``batches`` batches: a killed run."""
+
+    def __init__(self, real, batches):
+        self.real, self.left = real, batches
+        self.family, self.dtype, self.device = real.family, real.dtype, real.device
+
+    def input_length(self, passage):
+        return self.real.input_length(passage)
+
+    def generate(self, batch, seed):
+        if self.left == 0:
+            raise KeyboardInterrupt
+        self.left -= 1
+        return self.real.generate(batch, seed)
+
+
 def build_word_tokenizer(directory: Path) -> Path:
     """A WordLevel tokenizer trained on the fly, saved as a transformers tokenizer directory."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers

@@ -10,7 +10,7 @@ import pytest
 from genq.generate import GenerationConfig, QueryGenerator, generate_pairs, meta_path_for
 from genq.io import GenqError
 
-from .conftest import WORDS, write_jsonl
+from .conftest import WORDS, StopAfter, write_jsonl
 
 ray = pytest.importorskip("ray")
 
@@ -53,21 +53,6 @@ def test_ray_writes_the_pairs_one_process_writes(tmp_path, tiny_t5_dir):
     # a finished Ray output is as finished for a plain rerun, and the other way round
     assert generate_pairs(passages, distributed, config_for(tiny_t5_dir), progress=False).already_complete
     assert generate_pairs_ray(passages, single, config_for(tiny_t5_dir), RayOptions(), progress=False).already_complete
-
-
-class StopAfter:
-    def __init__(self, real, batches):
-        self.real, self.left = real, batches
-        self.family, self.dtype, self.device = real.family, real.dtype, real.device
-
-    def input_length(self, passage):
-        return self.real.input_length(passage)
-
-    def generate(self, batch, seed):
-        if self.left == 0:
-            raise KeyboardInterrupt
-        self.left -= 1
-        return self.real.generate(batch, seed)
 
 
 def test_a_rerun_after_a_crash_skips_finished_shards_and_resumes_the_cut_one(tmp_path, tiny_t5_dir):

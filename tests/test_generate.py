@@ -7,7 +7,7 @@ from genq.cli import main
 from genq.generate import GenerationConfig, QueryGenerator, clean_queries, generate_pairs, meta_path_for
 from genq.io import GenqError
 
-from .conftest import write_jsonl
+from .conftest import StopAfter, write_jsonl
 
 
 def lines(path):
@@ -44,23 +44,6 @@ def test_seed_determinism(tmp_path, tiny_t5_dir, bike_passages):
     generate_pairs(bike_passages, third, config_for(tiny_t5_dir, seed=2), progress=False)
     assert first.read_text() == second.read_text()
     assert first.read_text() != third.read_text()
-
-
-class StopAfter:
-    """A generator that is killed (KeyboardInterrupt) after ``batches`` batches: an interrupted run."""
-
-    def __init__(self, real, batches):
-        self.real, self.left = real, batches
-        self.family, self.dtype, self.device = real.family, real.dtype, real.device
-
-    def input_length(self, passage):
-        return self.real.input_length(passage)
-
-    def generate(self, batch, seed):
-        if self.left == 0:
-            raise KeyboardInterrupt
-        self.left -= 1
-        return self.real.generate(batch, seed)
 
 
 def sorted_lines(path):
