@@ -27,6 +27,7 @@ from typing import IO, Any
 
 logger = logging.getLogger(__name__)
 
+
 class GenqError(Exception):
     """An error caused by the user's input or settings; the CLI prints it without a traceback."""
 
