@@ -250,7 +250,7 @@ def generation_options(function=None, batch_alias: bool = True):
     """Every knob of `genq generate`, shared with `genq adapt` (where --batch-size would be ambiguous)."""
     if function is None:
         return functools.partial(generation_options, batch_alias=batch_alias)
-    from genq.generate import BUILTIN_TEMPLATES, DEFAULT_GENERATOR
+    from genq.generate import BUILTIN_TEMPLATES, DEFAULT_GENERATOR, PROMPT_STYLES
 
     batch_old = ("--batch-size",) if batch_alias else ()
 
@@ -258,25 +258,35 @@ def generation_options(function=None, batch_alias: bool = True):
         click.option("--generator", "generator_model", default=DEFAULT_GENERATOR, show_default=True,
                      help="Seq2seq or causal LM id/dir, or a .gguf file."),
         click.option("--gguf-file", help="GGUF weights (a path, or a file name inside the --generator repo/dir)."),
-        click.option("--queries-per-passage", type=click.IntRange(1), default=3, show_default=True),
+        click.option("--queries-per-passage", type=click.IntRange(1), default=3 if batch_alias else None,
+                     show_default=batch_alias,
+                     help=None if batch_alias else "[default: by corpus size: ~250k queries in all, 1 to 5 each]"),
         click.option("--top-p", type=float, default=0.95, show_default=True, help="Nucleus sampling mass."),
         option("--sample-top-k", "top_k", old=("--top-k",), type=click.IntRange(0), default=25, show_default=True,
                help="Sample among the k likeliest tokens (0 turns it off)."),
-        option("--max-query-tokens", "max_length", old=("--max-length",), type=click.IntRange(1), default=64,
-               show_default=True, help="Longest query, in tokens."),
-        click.option("--max-passage-tokens", type=click.IntRange(8), default=350, show_default=True,
-                     help="Passage input truncation."),
-        click.option("--temperature", type=float, default=1.0, show_default=True),
+        option("--max-query-tokens", "max_length", old=("--max-length",), type=click.IntRange(1),
+               help="Longest query, in tokens [default: 64 seq2seq, 48 causal]."),
+        click.option("--max-passage-tokens", type=click.IntRange(8),
+                     help="Passage input truncation [default: 350 seq2seq, 200 causal]."),
+        click.option("--temperature", type=click.FloatRange(0, min_open=True),
+                     help="Sampling temperature [default: 1.0 seq2seq, 0.7 causal]."),
         click.option("--seed", type=int, default=42, show_default=True),
         click.option("--prefix", default="", help="Text prepended to each passage (for generators trained so)."),
         click.option("--prompt-template", default="msmarco", show_default=True,
                      help=f"Causal LMs: built-in ({', '.join(BUILTIN_TEMPLATES)}) or a file with {{passage}}."),
+        click.option("--prompt-style", type=click.Choice(PROMPT_STYLES), default="auto", show_default=True,
+                     help="Causal LMs: chat = the template as chat turns (the model's chat template), plain = as "
+                          "text to continue; auto = chat when the model has a chat template."),
         click.option("--no-title", is_flag=True, help="Do not prepend the passage title to the generator input."),
         click.option("--min-query-words", type=click.IntRange(0), default=0, help="Drop shorter queries."),
-        click.option("--max-query-words", type=click.IntRange(0), default=0, help="Drop longer queries (0: no cap)."),
+        click.option("--max-query-words", type=click.IntRange(0),
+                     help="Drop longer queries (0: no cap) [default: no cap seq2seq, 20 causal]."),
         click.option("--drop-copies", is_flag=True, help="Drop queries that are a verbatim span of their passage."),
         option("--gen-batch-size", "gen_batch_size", old=batch_old, type=click.IntRange(1), default=16,
                show_default=True, help="Passages per generate call."),
+        click.option("--quality-sample", type=click.IntRange(0), default=200, show_default=True,
+                     help="Queries of the finished pairs to measure (round trip, copies, template echoes); 0: off."),
+        click.option("--quality-model", help="Bi-encoder that judges the round trip [default: the base model]."),
     ]):
         function = decorator(function)
     return function
@@ -287,12 +297,24 @@ def generation_config(options: dict, device=None, dtype="auto"):
 
     return GenerationConfig(
         model=options["generator_model"], gguf_file=options["gguf_file"],
-        queries_per_passage=options["queries_per_passage"], top_p=options["top_p"], top_k=options["top_k"],
+        queries_per_passage=options["queries_per_passage"] or 3, top_p=options["top_p"], top_k=options["top_k"],
         max_length=options["max_length"], max_passage_tokens=options["max_passage_tokens"],
         temperature=options["temperature"], seed=options["seed"], prefix=options["prefix"],
-        prompt_template=options["prompt_template"], include_title=not options["no_title"],
+        prompt_template=options["prompt_template"], prompt_style=options["prompt_style"],
+        include_title=not options["no_title"],
         min_query_words=options["min_query_words"], max_query_words=options["max_query_words"],
         drop_copies=options["drop_copies"], batch_size=options["gen_batch_size"], device=device, dtype=dtype)
+
+
+def quality_check(options: dict, device=None, dtype="auto"):
+    """The sampled quality measure of `generate` (and `adapt`): judged by --quality-model, else the base model."""
+    from genq.generate import QualityCheck
+    from genq.train import DEFAULT_BASE_MODEL
+
+    if not options["quality_sample"]:
+        return None
+    model = options["quality_model"] or options.get("base_model") or DEFAULT_BASE_MODEL
+    return QualityCheck(model=model, sample=options["quality_sample"], device=device, dtype=dtype)
 
 
 def ray_options(function):
@@ -345,10 +367,10 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, use_ray
         from genq.distributed import generate_pairs_ray
 
         summary = generate_pairs_ray(passages, output, config, ray, overwrite=overwrite, progress=show_progress(),
-                                     limit=limit)
+                                     limit=limit, quality=quality_check(options, device, dtype))
     else:
         summary = generate_pairs(passages, output, config, overwrite=overwrite, progress=show_progress(),
-                                 limit=limit)
+                                 limit=limit, quality=quality_check(options, device, dtype))
     if summary.already_complete:
         say(f"{output} is already complete ({summary.pairs_in_file:,} pairs for {summary.passages:,} passages); "
             "nothing to do. Pass --overwrite to generate again.")
@@ -364,6 +386,11 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, use_ray
             f"(+ {meta_path_for(output).name}); "
             f"duplicates dropped {summary.duplicates_dropped:,}, filtered {summary.filtered_out:,}, "
             f"passages left without a query {summary.passages_without_query:,}")
+        if summary.quality:
+            say(f"  quality: {summary.quality.headline()}")
+            for kind in ("round_trip_miss", "echo", "copy"):
+                for query in summary.quality.examples.get(kind, [])[:2]:
+                    say(f"    {kind.replace('_', ' ')}: {query!r}")
     if export_:
         from genq.exports import export_pairs
 
@@ -407,7 +434,8 @@ def training_options(function=None, batch_alias: bool = True):
                      help="cached-mnrl: sub-batch that fits in memory."),
         click.option("--scale", type=float, default=20.0, show_default=True, help="MNRL similarity scale."),
         click.option("--similarity", type=click.Choice(["cos", "dot"]), default="cos", show_default=True),
-        click.option("--epochs", type=float, default=1.0, show_default=True),
+        click.option("--epochs", type=float, default=1.0, show_default=batch_alias,
+                     help=None if batch_alias else "[default: by pair count: >= 1,000 steps, 1 to 10 epochs]"),
         option("--train-batch-size", "train_batch_size", old=batch_old, type=click.IntRange(2), default=64,
                show_default=True, help="Pairs per step, per device (under torchrun: times the processes)."),
         click.option("--lr", type=float, default=2e-5, show_default=True),
@@ -766,6 +794,11 @@ def filter_options(function=None, default_top_k: int | None = None):
                help="Keep a pair if its passage ranks within the base model's top k (0: rank not checked)."),
         option("--filter-min-score", "filter_min_score", old=("--min-score",) if default_top_k else (), type=float,
                help="Also require this similarity between query and passage."),
+        option("--filter-keep-top-share", "filter_keep_top_share", old=("--keep-top-share",) if default_top_k else (),
+               type=click.FloatRange(0, 1, min_open=True),
+               help="Keep this share of the pairs the generator scored highest (mean token log-prob; InPars)."),
+        option("--filter-min-logprob", "filter_min_logprob", old=("--min-logprob",) if default_top_k else (),
+               type=float, help="Keep pairs whose generator score (mean token log-prob) is at least this."),
     ])
 
 
@@ -817,16 +850,24 @@ def pseudo_label_options(function):
 @device_options
 @ray_options
 @user_errors
-def filter_command(pairs, corpus, model, output, filter_top_k, filter_min_score, device, dtype, use_ray, ray):
-    """Round-trip filter: keep pairs whose own passage the base model retrieves for the query."""
+def filter_command(pairs, corpus, model, output, filter_top_k, filter_min_score, filter_keep_top_share,
+                   filter_min_logprob, device, dtype, use_ray, ray):
+    """Keep the pairs worth training on: round trip (the base model retrieves the query's own passage) and/or the
+    generator's own score (--keep-top-share, --min-logprob); reports query quality before and after."""
     from genq.filter import filter_pairs, report_path_for
 
     vectors = _ray_corpus_vectors(corpus, model, output, ray, dtype) if use_ray else None
     summary = filter_pairs(pairs, corpus, model, output, top_k=filter_top_k or None, min_score=filter_min_score,
+                           keep_top_share=filter_keep_top_share, min_logprob=filter_min_logprob,
                            dtype=dtype, progress=show_progress(), corpus_vectors=vectors)
     say(f"kept {summary.kept:,} of {summary.total:,} pairs ({summary.kept_share:.1%}) -> {output}")
+    if summary.keep_top_share is not None or summary.min_logprob is not None:
+        say(f"  dropped by the round trip {summary.dropped_by_round_trip:,}, by the generator score "
+            f"{summary.dropped_by_generator_score:,} (lowest score kept: {summary.logprob_cut})")
     say(f"  passages with a query: {summary.passages_with_query_before:,} before, "
         f"{summary.passages_with_query_after:,} after (corpus: {summary.passages_in_corpus:,})")
+    say(f"  quality before: {summary.quality_before.headline()}")
+    say(f"  quality after:  {summary.quality_after.headline()}")
     for example in summary.dropped_examples[:5]:
         say(f"  dropped: {example['query']!r} (passage {example['passage_id']}, score {example['own_score']})")
     say(f"  report: {report_path_for(output)}")
@@ -992,7 +1033,8 @@ def _load_config_file(ctx: click.Context, _param, value):
 @device_options
 @user_errors
 def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_mode, split, tokenizer, max_tokens,
-          overlap, on_error, keep_duplicates, limit, filter_top_k, filter_min_score, num_negatives, neg_range_min,
+          overlap, on_error, keep_duplicates, limit, filter_top_k, filter_min_score, filter_keep_top_share,
+          filter_min_logprob, num_negatives, neg_range_min,
           neg_range_max, neg_relative_margin, neg_sampling, neg_retriever, neg_seed, gpl, cross_encoder, ce_batch_size,
           ce_max_length, drop_inverted, encode_batch_size, eval_data, device, dtype, **options):
     """Prepare, generate, [filter, mine negatives, pseudo-label,] train, index [and evaluate] in one resumable run."""
@@ -1030,6 +1072,9 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
                              txt_mode=txt_mode, split=split, tokenizer=tokenizer, max_tokens=max_tokens,
                              overlap=overlap, on_error=on_error, dedup=not keep_duplicates),
         generation=generation, filter_top_k=filter_top_k, filter_min_score=filter_min_score,
+        filter_keep_top_share=filter_keep_top_share, filter_min_logprob=filter_min_logprob,
+        quality=quality_check(options, device, dtype), auto_queries_per_passage="queries_per_passage" not in given,
+        auto_epochs="epochs" not in given, auto_warmup="warmup_ratio" not in given,
         hard_negatives=hard_negatives,
         mining=MiningConfig(num_negatives=max(1, hard_negatives), range_min=neg_range_min, range_max=neg_range_max,
                             relative_margin=neg_relative_margin, retriever=neg_retriever, sampling=sampling,

@@ -34,6 +34,8 @@ from pathlib import Path
 from genq.generate import (
     GenerationConfig,
     GenerationSummary,
+    QualityCheck,
+    check_quality,
     finished_output,
     identify_run,
     iter_passage_file,
@@ -158,6 +160,7 @@ def generate_pairs_ray(
     overwrite: bool = False,
     progress: bool = True,
     limit: int | None = None,
+    quality: QualityCheck | None = None,
 ) -> GenerationSummary:
     """`genq generate` as a Ray Data job: the same pairs, written as shards by many workers, then merged."""
     try:
@@ -183,6 +186,7 @@ def generate_pairs_ray(
         summary.already_complete = True
         summary.pairs_in_file = previous["counts"].get("pairs", 0)
         return summary
+    judge = quality.load() if quality and quality.sample else None
 
     shard_dir = shard_dir_for(output_path)
     run_key = {"settings": run.settings, "source": run.source}
@@ -206,11 +210,13 @@ def generate_pairs_ray(
                 shutil.copyfileobj(source, target, 1 << 20)
         target.flush()
         os.fsync(target.fileno())
+    if judge is not None:
+        summary.quality = check_quality(merged, Path(passages_path), quality, judge)
     write_pairs_meta(meta_path_for(output_path), merged, run, config, counts,
                      round(sum(meta["wall_seconds"] for meta in metas), 2),
                      {"engine": "ray", "workers": options.workers, "shards": len(shards),
                       "shard_size": options.shard_size, "batch_size": config.batch_size, "device": config.device,
-                      "dtype": run.settings["dtype"]})
+                      "dtype": run.settings["dtype"]}, quality=summary.quality)
     os.replace(merged, output_path)
     shutil.rmtree(shard_dir, ignore_errors=True)
     summary.pairs_in_file = counts["pairs"]

@@ -31,7 +31,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -56,6 +56,7 @@ from genq.io import (
     write_json_atomic,
 )
 from genq.models import resolve_model
+from genq.quality import LONG_QUERY_WORDS, QualityReport, strip_template_echo
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,16 @@ DEFAULT_GENERATOR = "BeIR/query-gen-msmarco-t5-base-v1"
 BUILTIN_TEMPLATES = ("msmarco", "promptagator")
 # Settings that change which pairs come out: a resume must use the same ones.
 SAMPLING_KEYS = ("model", "gguf_file", "family", "queries_per_passage", "top_p", "top_k", "max_length",
-                 "max_passage_tokens", "temperature", "seed", "prefix", "prompt_template", "include_title",
-                 "min_query_words", "max_query_words", "drop_copies", "dtype")
+                 "max_passage_tokens", "temperature", "seed", "prefix", "prompt_template", "prompt_style",
+                 "include_title", "min_query_words", "max_query_words", "drop_copies", "dtype")
+# Settings left unset take their family's value. The seq2seq ones are GenQ's (BEIR, sentence-transformers);
+# a small instruct LM writes far more on-topic queries cooler (0.7), from a shorter passage window (it loses
+# the thread on long inputs) and with its runaway samples (long sentences) dropped.
+FAMILY_DEFAULTS = {
+    "seq2seq": {"temperature": 1.0, "max_passage_tokens": 350, "max_length": 64, "max_query_words": 0},
+    "causal": {"temperature": 0.7, "max_passage_tokens": 200, "max_length": 48, "max_query_words": LONG_QUERY_WORDS},
+}
+PROMPT_STYLES = ("auto", "chat", "plain")
 
 
 @dataclass
@@ -76,20 +85,26 @@ class GenerationConfig:
     queries_per_passage: int = 3
     top_p: float = 0.95
     top_k: int = 25
-    max_length: int = 64
-    max_passage_tokens: int = 350
-    temperature: float = 1.0
+    max_length: int | None = None  # None: the family's default (FAMILY_DEFAULTS)
+    max_passage_tokens: int | None = None
+    temperature: float | None = None
     seed: int = 42
     prefix: str = ""
     prompt_template: str = "msmarco"
+    prompt_style: str = "auto"  # causal LMs: chat (the tokenizer's chat template), plain, or chat when it has one
     include_title: bool = True
     min_query_words: int = 0
-    max_query_words: int = 0
+    max_query_words: int | None = None
     drop_copies: bool = False
     batch_size: int = 16
     device: str | None = None
     dtype: str = "auto"
     family: str = "auto"
+
+    def for_family(self, family: str) -> GenerationConfig:
+        """A copy with the unset settings filled in from ``family``'s defaults."""
+        filled = {key: value for key, value in FAMILY_DEFAULTS[family].items() if getattr(self, key) is None}
+        return replace(self, family=family, **filled)
 
     def validate(self) -> None:
         if self.queries_per_passage < 1:
@@ -98,12 +113,14 @@ class GenerationConfig:
             raise GenqError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise GenqError(f"--top-k must be >= 0 (0 turns it off), got {self.top_k}")
-        if self.temperature <= 0:
+        if self.temperature is not None and self.temperature <= 0:
             raise GenqError(f"--temperature must be > 0, got {self.temperature}")
-        if self.batch_size < 1 or self.max_length < 1 or self.max_passage_tokens < 8:
+        if self.batch_size < 1 or (self.max_length or 1) < 1 or (self.max_passage_tokens or 8) < 8:
             raise GenqError("--batch-size, --max-length must be >= 1 and --max-passage-tokens >= 8")
         if self.max_query_words and self.max_query_words < self.min_query_words:
             raise GenqError("--max-query-words is smaller than --min-query-words")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise GenqError(f"--prompt-style must be one of {', '.join(PROMPT_STYLES)}, got {self.prompt_style!r}")
 
 
 @dataclass
@@ -125,9 +142,38 @@ class GenerationSummary:
     device: str = ""
     dtype: str = ""
     family: str = ""
+    prompt_style: str = ""
+    quality: QualityReport | None = None  # measured on a sample of the finished file
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class QualityCheck:
+    """The label-free quality measure run on a sample of a finished pairs file (see :mod:`genq.quality`).
+
+    ``corpus`` caps the passages the round trip ranks among (the sampled queries' own
+    passages plus a random draw of the others): cheap on any corpus, and the whole corpus
+    when it is smaller.
+    """
+
+    model: str
+    sample: int = 200
+    corpus: int = 2000
+    dtype: str = "auto"
+    device: str | None = None
+
+    def load(self):
+        """The judging bi-encoder, or None (with a warning) when it cannot be had: the check is no reason to fail."""
+        from genq.encode import Encoder
+
+        try:
+            return Encoder(self.model, device=self.device, dtype=self.dtype)
+        except GenqError as exc:
+            logger.warning("the query-quality check is skipped: %s\n  fix: pass --quality-model (a bi-encoder id or "
+                           "directory), or --quality-sample 0 to turn the check off", exc)
+            return None
 
 
 # --------------------------------------------------------------------------- prompts
@@ -153,6 +199,60 @@ def render_prompt(template: str, passage: str, title: str = "") -> str:
     return template.replace("{title}", title).replace("{passage}", passage)
 
 
+# "Label: text" over one or more lines, then "Slot: answer" on the last line
+_SHOT = re.compile(r"^(?P<input>[^\n:]{1,40}:.*)\n(?P<slot>[^\n:]{1,40}):[ \t]*(?P<answer>[^\n]*)$", re.DOTALL)
+
+
+def few_shot_parts(template: str) -> tuple[str, list[tuple[str, str]], str] | None:
+    """(instruction, [(example input, its query), ...], final input) of a plain few-shot template.
+
+    The layout of the built-in templates: an optional instruction paragraph, then blocks of
+    "Document: ..." + "Query: ...", the last one ending in an empty slot after
+    "Document: {passage}". Any other layout gives None.
+    """
+    blocks = [block.strip() for block in re.split(r"\n[ \t]*\n", template.strip()) if block.strip()]
+    instruction: list[str] = []
+    shots: list[re.Match] = []
+    for block in blocks:
+        match = _SHOT.match(block)
+        if match is None:
+            if shots:
+                return None  # prose after the examples: not this layout
+            instruction.append(block)
+        else:
+            shots.append(match)
+    if not shots or shots[-1]["answer"].strip() or "{passage}" not in shots[-1]["input"]:
+        return None
+    examples = [(shot["input"].strip(), shot["answer"].strip()) for shot in shots[:-1]]
+    return " ".join(instruction), examples, shots[-1]["input"].strip()
+
+
+def chat_prompt(tokenizer, template: str) -> str:
+    """``template`` as a conversation in the tokenizer's chat format, still with its ``{passage}`` slot.
+
+    Instruct models answer a user turn far better than they continue a document: the
+    instruction becomes the system turn, each example a user turn (the passage) answered by an
+    assistant turn (its query), and the prompt ends where the assistant's answer starts. A
+    template of another layout becomes one user turn.
+    """
+    parts = few_shot_parts(template)
+    if parts is None:
+        system, turns = None, [{"role": "user", "content": template}]
+    else:
+        instruction, examples, final = parts
+        system = f"{instruction} Reply with the query only, on one line.".strip()
+        turns = []
+        for text, query in examples:
+            turns += [{"role": "user", "content": text}, {"role": "assistant", "content": query}]
+        turns.append({"role": "user", "content": final})
+    try:
+        messages = ([{"role": "system", "content": system}] if system else []) + turns
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception:  # some chat formats have no system turn: the instruction opens the first user turn
+        turns[0] = {"role": "user", "content": f"{system}\n\n{turns[0]['content']}" if system else turns[0]["content"]}
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+
+
 # --------------------------------------------------------------------------- query clean-up
 
 
@@ -165,13 +265,17 @@ def normalize_query(query: str) -> str:
     return _PUNCT_EDGES.sub("", _SPACES.sub(" ", query.lower()).strip())
 
 
-def clean_queries(queries: list[str], passage: str, config: GenerationConfig) -> tuple[list[str], int, int]:
-    """Dedup (case/space-insensitive) and filter one passage's queries; returns kept, duplicates, filtered."""
-    kept: list[str] = []
+def clean_queries(queries: list, passage: str, config: GenerationConfig) -> tuple[list, int, int]:
+    """Dedup (case/space-insensitive) and filter one passage's queries; returns kept, duplicates, filtered.
+
+    A query may come as ``(text, score)``; it is kept as such (the text cleaned).
+    """
+    kept: list = []
     seen: set[str] = set()
     duplicates = filtered = 0
     passage_key = normalize_query(passage) if config.drop_copies else ""
-    for query in queries:
+    for item in queries:
+        query, score = item if isinstance(item, tuple) else (item, None)
         query = _SPACES.sub(" ", query).strip()
         key = normalize_query(query)
         if not key:
@@ -187,7 +291,7 @@ def clean_queries(queries: list[str], passage: str, config: GenerationConfig) ->
             filtered += 1
             continue
         seen.add(key)
-        kept.append(query)
+        kept.append(query if score is None else (query, score))
     return kept, duplicates, filtered
 
 
@@ -230,9 +334,10 @@ class QueryGenerator:
         import torch
 
         config.validate()
-        self.config = config
         model_ref, gguf = _split_gguf(resolve_model(config.model, what="generator"), config.gguf_file)
         self.family = config.family if config.family != "auto" else detect_family(model_ref, gguf)
+        self.config = config = config.for_family(self.family)
+        config.validate()
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         if self.dtype == torch.float16 and self.family == "seq2seq":
@@ -253,9 +358,20 @@ class QueryGenerator:
             raise GenqError(f"could not load the generator {config.model!r}: "
                             f"{describe_error(exc)}") from None
         self.model.to(device=self.device, dtype=self.dtype).eval()
+        self.prompt_style = "plain"
         if self.family == "causal":
             self.tokenizer.padding_side = "left"
             self.template = load_prompt_template(config.prompt_template)
+            # a sample that repeats a few-shot example's query is the prompt talking, not the passage
+            parts = few_shot_parts(self.template)
+            self.example_queries = {normalize_query(query) for _, query in (parts[1] if parts else [])}
+            has_chat = bool(getattr(self.tokenizer, "chat_template", None))
+            if config.prompt_style == "chat" and not has_chat:
+                raise GenqError(f"--prompt-style chat: the generator {config.model!r} has no chat template\n"
+                                "  fix: use --prompt-style plain (or auto), or an instruct model")
+            if config.prompt_style == "chat" or (config.prompt_style == "auto" and has_chat):
+                self.prompt_style = "chat"
+                self.template = chat_prompt(self.tokenizer, self.template)
             eos = self.model.generation_config.eos_token_id
             eos = [eos] if isinstance(eos, int) else list(eos or [])
             if self.tokenizer.eos_token_id is not None:
@@ -282,10 +398,18 @@ class QueryGenerator:
         return texts
 
     def generate(self, passages: list[dict], seed: int) -> list[list[str]]:
-        """Sample ``queries_per_passage`` raw queries for each passage, the batch in one decoding loop.
+        """Sample ``queries_per_passage`` queries for each passage (see :meth:`sample`), without their scores."""
+        return [[query for query, _ in queries] for queries in self.sample(passages, seed)]
 
+    def sample(self, passages: list[dict], seed: int) -> list[list[tuple[str, float]]]:
+        """Sample ``queries_per_passage`` queries for each passage, the batch in one decoding loop.
+
+        Each query comes with its mean token log-probability under the generator (the raw
+        model distribution, before temperature and truncation; the end token included): the
+        InPars filtering score, recorded while sampling, so no second pass is needed.
         Each passage's draws come from its own stream (``seed`` + passage id + sample
         number), so its queries do not depend on which batch, run or worker it lands in.
+        A decoder-only model's first line is kept, with any echo of the prompt stripped.
         """
         import torch
 
@@ -297,15 +421,18 @@ class QueryGenerator:
                 encoded = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
                                          max_length=config.max_passage_tokens)
                 encoded = {k: v.to(self.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
-                token_rows = self._sample_seq2seq(encoded, streams)
-                decoded = self.tokenizer.batch_decode(token_rows, skip_special_tokens=True)
+                samples = self._sample_seq2seq(encoded, streams)
+                decoded = self.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
             else:
-                token_rows = self._sample_causal(texts, streams)
-                decoded = [_first_line(t) for t in self.tokenizer.batch_decode(token_rows, skip_special_tokens=True)]
+                samples = self._sample_causal(texts, streams)
+                decoded = [strip_template_echo(_first_line(text))
+                           for text in self.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)]
+                decoded = ["" if normalize_query(query) in self.example_queries else query for query in decoded]
+        scored = list(zip(decoded, samples.mean_logprobs()))
         n = config.queries_per_passage
-        return [decoded[i * n:(i + 1) * n] for i in range(len(passages))]
+        return [scored[i * n:(i + 1) * n] for i in range(len(passages))]
 
-    def _sample_seq2seq(self, encoded: dict, streams: SampleStreams) -> list[list[int]]:
+    def _sample_seq2seq(self, encoded: dict, streams: SampleStreams) -> _Samples:
         """Nucleus sampling with a lean decoding loop instead of ``generate``.
 
         Why not ``generate``: on CPU its per-step overhead dominates small-model decoding, and
@@ -344,15 +471,17 @@ class QueryGenerator:
         hidden, attention_mask = hidden.repeat_interleave(n, dim=0), attention_mask.repeat_interleave(n, dim=0)
         rows = logits.shape[0]
         alive = torch.arange(rows, device=self.device)  # original row of each live sequence
-        outputs: list[list[int]] = [[] for _ in range(rows)]
+        samples = _Samples(rows)
         for step in range(config.max_length - 1):
             if step == 0 and forced_bos is not None:
                 next_tokens = torch.full((len(alive),), forced_bos, dtype=torch.long, device=self.device)
+                token_logprobs = None  # forced, not sampled: no part of the query's score
             else:
                 next_tokens = sample_top_k_top_p(logits.float(), config.top_k, config.top_p, config.temperature,
                                                  uniforms=streams.uniforms(alive, step))
+                token_logprobs = _token_logprobs(logits, next_tokens)
             finished = torch.isin(next_tokens, eos_ids)
-            keep = _record_step(outputs, alive, next_tokens, finished)
+            keep = samples.record(alive, next_tokens, token_logprobs, finished)
             if (keep is not None and len(keep) == 0) or step == config.max_length - 2:
                 break
             if keep is not None:
@@ -362,7 +491,7 @@ class QueryGenerator:
             logits = model(encoder_outputs=(hidden,), attention_mask=attention_mask,
                            decoder_input_ids=next_tokens.unsqueeze(1), past_key_values=cache, use_cache=True,
                            return_dict=True).logits[:, -1, :]
-        return outputs
+        return samples
 
     def _prompt_prefix(self) -> tuple[list[int], object] | None:
         """The token ids every prompt starts with (the few-shot part) and their KV cache, computed once.
@@ -372,8 +501,7 @@ class QueryGenerator:
         only if every prompt really starts with these ids, so the result is the same as
         running each whole prompt.
         """
-        probes = [self.tokenizer(render_prompt(self.template, text, ""))["input_ids"]
-                  for text in ("Zebra 1907 (sic).", "the")]
+        probes = [self._tokenize(render_prompt(self.template, text, "")) for text in ("Zebra 1907 (sic).", "the")]
         shared = 0
         while shared < min(map(len, probes)) and probes[0][shared] == probes[1][shared]:
             shared += 1
@@ -388,7 +516,11 @@ class QueryGenerator:
                        logits_to_keep=1)
         return ids, cache
 
-    def _sample_causal(self, texts: list[str], streams: SampleStreams) -> list[list[int]]:
+    def _tokenize(self, texts):
+        # a chat-formatted prompt already holds its special tokens (a BOS among them, where the format has one)
+        return self.tokenizer(texts, add_special_tokens=self.prompt_style != "chat")["input_ids"]
+
+    def _sample_causal(self, texts: list[str], streams: SampleStreams) -> _Samples:
         """Prompted sampling for decoder-only models, leaner than ``generate``.
 
         Three savings, none of which changes what is sampled: the few-shot part of the
@@ -405,7 +537,7 @@ class QueryGenerator:
         config = self.config
         model = self.model
         n = config.queries_per_passage
-        ids = self.tokenizer(texts)["input_ids"]
+        ids = self._tokenize(texts)
         if self._prefix is False:
             self._prefix = self._prompt_prefix()
         prefix_ids, prefix_cache = self._prefix if self._prefix else ([], None)
@@ -433,14 +565,14 @@ class QueryGenerator:
         newline = torch.tensor(self.newline_ids, device=self.device)
         alive = torch.arange(logits.shape[0], device=self.device)
         has_text = torch.zeros(len(alive), dtype=torch.bool, device=self.device)
-        outputs: list[list[int]] = [[] for _ in range(logits.shape[0])]
+        samples = _Samples(logits.shape[0])
         for step in range(config.max_length):
             tokens = sample_top_k_top_p(logits.float(), config.top_k, config.top_p, config.temperature,
                                         uniforms=streams.uniforms(alive, step))
             is_newline = torch.isin(tokens, newline)
             finished = torch.isin(tokens, eos) | (is_newline & has_text)
             has_text = has_text | ~is_newline
-            keep = _record_step(outputs, alive, tokens, finished)
+            keep = samples.record(alive, tokens, _token_logprobs(logits, tokens), finished)
             if keep is not None and len(keep) == 0:
                 break
             if keep is not None:
@@ -451,7 +583,7 @@ class QueryGenerator:
             logits = model(input_ids=tokens.unsqueeze(1), attention_mask=attention_mask, position_ids=next_position,
                            past_key_values=cache, use_cache=True, return_dict=True).logits[:, -1, :]
             next_position = next_position + 1
-        return outputs
+        return samples
 
     def _truncate(self, text: str) -> str:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -560,18 +692,40 @@ def _growing_layer_class():
     return GrowingLayer
 
 
-def _record_step(outputs: list[list[int]], alive, tokens, finished):
-    """Append each live row's new token unless it ended the row; return the rows to keep.
+class _Samples:
+    """What a decoding loop has sampled per row: its tokens and the log-probability they add up to."""
 
-    ``None`` means every row goes on (nothing to drop from the batch); an empty tensor
-    means every row has finished.
-    """
-    for row, token, done in zip(alive.tolist(), tokens.tolist(), finished.tolist()):
-        if not done:
-            outputs[row].append(token)
-    if not bool(finished.any()):
-        return None
-    return (~finished).nonzero(as_tuple=True)[0]
+    def __init__(self, rows: int):
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.logprob = [0.0] * rows
+        self.scored = [0] * rows
+
+    def record(self, alive, tokens, token_logprobs, finished):
+        """Append each live row's new token unless it ended the row; return the rows to keep.
+
+        The ending token counts in the score (a model sure the query is over says so).
+        ``None`` means every row goes on (nothing to drop from the batch); an empty tensor
+        means every row has finished.
+        """
+        scores = token_logprobs.tolist() if token_logprobs is not None else None
+        for i, (row, token, done) in enumerate(zip(alive.tolist(), tokens.tolist(), finished.tolist())):
+            if not done:
+                self.tokens[row].append(token)
+            if scores is not None:
+                self.logprob[row] += scores[i]
+                self.scored[row] += 1
+        if not bool(finished.any()):
+            return None
+        return (~finished).nonzero(as_tuple=True)[0]
+
+    def mean_logprobs(self) -> list[float]:
+        return [round(total / count, 4) if count else 0.0 for total, count in zip(self.logprob, self.scored)]
+
+
+def _token_logprobs(logits, tokens):
+    """log p(token) under the model's own distribution (no temperature, no truncation)."""
+    logits = logits.float()
+    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
 
 
 class SampleStreams:
@@ -736,6 +890,7 @@ def generate_pairs(
     progress: bool = True,
     generator: QueryGenerator | None = None,
     limit: int | None = None,
+    quality: QualityCheck | None = None,
 ) -> GenerationSummary:
     """Generate queries for every passage of ``passages_path`` and write pairs to ``output_path``.
 
@@ -745,6 +900,7 @@ def generate_pairs(
     on. Every passage is sampled from its own seed (run seed + passage id), so a resumed run
     writes exactly what an uninterrupted one would. ``OUT`` appears, or is replaced under
     ``overwrite``, only once complete. ``limit`` caps the passages read (a trial on a sample).
+    ``quality``: measure the finished pairs on a sample and record it in the meta.
     """
     config = config or GenerationConfig()
     passages_path, output_path = Path(passages_path), Path(output_path)
@@ -756,6 +912,7 @@ def generate_pairs(
     summary = GenerationSummary(str(output_path))
 
     run = identify_run(passages_path, config, generator, limit)
+    config = run.config
     summary.passages_without_text = run.empty_passages
     total, source, settings = run.passages, run.source, run.settings
     previous = finished_output(output_path, run, overwrite)
@@ -764,6 +921,7 @@ def generate_pairs(
         summary.passages = total
         summary.pairs_in_file = previous["counts"].get("pairs", 0)
         return summary
+    judge = quality.load() if quality and quality.sample else None  # before the long part: a bad model shows now
 
     header, done = _read_journal(journal)
     usable = header is not None and partial.exists() and partial.stat().st_size >= done.valid_bytes
@@ -782,6 +940,7 @@ def generate_pairs(
 
     generator = generator or QueryGenerator(config)
     summary.family, summary.device, summary.dtype = generator.family, generator.device, dtype_name(generator.dtype)
+    summary.prompt_style = getattr(generator, "prompt_style", "")
     summary.passages = total
     summary.passages_skipped_as_done = len(done.done)
     if header is None:
@@ -795,7 +954,7 @@ def generate_pairs(
     with JsonlAppender(partial) as appender, JsonlAppender(journal) as log:
         for batch_number, batch in enumerate(_batches(todo, config.batch_size, generator, window=32)):
             batch_started = time.perf_counter()
-            sampled = generator.generate(batch, seed=config.seed)
+            sampled = generator.sample(batch, seed=config.seed)
             records = []
             entry = {"ids": [p["_id"] for p in batch], "pairs": 0, "queries_sampled": 0, "duplicates_dropped": 0,
                      "filtered_out": 0, "passages_without_query": 0}
@@ -805,8 +964,8 @@ def generate_pairs(
                 entry["duplicates_dropped"] += duplicates
                 entry["filtered_out"] += filtered
                 entry["passages_without_query"] += not kept
-                records.extend({"query": q, "passage_id": passage["_id"], "passage": passage["text"],
-                                "title": passage["title"]} for q in kept)
+                records.extend({"query": query, "passage_id": passage["_id"], "passage": passage["text"],
+                                "title": passage["title"], "generator_logprob": logprob} for query, logprob in kept)
             entry["pairs"] = appender.write_batch(records)
             entry["bytes"] = appender.position
             entry["seconds"] = round(time.perf_counter() - batch_started, 3)
@@ -830,9 +989,12 @@ def generate_pairs(
     counts = {"passages": total, "passages_done": len(done.done), "pairs": done.pairs,
               "queries_sampled": done.queries_sampled, "duplicates_dropped": done.duplicates_dropped,
               "filtered_out": done.filtered_out, "passages_without_query": done.passages_without_query}
+    if judge is not None:
+        summary.quality = check_quality(partial, passages_path, quality, judge)
     write_pairs_meta(meta_path, partial, run, config, counts, round(done.wall_seconds, 2),
                      {"batch_size": config.batch_size, "device": generator.device,
-                      "dtype": dtype_name(generator.dtype)})
+                      "dtype": dtype_name(generator.dtype)}, quality=summary.quality,
+                     prompt_style=summary.prompt_style or None)
     os.replace(partial, output_path)
     journal.unlink(missing_ok=True)
     summary.pairs_in_file = done.pairs
@@ -849,6 +1011,7 @@ class RunIdentity:
     source: dict
     settings: dict
     family: str
+    config: GenerationConfig  # with the family's defaults filled in
 
 
 def identify_run(passages_path: Path, config: GenerationConfig, generator: QueryGenerator | None = None,
@@ -864,7 +1027,10 @@ def identify_run(passages_path: Path, config: GenerationConfig, generator: Query
         family = config.family if config.family != "auto" else detect_family(
             *_split_gguf(resolve_model(config.model, what="generator"), config.gguf_file))
         dtype = resolve_dtype(config.dtype, resolve_device(config.device))
-    return RunIdentity(total, len(empty_lines), source, _sampling_settings(config, family, dtype_name(dtype)), family)
+    config = config.for_family(family)
+    config.validate()
+    return RunIdentity(total, len(empty_lines), source, _sampling_settings(config, family, dtype_name(dtype)), family,
+                       config)
 
 
 def finished_output(output_path: Path, run: RunIdentity, overwrite: bool) -> dict | None:
@@ -885,22 +1051,68 @@ def finished_output(output_path: Path, run: RunIdentity, overwrite: bool) -> dic
 
 
 def write_pairs_meta(meta_path: Path, pairs_file: Path, run: RunIdentity, config: GenerationConfig, counts: dict,
-                     wall_seconds: float, execution: dict) -> None:
+                     wall_seconds: float, execution: dict, quality: QualityReport | None = None,
+                     prompt_style: str | None = None) -> None:
     """``pairs.meta.json`` for the finished ``pairs_file`` (which then takes the output's name)."""
+    causal = run.family == "causal"
     write_json_atomic(meta_path, {
         "genq_version": __version__,
         "passages_file": run.source["path"],
         "source": run.source,
         "generator": {"model": config.model, "gguf_file": config.gguf_file, "family": run.family,
-                      "prompt_template": config.prompt_template if run.family == "causal" else None},
+                      "prompt_template": config.prompt_template if causal else None,
+                      "prompt_style": (prompt_style or config.prompt_style) if causal else None},
         "parameters": run.settings,
+        "family_defaults": FAMILY_DEFAULTS[run.family],
         "seeding": "per passage: blake2b(seed, passage id, sample number) drives each sampled token",
+        "scores": "generator_logprob: mean log-probability of the query's tokens (its end included) under the "
+                  "generator, before temperature and truncation",
+        "quality": quality.to_dict() if quality else None,
         "execution": execution,
         "counts": counts,
         "wall_seconds": wall_seconds,
         "output_file": describe_file(pairs_file),
         "complete": True,
     })
+
+
+def check_quality(pairs_file: Path, passages_path: Path, check: QualityCheck, encoder) -> QualityReport:
+    """The quality report of a sample of ``pairs_file``: ``check.sample`` pairs drawn at random, ranked by
+    ``encoder`` among their own passages and a random draw of the others (``check.corpus`` in all)."""
+    import random
+
+    from genq.quality import measure_quality
+    from genq.retrieval import DenseCorpus
+
+    started = time.perf_counter()
+    draw = random.Random(0)
+    sample: list[dict] = []
+    total = 0
+    for _, pair in iter_pairs(pairs_file):
+        total += 1
+        if len(sample) < check.sample:
+            sample.append(pair)
+        elif (slot := draw.randrange(total)) < check.sample:
+            sample[slot] = pair
+    own = {str(pair["passage_id"]) for pair in sample}
+    passages: list[dict] = []
+    others: list[dict] = []
+    room = max(check.corpus - len(own), 0)
+    seen_others = 0
+    for passage in iter_passage_file(passages_path):
+        if passage["_id"] in own:
+            passages.append(passage)
+            continue
+        seen_others += 1
+        if len(others) < room:
+            others.append(passage)
+        elif (slot := draw.randrange(seen_others)) < room:
+            others[slot] = passage
+    dense = DenseCorpus(passages + others, encoder)
+    report = measure_quality(sample, dense)
+    report.sampled_from = total if total > len(sample) else None
+    report.seconds = round(time.perf_counter() - started, 2)
+    return report
 
 
 def _refuse_other_run(path: Path, old_settings: dict, old_source: dict, settings: dict, source: dict, what: str,

@@ -33,7 +33,7 @@ from genq import __version__
 from genq.corpus import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, TokenCounter, prepare_corpus
 from genq.evaluate import evaluate_systems, format_table
 from genq.filter import filter_pairs
-from genq.generate import GenerationConfig, generate_pairs, meta_path_for
+from genq.generate import GenerationConfig, QualityCheck, generate_pairs, meta_path_for
 from genq.index import IndexParams, build_index
 from genq.io import GenqError, describe_error, read_json, write_json_atomic
 from genq.models import resolve_model
@@ -45,6 +45,42 @@ from genq.train import RUN_RECORD, TrainConfig, last_checkpoint, train_bi_encode
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+
+# Sizing by corpus, where the user leaves it to genq. GPL (Wang et al. 2022) generates about 250k queries
+# whatever the corpus (at least one per passage) and trains 140k steps of batch 32 over them: many
+# epochs. genq keeps the rule and caps both ends by cost: queries per passage at 5 (each costs a
+# generator call, and a passage's later samples repeat its earlier ones), epochs at 10.
+TOTAL_QUERIES = 250_000
+MAX_AUTO_QUERIES_PER_PASSAGE = 5
+MIN_AUTO_STEPS = 1_000  # a small corpus still gets enough optimizer steps to move the model
+MAX_AUTO_EPOCHS = 10
+MAX_WARMUP_STEPS = 1_000  # GPL's warm-up
+
+
+def queries_per_passage_for(passages: int) -> tuple[int, str]:
+    """Queries per passage by corpus size, with the reason (GPL's ~250k queries in total)."""
+    share = TOTAL_QUERIES // max(passages, 1)
+    chosen = max(1, min(MAX_AUTO_QUERIES_PER_PASSAGE, share))
+    if share > MAX_AUTO_QUERIES_PER_PASSAGE:
+        why = (f"{passages:,} passages x {chosen} = {passages * chosen:,} queries (GPL aims at ~250k in total; "
+               f"more than {MAX_AUTO_QUERIES_PER_PASSAGE} per passage mostly repeats itself and costs generator time)")
+    elif share >= 1:
+        why = f"{passages:,} passages x {chosen} = {passages * chosen:,} queries, about GPL's ~250k in total"
+    else:
+        why = f"{passages:,} passages: at least 1 query each (more than GPL's ~250k in total)"
+    return chosen, why
+
+
+def training_length_for(pairs: int, batch_size: int) -> tuple[float, float, str]:
+    """(epochs, warm-up ratio, reason): at least ``MIN_AUTO_STEPS`` optimizer steps, at most ``MAX_AUTO_EPOCHS``."""
+    per_epoch = max(1, -(-pairs // batch_size))
+    epochs = max(1, min(MAX_AUTO_EPOCHS, -(-MIN_AUTO_STEPS // per_epoch)))
+    steps = per_epoch * epochs
+    warmup = round(min(0.1, MAX_WARMUP_STEPS / steps), 4)
+    why = (f"{pairs:,} pairs / batch {batch_size} = {per_epoch:,} steps per epoch, so {epochs} epoch(s) = "
+           f"{steps:,} steps" + (f" (at least {MIN_AUTO_STEPS:,} wanted; capped at {MAX_AUTO_EPOCHS} epochs)"
+                                 if epochs > 1 else "") + f", warm-up {warmup:.0%} of them")
+    return float(epochs), warmup, why
 
 
 @dataclass
@@ -68,6 +104,12 @@ class AdaptConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     filter_top_k: int | None = None
     filter_min_score: float | None = None
+    filter_keep_top_share: float | None = None
+    filter_min_logprob: float | None = None
+    quality: QualityCheck | None = None  # measured on a sample of the generated pairs
+    auto_queries_per_passage: bool = False  # size by corpus (see queries_per_passage_for)
+    auto_epochs: bool = False  # size by pairs (see training_length_for)
+    auto_warmup: bool = False
     hard_negatives: int = 0
     mining: MiningConfig = field(default_factory=MiningConfig)
     gpl: bool = False  # pseudo-label with a cross-encoder and train with MarginMSE (needs negatives)
@@ -197,28 +239,42 @@ def adapt(
     generate_params = {**_jsonable(generation), "limit": config.limit}
     for execution_only in ("batch_size", "device"):
         generate_params.pop(execution_only)
+    if config.auto_queries_per_passage:
+        generate_params["queries_per_passage"] = "by corpus size"
 
     def run_generate(resume: bool) -> tuple[dict, str]:
+        if config.auto_queries_per_passage:
+            passages = _count_lines(paths["passages"])
+            generation.queries_per_passage, why = queries_per_passage_for(min(passages, config.limit or passages))
+            say(f"  queries per passage: {generation.queries_per_passage} ({why}; --queries-per-passage sets it)")
         summary = generate_pairs(paths["passages"], paths["pairs"], generation, overwrite=not resume,
-                                 progress=progress, limit=config.limit)
+                                 progress=progress, limit=config.limit, quality=config.quality)
+        if summary.quality:
+            say(f"  quality: {summary.quality.headline()}")
         return summary.to_dict(), "resumed" if summary.passages_skipped_as_done else "ran"
 
     stages.append(("generate", generate_params, run_generate, [paths["pairs"], meta_path_for(paths["pairs"])]))
     train_input = paths["pairs"]
 
     # -- filter
-    if config.filter_top_k or config.filter_min_score is not None:
+    if (config.filter_top_k or config.filter_min_score is not None or config.filter_keep_top_share is not None
+            or config.filter_min_logprob is not None):
         filter_params = {"top_k": config.filter_top_k, "min_score": config.filter_min_score,
+                         "keep_top_share": config.filter_keep_top_share, "min_logprob": config.filter_min_logprob,
                          "model": training.base_model}
         pairs_in = train_input
 
         def run_filter(_resume: bool, pairs_in=pairs_in) -> tuple[dict, str]:
             summary = filter_pairs(pairs_in, paths["passages"], training.base_model, paths["filtered"],
                                    top_k=config.filter_top_k, min_score=config.filter_min_score,
-                                   cache_dir=paths["cache"], dtype=config.dtype, progress=progress)
+                                   keep_top_share=config.filter_keep_top_share,
+                                   min_logprob=config.filter_min_logprob, cache_dir=paths["cache"],
+                                   dtype=config.dtype, progress=progress)
             if summary.kept < 2:
                 raise GenqError(f"the filter kept {summary.kept} of {summary.total} pairs: too few to train on\n"
                                 "  fix: raise --filter-top-k, lower --filter-min-score, or generate more queries")
+            say(f"  kept {summary.kept:,} of {summary.total:,} pairs; quality after: "
+                f"{summary.quality_after.headline()}")
             return summary.to_dict(), "ran"
 
         stages.append(("filter", filter_params, run_filter, [paths["filtered"]]))
@@ -259,8 +315,16 @@ def adapt(
     # -- train
     train_params = {**_jsonable(training), "pairs": train_input.name}
     train_params.pop("device")
+    if config.auto_epochs:
+        train_params.update(epochs="by pair count")
+        if config.auto_warmup:
+            train_params.update(warmup_ratio="by pair count")
 
     def run_train(resume: bool) -> tuple[dict, str]:
+        if config.auto_epochs:
+            training.epochs, warmup, why = training_length_for(_count_lines(train_input), training.batch_size)
+            training.warmup_ratio = warmup if config.auto_warmup else training.warmup_ratio
+            say(f"  training length: {why} (--epochs sets it)")
         can_resume = resume and (paths["model"] / RUN_RECORD).exists() and last_checkpoint(paths["model"])
         summary = train_bi_encoder(train_input, paths["model"], training, resume=bool(can_resume),
                                    overwrite=not can_resume, progress=progress)
@@ -334,3 +398,8 @@ def adapt(
     manifest.data["last_run"] = [asdict(r) | {"summary": None} for r in results]
     write_json_atomic(manifest.path, manifest.data)
     return manifest.data
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())

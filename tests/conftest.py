@@ -39,11 +39,11 @@ class StopAfter:
     def input_length(self, passage):
         return self.real.input_length(passage)
 
-    def generate(self, batch, seed):
+    def sample(self, batch, seed):
         if self.left == 0:
             raise KeyboardInterrupt
         self.left -= 1
-        return self.real.generate(batch, seed)
+        return self.real.sample(batch, seed)
 
 
 def build_word_tokenizer(directory: Path) -> Path:

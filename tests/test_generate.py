@@ -26,7 +26,8 @@ def test_counts_and_record_shape(tmp_path, tiny_t5_dir, bike_passages):
     pairs = lines(out)
     assert summary.passages == 8 and summary.queries_sampled == 24
     assert len(pairs) == summary.pairs_written == 24 - summary.duplicates_dropped - summary.filtered_out
-    assert set(pairs[0]) == {"query", "passage_id", "passage", "title"}
+    assert set(pairs[0]) == {"query", "passage_id", "passage", "title", "generator_logprob"}
+    assert all(isinstance(p["generator_logprob"], float) and p["generator_logprob"] <= 0 for p in pairs)
     by_passage = {}
     for pair in pairs:
         by_passage.setdefault(pair["passage_id"], []).append(pair["query"].lower())
