@@ -265,7 +265,7 @@ def generation_options(function=None, batch_alias: bool = True):
         option("--sample-top-k", "top_k", old=("--top-k",), type=click.IntRange(0), default=25, show_default=True,
                help="Sample among the k likeliest tokens (0 turns it off)."),
         option("--max-query-tokens", "max_length", old=("--max-length",), type=click.IntRange(1),
-               help="Longest query, in tokens [default: 64 seq2seq, 48 causal]."),
+               help="Longest query, in tokens [default: 64 seq2seq, 32 causal, where longer samples are dropped]."),
         click.option("--max-passage-tokens", type=click.IntRange(8),
                      help="Passage input truncation [default: 350 seq2seq, 200 causal]."),
         click.option("--temperature", type=click.FloatRange(0, min_open=True),

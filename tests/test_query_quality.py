@@ -125,18 +125,23 @@ def test_prompt_style_auto_and_chat(tmp_path, tiny_gpt2_dir, bike_passages):
     assert meta["generator"]["prompt_style"] == "chat" and meta["parameters"]["prompt_style"] == "auto"
 
 
-def test_causal_samples_lose_echoes_and_few_shot_repeats(tiny_gpt2_dir, monkeypatch):
+def test_causal_samples_lose_echoes_few_shot_repeats_and_runaways(tiny_gpt2_dir, monkeypatch):
+    from genq.generate import _Samples
+
     generator = QueryGenerator(config_for(tiny_gpt2_dir))
     fake = ["Query: oil the chain\nmore", "Document: the chain", '"what did the treaty of westphalia establish"',
-            "fix a flat tyre"]
+            "fix a flat tyre", "a sentence that went on and on"]
 
-    def decode(rows, skip_special_tokens=True):
-        return fake[:len(rows)]
+    def sample_causal(texts, streams):
+        samples = _Samples(len(fake))
+        samples.ended = [True, True, True, True, False]  # the last one hit the length limit
+        return samples
 
-    monkeypatch.setattr(generator.tokenizer, "batch_decode", decode)
-    generator.config.queries_per_passage = 4
+    monkeypatch.setattr(generator, "_sample_causal", sample_causal)
+    monkeypatch.setattr(generator.tokenizer, "batch_decode", lambda rows, skip_special_tokens=True: fake)
+    generator.config.queries_per_passage = len(fake)
     [queries] = generator.generate([{"_id": "p", "title": "", "text": "the chain"}], seed=0)
-    assert queries == ["oil the chain", "", "", "fix a flat tyre"]
+    assert queries == ["oil the chain", "", "", "fix a flat tyre", ""]
 
 
 # --------------------------------------------------------------------------- generator scores
