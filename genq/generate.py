@@ -313,6 +313,13 @@ def detect_family(model: str, gguf_file: str | None) -> str:
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
 
+def generator_family(config: GenerationConfig) -> str:
+    """The family of ``config``'s generator (its config file is read; the weights are not loaded)."""
+    if config.family != "auto":
+        return config.family
+    return detect_family(*_split_gguf(resolve_model(config.model, what="generator"), config.gguf_file))
+
+
 def _split_gguf(model: str, gguf_file: str | None) -> tuple[str, str | None]:
     """Accept a GGUF path as the model itself, or a GGUF name inside a model dir."""
     if gguf_file is None and model.endswith(".gguf"):
@@ -821,6 +828,8 @@ def _sampling_settings(config: GenerationConfig, family: str, dtype: str) -> dic
     settings = {k: getattr(config, k) for k in SAMPLING_KEYS if hasattr(config, k)}
     settings["family"] = family
     settings["dtype"] = dtype
+    if family == "seq2seq":
+        settings.pop("prompt_style")  # no prompt: a T5 run's settings stay those of earlier versions
     return settings
 
 
@@ -1030,8 +1039,7 @@ def identify_run(passages_path: Path, config: GenerationConfig, generator: Query
     if generator is not None:
         family, dtype = generator.family, generator.dtype
     else:
-        family = config.family if config.family != "auto" else detect_family(
-            *_split_gguf(resolve_model(config.model, what="generator"), config.gguf_file))
+        family = generator_family(config)
         dtype = resolve_dtype(config.dtype, resolve_device(config.device))
     config = config.for_family(family)
     config.validate()

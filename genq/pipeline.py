@@ -33,7 +33,7 @@ from genq import __version__
 from genq.corpus import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, TokenCounter, prepare_corpus
 from genq.evaluate import evaluate_systems, format_table
 from genq.filter import filter_pairs
-from genq.generate import GenerationConfig, QualityCheck, generate_pairs, meta_path_for
+from genq.generate import GenerationConfig, QualityCheck, generate_pairs, generator_family, meta_path_for
 from genq.index import IndexParams, build_index
 from genq.io import GenqError, describe_error, read_json, write_json_atomic
 from genq.models import resolve_model
@@ -133,7 +133,7 @@ class StageResult:
 
 # Settings added to a stage after runs were already recorded, with the value that behaves as before: a run
 # recorded without the key matches when the key holds that value, so upgrading genq does not redo finished work.
-ADDED_SETTINGS: dict[str, dict] = {"prepare": {"dedup": True}}
+ADDED_SETTINGS: dict[str, dict] = {"prepare": {"dedup": True}, "generate": {"prompt_style": "auto"}}
 
 
 def same_settings(stage: str, recorded: dict | None, params: dict) -> bool:
@@ -236,7 +236,10 @@ def adapt(
     stages.append(("prepare", prepare_params, run_prepare, [paths["passages"]]))
 
     # -- generate
-    generate_params = {**_jsonable(generation), "limit": config.limit}
+    # the settings as they will run (the family's defaults filled in), so that leaving a default unset and
+    # giving its value are the same run, and runs recorded before per-family defaults still match
+    as_run = _jsonable(generation.for_family(generator_family(generation)))
+    generate_params = {**as_run, "family": generation.family, "limit": config.limit}
     for execution_only in ("batch_size", "device"):
         generate_params.pop(execution_only)
     if config.auto_queries_per_passage:

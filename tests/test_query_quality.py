@@ -76,6 +76,8 @@ def test_family_defaults_filled_and_recorded(tmp_path, tiny_t5_dir, tiny_gpt2_di
         for key, value in FAMILY_DEFAULTS[family].items():
             assert meta["parameters"][key] == value, (family, key)
         assert meta["family_defaults"] == FAMILY_DEFAULTS[family]
+        # a T5 run has no prompt: its settings stay those earlier versions recorded (finished runs still match)
+        assert ("prompt_style" in meta["parameters"]) == (family == "causal")
     assert FAMILY_DEFAULTS["seq2seq"]["temperature"] == 1.0  # GenQ's, untouched
     # a setting the user gives wins over the family's
     out = tmp_path / "given.jsonl"
