@@ -386,6 +386,10 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, use_ray
             f"(+ {meta_path_for(output).name}); "
             f"duplicates dropped {summary.duplicates_dropped:,}, filtered {summary.filtered_out:,}, "
             f"passages left without a query {summary.passages_without_query:,}")
+        if summary.filtered_runaway or summary.filtered_not_a_query:
+            say(f"  of the filtered: {summary.filtered_runaway:,} runaway samples (no query within "
+                f"--max-query-tokens), {summary.filtered_not_a_query:,} that wrote no query (a 'Document:', an "
+                "'Answer:' or a few-shot example's query)")
         if summary.quality:
             say(f"  quality: {summary.quality.headline()}")
             for kind in ("round_trip_miss", "echo", "copy"):

@@ -203,6 +203,9 @@ def generate_pairs_ray(
     keys = ("queries_sampled", "duplicates_dropped", "filtered_out", "passages_without_query", "pairs")
     counts = {key: sum(meta["counts"][key] for meta in metas) for key in keys}
     counts.update(passages=run.passages, passages_done=sum(meta["counts"]["passages_done"] for meta in metas))
+    if run.family == "causal":
+        for key in ("filtered_runaway", "filtered_not_a_query"):
+            counts[key] = sum(meta["counts"].get(key, 0) for meta in metas)
     merged = output_path.with_name(output_path.name + ".merging")
     with open(merged, "wb") as target:
         for shard in shards:

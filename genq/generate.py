@@ -136,6 +136,8 @@ class GenerationSummary:
     duplicates_dropped: int = 0
     filtered_out: int = 0
     passages_without_query: int = 0
+    filtered_runaway: int = 0  # of filtered_out: decoder-only samples cut by the length limit
+    filtered_not_a_query: int = 0  # of filtered_out: a "Document:"/"Answer:" or a few-shot example's query
     passages_without_text: int = 0  # skipped: nothing to ask about
     torn_bytes_dropped: int = 0
     seconds: float = 0.0
@@ -367,6 +369,8 @@ class QueryGenerator:
                             f"{describe_error(exc)}") from None
         self.model.to(device=self.device, dtype=self.dtype).eval()
         self.prompt_style = "plain"
+        # decoder-only samples emptied before clean-up, by reason (part of the run's filtered_out count)
+        self.emptied = {"runaway": 0, "not_a_query": 0}
         if self.family == "causal":
             self.tokenizer.padding_side = "left"
             self.template = load_prompt_template(config.prompt_template)
@@ -433,14 +437,28 @@ class QueryGenerator:
                 decoded = self.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
             else:
                 samples = self._sample_causal(texts, streams)
-                # a sample cut by --max-query-tokens is a runaway sentence, not a query
-                decoded = [strip_template_echo(_first_line(text)) if ended else ""
-                           for text, ended in zip(self.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True),
-                                                  samples.ended)]
-                decoded = ["" if normalize_query(query) in self.example_queries else query for query in decoded]
+                texts = self.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
+                decoded = [self._query_in(text, ended) for text, ended in zip(texts, samples.ended)]
         scored = list(zip(decoded, samples.mean_logprobs()))
         n = config.queries_per_passage
         return [scored[i * n:(i + 1) * n] for i in range(len(passages))]
+
+    def _query_in(self, text: str, ended: bool) -> str:
+        """The query in a decoder-only sample, or "" (counted in ``emptied``) when it holds none.
+
+        A sample cut by --max-query-tokens is a runaway sentence (small models often summarise
+        the passage instead of asking about it); one that writes a "Document:" or an "Answer:",
+        or repeats a few-shot example's query, is the prompt talking, not the passage.
+        """
+        if not ended:
+            self.emptied["runaway"] += 1
+            return ""
+        first = _first_line(text)
+        query = strip_template_echo(first)
+        if first and (not query or normalize_query(query) in self.example_queries):
+            self.emptied["not_a_query"] += 1
+            return ""
+        return query
 
     def _sample_seq2seq(self, encoded: dict, streams: SampleStreams) -> _Samples:
         """Nucleus sampling with a lean decoding loop instead of ``generate``.
@@ -868,13 +886,16 @@ class _Progress:
     duplicates_dropped: int = 0
     filtered_out: int = 0
     passages_without_query: int = 0
+    emptied_runaway: int = 0
+    emptied_not_a_query: int = 0
     wall_seconds: float = 0.0
 
     def add(self, entry: dict) -> None:
         self.done.update(entry["ids"])
         self.valid_bytes = entry["bytes"]
-        for key in ("pairs", "queries_sampled", "duplicates_dropped", "filtered_out", "passages_without_query"):
-            setattr(self, key, getattr(self, key) + entry[key])
+        for key in ("pairs", "queries_sampled", "duplicates_dropped", "filtered_out", "passages_without_query",
+                    "emptied_runaway", "emptied_not_a_query"):
+            setattr(self, key, getattr(self, key) + entry.get(key, 0))
         self.wall_seconds += entry.get("seconds", 0.0)
 
 
@@ -969,6 +990,7 @@ def generate_pairs(
     with JsonlAppender(partial) as appender, JsonlAppender(journal) as log:
         for batch_number, batch in enumerate(_batches(todo, config.batch_size, generator, window=32)):
             batch_started = time.perf_counter()
+            emptied_before = dict(getattr(generator, "emptied", {}))
             sampled = generator.sample(batch, seed=config.seed)
             records = []
             entry = {"ids": [p["_id"] for p in batch], "pairs": 0, "queries_sampled": 0, "duplicates_dropped": 0,
@@ -981,6 +1003,9 @@ def generate_pairs(
                 entry["passages_without_query"] += not kept
                 records.extend({"query": query, "passage_id": passage["_id"], "passage": passage["text"],
                                 "title": passage["title"], "generator_logprob": logprob} for query, logprob in kept)
+            for reason, count in getattr(generator, "emptied", {}).items():
+                emptied = entry[f"emptied_{reason}"] = count - emptied_before.get(reason, 0)
+                setattr(summary, f"filtered_{reason}", getattr(summary, f"filtered_{reason}") + emptied)
             entry["pairs"] = appender.write_batch(records)
             entry["bytes"] = appender.position
             entry["seconds"] = round(time.perf_counter() - batch_started, 3)
@@ -1004,6 +1029,8 @@ def generate_pairs(
     counts = {"passages": total, "passages_done": len(done.done), "pairs": done.pairs,
               "queries_sampled": done.queries_sampled, "duplicates_dropped": done.duplicates_dropped,
               "filtered_out": done.filtered_out, "passages_without_query": done.passages_without_query}
+    if generator.family == "causal":  # of filtered_out: samples that held no query at all
+        counts.update(filtered_runaway=done.emptied_runaway, filtered_not_a_query=done.emptied_not_a_query)
     if judge is not None:
         summary.quality = check_quality(partial, passages_path, quality, judge)
     write_pairs_meta(meta_path, partial, run, config, counts, round(done.wall_seconds, 2),

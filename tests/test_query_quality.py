@@ -78,6 +78,10 @@ def test_family_defaults_filled_and_recorded(tmp_path, tiny_t5_dir, tiny_gpt2_di
         assert meta["family_defaults"] == FAMILY_DEFAULTS[family]
         # a T5 run has no prompt: its settings stay those earlier versions recorded (finished runs still match)
         assert ("prompt_style" in meta["parameters"]) == (family == "causal")
+        assert ("filtered_runaway" in meta["counts"]) == (family == "causal")
+        if family == "causal":  # a random tiny model rarely ends its line in 32 tokens: runaways, counted
+            counts = meta["counts"]
+            assert 0 < counts["filtered_runaway"] + counts["filtered_not_a_query"] <= counts["filtered_out"]
     assert FAMILY_DEFAULTS["seq2seq"]["temperature"] == 1.0  # GenQ's, untouched
     # a setting the user gives wins over the family's
     out = tmp_path / "given.jsonl"
@@ -144,6 +148,7 @@ def test_causal_samples_lose_echoes_few_shot_repeats_and_runaways(tiny_gpt2_dir,
     generator.config.queries_per_passage = len(fake)
     [queries] = generator.generate([{"_id": "p", "title": "", "text": "the chain"}], seed=0)
     assert queries == ["oil the chain", "", "", "fix a flat tyre", ""]
+    assert generator.emptied == {"runaway": 1, "not_a_query": 2}  # the meta's filtered_runaway / _not_a_query
 
 
 # --------------------------------------------------------------------------- generator scores
