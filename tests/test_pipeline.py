@@ -70,19 +70,19 @@ def test_adapt_continues_interrupted_generation(tmp_path, raw_corpus, tiny_t5_di
 
     run_dir = tmp_path / "run"
     runner = CliRunner()
-    real_generate, calls = QueryGenerator.generate, []
+    real_sample, calls = QueryGenerator.sample, []
 
     def interrupted(self, batch, seed):  # Ctrl-C during the second batch
         calls.append(len(batch))
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_generate(self, batch, seed)
+        return real_sample(self, batch, seed)
 
-    monkeypatch.setattr(QueryGenerator, "generate", interrupted)
+    monkeypatch.setattr(QueryGenerator, "sample", interrupted)
     args = adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--gen-batch-size", "4")
     result = runner.invoke(main, args)
     assert result.exit_code == 130 and not (run_dir / "pairs.jsonl").exists(), result.output
-    monkeypatch.setattr(QueryGenerator, "generate", real_generate)
+    monkeypatch.setattr(QueryGenerator, "sample", real_sample)
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     statuses = stage_status(result.output)
