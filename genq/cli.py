@@ -857,7 +857,8 @@ def pseudo_label_options(function):
 def filter_command(pairs, corpus, model, output, filter_top_k, filter_min_score, filter_keep_top_share,
                    filter_min_logprob, device, dtype, use_ray, ray):
     """Keep the pairs worth training on: round trip (the base model retrieves the query's own passage) and/or the
-    generator's own score (--keep-top-share, --min-logprob); reports query quality before and after."""
+    generator's own score (--filter-keep-top-share, --filter-min-logprob; also without "filter-"); reports query
+    quality before and after."""
     from genq.filter import filter_pairs, report_path_for
 
     vectors = _ray_corpus_vectors(corpus, model, output, ray, dtype) if use_ray else None
