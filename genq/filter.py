@@ -22,12 +22,10 @@ import numpy as np
 
 from genq.corpus import load_passages
 from genq.encode import Encoder
-from genq.generate import iter_pairs
+from genq.generate import SCORE_FIELD, iter_pairs
 from genq.io import DataError, GenqError, atomic_write, dumps_line, refuse_same_path, write_json_atomic
 from genq.quality import ROUND_TRIP_DEPTHS, QualityReport, QualityTally, own_ranks
 from genq.retrieval import DenseCorpus
-
-SCORE_FIELD = "generator_logprob"
 
 
 @dataclass

@@ -75,6 +75,7 @@ FAMILY_DEFAULTS = {
     "causal": {"temperature": 0.7, "max_passage_tokens": 200, "max_length": 32, "max_query_words": LONG_QUERY_WORDS},
 }
 PROMPT_STYLES = ("auto", "chat", "plain")
+SCORE_FIELD = "generator_logprob"  # each pair's mean token log-probability under the generator
 
 
 @dataclass
@@ -1002,7 +1003,7 @@ def generate_pairs(
                 entry["filtered_out"] += filtered
                 entry["passages_without_query"] += not kept
                 records.extend({"query": query, "passage_id": passage["_id"], "passage": passage["text"],
-                                "title": passage["title"], "generator_logprob": logprob} for query, logprob in kept)
+                                "title": passage["title"], SCORE_FIELD: logprob} for query, logprob in kept)
             for reason, count in getattr(generator, "emptied", {}).items():
                 emptied = entry[f"emptied_{reason}"] = count - emptied_before.get(reason, 0)
                 setattr(summary, f"filtered_{reason}", getattr(summary, f"filtered_{reason}") + emptied)
