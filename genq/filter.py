@@ -24,7 +24,7 @@ from genq.corpus import load_passages
 from genq.encode import Encoder
 from genq.generate import SCORE_FIELD, iter_pairs
 from genq.io import DataError, GenqError, atomic_write, dumps_line, refuse_same_path, write_json_atomic
-from genq.quality import ROUND_TRIP_DEPTHS, QualityReport, QualityTally, own_ranks
+from genq.quality import ROUND_TRIP_DEPTHS, QualityReport, QualityTally, Reservoir, own_ranks
 from genq.retrieval import DenseCorpus
 
 
@@ -105,8 +105,7 @@ def filter_pairs(
     depth = max(top_k or 0, *ROUND_TRIP_DEPTHS)
     before: set[str] = set()
     after: set[str] = set()
-    rng = np.random.default_rng(0)
-    dropped_pool: list[dict] = []
+    dropped_examples = Reservoir(examples)  # drawn from the whole file, not its start
 
     def judge(batch: list[tuple[int, dict]], handle) -> None:
         rows = np.asarray([dense.row_of[p["passage_id"]] for _, p in batch])
@@ -129,14 +128,9 @@ def filter_pairs(
                 summary.dropped += 1
                 summary.dropped_by_round_trip += not round_trip
                 summary.dropped_by_generator_score += not scored_high
-                example = {"query": pair["query"], "passage_id": pair["passage_id"],
-                           "own_score": round(float(own_score), 4), "in_top_k": in_top,
-                           SCORE_FIELD: pair.get(SCORE_FIELD)}
-                # reservoir sample, so the examples come from the whole file, not its start
-                if len(dropped_pool) < examples:
-                    dropped_pool.append(example)
-                elif (slot := int(rng.integers(0, summary.dropped))) < examples:
-                    dropped_pool[slot] = example
+                dropped_examples.add({"query": pair["query"], "passage_id": pair["passage_id"],
+                                      "own_score": round(float(own_score), 4), "in_top_k": in_top,
+                                      SCORE_FIELD: pair.get(SCORE_FIELD)})
 
     with atomic_write(output_path) as handle:
         batch: list[tuple[int, dict]] = []
@@ -153,7 +147,7 @@ def filter_pairs(
             judge(batch, handle)
     summary.passages_with_query_before = len(before)
     summary.passages_with_query_after = len(after)
-    summary.dropped_examples = dropped_pool
+    summary.dropped_examples = dropped_examples.items
     summary.seconds = round(time.perf_counter() - started, 2)
     summary.quality_before = before_tally.finish()
     summary.quality_after = after_tally.finish()

@@ -1121,38 +1121,24 @@ def write_pairs_meta(meta_path: Path, pairs_file: Path, run: RunIdentity, config
 def check_quality(pairs_file: Path, passages_path: Path, check: QualityCheck, encoder) -> QualityReport:
     """The quality report of a sample of ``pairs_file``: ``check.sample`` pairs drawn at random, ranked by
     ``encoder`` among their own passages and a random draw of the others (``check.corpus`` in all)."""
-    import random
-
-    from genq.quality import measure_quality
+    from genq.quality import Reservoir, measure_quality
     from genq.retrieval import DenseCorpus
 
     started = time.perf_counter()
-    draw = random.Random(0)
-    sample: list[dict] = []
-    total = 0
-    for _, pair in iter_pairs(pairs_file):
-        total += 1
-        if len(sample) < check.sample:
-            sample.append(pair)
-        elif (slot := draw.randrange(total)) < check.sample:
-            sample[slot] = pair
-    own = {str(pair["passage_id"]) for pair in sample}
-    passages: list[dict] = []
-    others: list[dict] = []
-    room = max(check.corpus - len(own), 0)
-    seen_others = 0
-    for passage in iter_passage_file(passages_path):
-        if passage["_id"] in own:
-            passages.append(passage)
-            continue
-        seen_others += 1
-        if len(others) < room:
-            others.append(passage)
-        elif (slot := draw.randrange(seen_others)) < room:
-            others[slot] = passage
-    dense = DenseCorpus(passages + others, encoder)
-    report = measure_quality(sample, dense)
-    report.sampled_from = total if total > len(sample) else None
+    pairs = Reservoir(check.sample).extend(pair for _, pair in iter_pairs(pairs_file))
+    own_ids = {str(pair["passage_id"]) for pair in pairs.items}
+    own: list[dict] = []
+
+    def others() -> Iterator[dict]:
+        for passage in iter_passage_file(passages_path):
+            if passage["_id"] in own_ids:
+                own.append(passage)
+            else:
+                yield passage
+
+    drawn = Reservoir(max(check.corpus - len(own_ids), 0)).extend(others())
+    report = measure_quality(pairs.items, DenseCorpus(own + drawn.items, encoder))
+    report.sampled_from = pairs.seen if pairs.seen > len(pairs.items) else None
     report.seconds = round(time.perf_counter() - started, 2)
     return report
 

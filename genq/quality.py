@@ -16,9 +16,10 @@ The text checks live here too, so that generation strips exactly what the measur
 
 from __future__ import annotations
 
+import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -159,6 +160,26 @@ class QualityTally:
         report.sampled_from = sampled_from
         report.seconds = round(seconds, 2)
         return report
+
+
+class Reservoir:
+    """A uniform random sample of at most ``size`` items from a stream of unknown length (reservoir sampling)."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.items, self.seen = size, [], 0
+        self._draw = random.Random(seed)
+
+    def add(self, item) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+        elif (slot := self._draw.randrange(self.seen)) < self.size:
+            self.items[slot] = item
+
+    def extend(self, items: Iterable) -> Reservoir:
+        for item in items:
+            self.add(item)
+        return self
 
 
 def own_ranks(ranked_rows: np.ndarray, own_rows: np.ndarray) -> list[int | None]:
