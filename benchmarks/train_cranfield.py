@@ -34,12 +34,12 @@ def split_queries(collection: Collection, seed: int = 0) -> tuple[list[str], lis
     return sorted(query_ids[:half]), sorted(query_ids[half:])
 
 
-def run(work: Path, epochs: float = 1.0, lr: float = 2e-5, max_steps: int | None = None,
-        collection_name: str = "cranfield") -> dict:
+def human_split(collection_name: str, pairs: Path) -> tuple[Collection, int]:
+    """Write the (query, relevant document) pairs of half the queries to ``pairs``; the other half as a test
+    collection over the whole corpus. Returns (test collection, train query count)."""
     collection = load_collection(SHARED / collection_name)
     train_ids, test_ids = split_queries(collection)
     by_id = {p["_id"]: p for p in collection.corpus}
-    pairs = work / "pairs.jsonl"
     with open(pairs, "w", encoding="utf-8") as handle:
         for query_id in train_ids:
             for doc_id, relevance in collection.qrels[query_id].items():
@@ -49,13 +49,20 @@ def run(work: Path, epochs: float = 1.0, lr: float = 2e-5, max_steps: int | None
                                              "passage": doc["text"], "title": doc["title"]}) + "\n")
     test = Collection(collection.corpus, {q: collection.queries[q] for q in test_ids},
                       {q: collection.qrels[q] for q in test_ids}, collection.path)
+    return test, len(train_ids)
+
+
+def run(work: Path, epochs: float = 1.0, lr: float = 2e-5, max_steps: int | None = None,
+        collection_name: str = "cranfield") -> dict:
+    pairs = work / "pairs.jsonl"
+    test, train_queries = human_split(collection_name, pairs)
     started = time.perf_counter()
     before, _ = score_run(test.qrels, dense_run(test, BASE))
     config = TrainConfig(base_model=BASE, epochs=epochs, lr=lr, max_seq_length=256, eval_share=0.0,
                          max_steps=max_steps or -1, save_steps=10_000, device="cpu")
     summary = train_bi_encoder(pairs, work / "model", config, progress=False)
     after, _ = score_run(test.qrels, dense_run(test, str(work / "model")))
-    return {"collection": collection_name, "train_queries": len(train_ids), "test_queries": len(test_ids),
+    return {"collection": collection_name, "train_queries": train_queries, "test_queries": len(test.queries),
             "train_pairs": summary.train_pairs, "steps": summary.steps, "epochs": epochs, "lr": lr,
             "before": before, "after": after, "train_seconds": summary.seconds,
             "seconds": round(time.perf_counter() - started, 1)}

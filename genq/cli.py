@@ -381,7 +381,7 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, use_ray
         if summary.passages_skipped_as_done:
             say(f"  resumed: {summary.passages_skipped_as_done:,} passages were already done")
         if summary.passages_without_text:
-            say(f"  skipped {summary.passages_without_text:,} passages with no text")
+            say(f"  skipped {summary.passages_without_text:,} passages with neither title nor text")
         say(f"  wrote {summary.pairs_written:,} pairs ({summary.pairs_in_file:,} in the file) to {output} "
             f"(+ {meta_path_for(output).name}); "
             f"duplicates dropped {summary.duplicates_dropped:,}, filtered {summary.filtered_out:,}, "
@@ -444,9 +444,15 @@ def training_options(function=None, batch_alias: bool = True):
                show_default=True, help="Pairs per step, per device (under torchrun: times the processes)."),
         click.option("--lr", type=float, default=2e-5, show_default=True),
         click.option("--warmup-ratio", type=float, default=0.1, show_default=True),
-        click.option("--max-seq-length", type=click.IntRange(8), default=350, show_default=True),
+        click.option("--max-seq-length", type=click.IntRange(8), default=None,
+                     help="Tokens of a passage the model reads in training [default: the base model's own, 256 for "
+                          "all-MiniLM-L6-v2]."),
         click.option("--train-seed", "train_seed", type=int, default=42, show_default=True),
-        click.option("--bf16", is_flag=True, help="bf16 mixed precision (fast on AMX CPUs and recent GPUs)."),
+        click.option("--bf16/--no-bf16", default=None,
+                     help="bf16 mixed precision [default: on where the device does bf16 natively: CUDA cards with "
+                          "bf16, CPUs with AMX or AVX512-BF16]."),
+        click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
+                     help="Batches of similar passage length (less padding), still no passage twice in a batch."),
         click.option("--eval-share", type=float, default=0.01, show_default=True,
                      help="Share of passages held out for in-training retrieval metrics."),
         click.option("--allow-duplicates-in-batch", is_flag=True,
@@ -467,6 +473,7 @@ def train_config(options: dict, device=None):
         scale=options["scale"], similarity=options["similarity"], epochs=options["epochs"],
         batch_size=options["train_batch_size"], lr=options["lr"], warmup_ratio=options["warmup_ratio"],
         max_seq_length=options["max_seq_length"], seed=options["train_seed"], bf16=options["bf16"],
+        group_by_length=options["group_by_length"],
         eval_share=options["eval_share"], no_duplicates=not options["allow_duplicates_in_batch"],
         max_steps=options["max_steps"], save_steps=options["save_steps"], device=device)
 
@@ -740,6 +747,11 @@ def serve(index_dir, host, port, allowed_hosts, docs, model, mode, alpha, fusion
 # --------------------------------------------------------------------------- evaluate
 
 
+def default_cache_dir(output: str | None) -> Path:
+    """Where evaluate keeps corpus embeddings: beside its output like filter's, else in the current folder."""
+    return (Path(output).resolve().parent if output else Path.cwd()) / ".genq-cache"
+
+
 @main.command()
 @option("--eval-data", "data_dir", old=("--data",), required=True, type=click.Path(path_type=str),
               help="BEIR-layout folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")
@@ -762,10 +774,14 @@ def serve(index_dir, host, port, allowed_hosts, docs, model, mode, alpha, fusion
 @click.option("--rerank", "rerank_model", metavar="MODEL", is_flag=False, flag_value=DEFAULT_RERANKER, default=None,
               help="Also evaluate every system reranked by this cross-encoder.")
 @click.option("--rerank-depth", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=str),
+              help="Where corpus embeddings are kept between runs, keyed by model weights and corpus content "
+                   "[default: .genq-cache beside -o, else in the current folder].")
+@click.option("--no-cache", is_flag=True, help="Encode the corpus afresh and keep nothing.")
 @device_options
 @user_errors
 def evaluate(data_dir, models, bm25, index_dirs, names, split, output, hybrid, alpha, fusion, alpha_sweep, candidates,
-             rerank_model, rerank_depth, device, dtype):
+             rerank_model, rerank_depth, cache_dir, no_cache, device, dtype):
     """Compare BM25, models, hybrids and indexes on a labelled collection (nDCG@10, MRR@10, R@100, MAP@100, P@10)."""
     from genq.evaluate import evaluate_systems, format_sweep, format_table, parse_alphas
 
@@ -773,7 +789,8 @@ def evaluate(data_dir, models, bm25, index_dirs, names, split, output, hybrid, a
                               split=split, names=list(names) or None, dtype=dtype, progress=show_progress(),
                               hybrid=hybrid, fusion=fusion, alpha=alpha,
                               alpha_sweep=parse_alphas(alpha_sweep) if alpha_sweep else None, candidates=candidates,
-                              reranker=rerank_model, rerank_depth=rerank_depth, device=device)
+                              reranker=rerank_model, rerank_depth=rerank_depth, device=device,
+                              cache_dir=None if no_cache else cache_dir or default_cache_dir(output))
     click.echo(f"{report['collection']}: {report['corpus']:,} documents, {report['queries']:,} queries")
     click.echo(format_table(report))
     if report.get("alpha_sweep"):

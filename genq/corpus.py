@@ -658,9 +658,11 @@ def iter_passages(
     for document in documents:
         summary.documents += 1
         chunks = chunker.chunk(document.text)
+        title = normalize_whitespace(document.title)
+        if not chunks and title:  # a title is text: a title-only document is read as its title
+            chunks, title = chunker.chunk(title), ""
         if len(chunks) > 1:
             summary.chunked_documents += 1
-        title = normalize_whitespace(document.title)
         if not chunks:
             summary.empty_dropped += 1
             continue
@@ -733,11 +735,14 @@ _REPORTED_EMPTY: set[tuple[str, int]] = set()
 
 
 def iter_passage_file(path: str | Path, errors: ErrorTally | None = None,
-                      empty_lines: list[int] | None = None) -> Iterator[dict]:
+                      empty_lines: list[int] | None = None, empty_ids: set[str] | None = None) -> Iterator[dict]:
     """Stream a prepared passages file (BEIR corpus layout) as ``{"_id", "title", "text", "doc_id"}``.
 
-    Used by every later stage, so a BEIR ``corpus.jsonl`` works directly as well. Passages
-    with no text are skipped (their lines go to ``empty_lines`` when given, and are logged).
+    Used by every later stage, so a BEIR ``corpus.jsonl`` works directly as well. A title is
+    text (BEIR, Pyserini and sentence-transformers all encode title + text): a record with a
+    title and an empty text is yielded with its title as the text, so every stage indexes,
+    searches and generates for it alike. Only records with neither are skipped (their lines go
+    to ``empty_lines`` and their ids to ``empty_ids`` when given, and are logged).
     """
     path = Path(path)
     if path.is_dir() and (path / "corpus.jsonl").exists():
@@ -763,13 +768,18 @@ def iter_passage_file(path: str | Path, errors: ErrorTally | None = None,
                                     "run `genq corpus prepare` to deduplicate ids", line))
             continue
         seen.add(passage_id)
-        if not normalize_whitespace(text):  # nothing to ask a question about (BEIR corpora hold a few)
-            empty.append(line)
-            continue
+        if not normalize_whitespace(text):
+            if normalize_whitespace(title):  # title-only (half of CACM): the title is what a model reads
+                text, title = title, ""
+            else:  # nothing to ask a question about (BEIR corpora hold a few)
+                empty.append(line)
+                if empty_ids is not None:
+                    empty_ids.add(passage_id)
+                continue
         yield {"_id": passage_id, "title": title, "text": text, "doc_id": str(record.get("doc_id", passage_id))}
     if empty and (str(path), len(empty)) not in _REPORTED_EMPTY:  # said once, not at every pass over the file
         _REPORTED_EMPTY.add((str(path), len(empty)))
-        logger.warning("%s: skipped %d passage(s) with no text (line %s%s)", path, len(empty),
+        logger.warning("%s: skipped %d passage(s) with neither title nor text (line %s%s)", path, len(empty),
                        ", ".join(map(str, empty[:5])), ", ..." if len(empty) > 5 else "")
 
 

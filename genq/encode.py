@@ -23,6 +23,12 @@ from genq.models import resolve_model
 logger = logging.getLogger(__name__)
 
 
+def torch_uint8():
+    import torch
+
+    return torch.uint8
+
+
 def passage_text(passage: dict) -> str:
     """How a passage is shown to a bi-encoder: BEIR's convention, title then text."""
     title = (passage.get("title") or "").strip()
@@ -67,10 +73,32 @@ class Encoder:
         prompts = getattr(self.model, "prompts", None) or {}
         self.query_prompt = prompts.get("query", "")
         self.passage_prompt = prompts.get("document", prompts.get("passage", ""))
+        self._fingerprint: str | None = None
 
     @property
     def dtype_label(self) -> str:
         return dtype_name(self.dtype)
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of what decides this encoder's vectors: weights, modules, tokenizer, length, precision.
+
+        Keys the on-disk corpus embedding caches, so a model retrained in place (same path,
+        new weights) never reuses the old model's vectors. Hashing MiniLM's 90 MB of weights
+        costs a fraction of a second, once per encoder.
+        """
+        if self._fingerprint is None:
+            import hashlib
+
+            digest = hashlib.blake2b(digest_size=12)
+            tokenizer = self.model.tokenizer
+            digest.update(f"{self.model!r}|{self.model.max_seq_length}|{self.dtype_label}|{type(tokenizer).__name__}|"
+                          f"{len(tokenizer)}|{self.query_prompt}|{self.passage_prompt}".encode())
+            for name, tensor in self.model.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch_uint8()).numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def encode(self, texts: list[str], normalize: bool = True, progress: bool = False, desc: str = "encoding",
                prompt: str = "") -> np.ndarray:

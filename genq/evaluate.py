@@ -55,13 +55,14 @@ def load_collection(data_dir: str | Path, split: str = "test") -> Collection:
         if not path.exists():
             raise DataError(path, "is missing", "a BEIR collection needs corpus.jsonl, queries.jsonl and "
                                                 f"qrels/{split}.tsv")
-    corpus = list(iter_passage_file(data_dir / "corpus.jsonl"))
+    skipped_documents: set[str] = set()
+    corpus = list(iter_passage_file(data_dir / "corpus.jsonl", empty_ids=skipped_documents))
     corpus_ids = {p["_id"] for p in corpus}
     from genq.search import read_queries
 
     queries = dict(read_queries(data_dir / "queries.jsonl"))
     qrels: dict[str, dict[str, int]] = {}
-    dropped = 0
+    dropped = naming_empty = 0
     with open(qrels_path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
         for line_number, row in enumerate(reader, start=1):
@@ -80,6 +81,7 @@ def load_collection(data_dir: str | Path, split: str = "test") -> Collection:
                                 line_number) from None
             if query_id not in queries or doc_id not in corpus_ids:
                 dropped += 1
+                naming_empty += query_id in queries and doc_id in skipped_documents
                 continue
             qrels.setdefault(query_id, {})[doc_id] = relevance
     if not qrels:
@@ -87,9 +89,15 @@ def load_collection(data_dir: str | Path, split: str = "test") -> Collection:
                         "check that query and corpus ids match the qrels")
     collection = Collection(corpus, {q: queries[q] for q in qrels}, qrels, str(data_dir), dropped,
                             len(queries) - len(qrels))
-    if dropped:
-        collection.notes.append(f"{dropped} qrels lines name an unknown query or document and were ignored")
-        logger.warning("%s: %d qrels lines name an unknown query or document and were ignored", qrels_path, dropped)
+    if naming_empty:
+        note = (f"{naming_empty} qrels lines name a document with neither title nor text, which genq skipped "
+                "(nothing to search in it), and were ignored")
+        collection.notes.append(note)
+        logger.warning("%s: %s", qrels_path, note)
+    if dropped - naming_empty:
+        note = f"{dropped - naming_empty} qrels lines name an unknown query or document and were ignored"
+        collection.notes.append(note)
+        logger.warning("%s: %s", qrels_path, note)
     return collection
 
 
@@ -120,11 +128,20 @@ def bm25_candidates(collection: Collection, depth: int = 100, progress: bool = F
 
 
 def dense_candidates(collection: Collection, model: str | Encoder, depth: int = 100, progress: bool = False,
-                     dtype: str = "auto", batch_size: int = 64, device: str | None = None) -> Candidates:
-    """Exact inner-product search with a sentence-transformers model over the collection's corpus."""
+                     dtype: str = "auto", batch_size: int = 64, device: str | None = None,
+                     cache_dir: str | Path | None = None, reused: list[str] | None = None) -> Candidates:
+    """Exact inner-product search with a sentence-transformers model over the collection's corpus.
+
+    With ``cache_dir`` the corpus embeddings are kept there, keyed by the model's weights and
+    the corpus content (the cache ``filter`` and ``mine-negatives`` use): a second evaluation of
+    the same model (another fusion, an alpha sweep) encodes only the queries. The cache files
+    reused are appended to ``reused``.
+    """
     encoder = model if isinstance(model, Encoder) else Encoder(model, device=device, dtype=dtype,
                                                                batch_size=batch_size)
-    dense = DenseCorpus(collection.corpus, encoder, progress=progress)
+    dense = DenseCorpus(collection.corpus, encoder, cache_dir=cache_dir, progress=progress)
+    if dense.reused_cache and reused is not None:
+        reused.append(str(dense.cache_path))
     return dense.search(dense.encode_queries([collection.queries[q] for q in collection.queries]), depth)
 
 
@@ -226,6 +243,7 @@ def evaluate_systems(
     reranker: str | Reranker | None = None,
     rerank_depth: int = 50,
     device: str | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate every system on the collection; write results.json/.md and a chart if ``output_dir``.
 
@@ -260,7 +278,7 @@ def evaluate_systems(
               "judgements": sum(len(v) for v in collection.qrels.values()), "notes": collection.notes,
               "settings": {"fusion": fusion, "alpha": alpha, "candidates": candidates,
                            "reranker": reranker.name if reranker else None, "rerank_depth": rerank_depth},
-              "systems": [], "per_query": {}}
+              "systems": [], "per_query": {}, "reused_embeddings": {}}
     runs: dict[str, tuple[Run, float]] = {}
 
     def timed(label: str, make):
@@ -276,8 +294,13 @@ def evaluate_systems(
             runs[bm25_name] = (single_run(collection, lexical, "bm25"), seconds)
     dense_by_model: dict[str, Candidates] = {}
     for model, name in zip(models, model_names):
-        dense, seconds = timed(name, lambda m=model: dense_candidates(collection, str(m), candidates, progress,
-                                                                      dtype, device=device))
+        reused: list[str] = []
+        dense, seconds = timed(name, lambda m=model, r=reused: dense_candidates(
+            collection, str(m), candidates, progress, dtype, device=device, cache_dir=cache_dir, reused=r))
+        if reused:
+            report["reused_embeddings"][name] = reused[0]
+            if progress:
+                print(f"  corpus embeddings of {name} reused from {reused[0]}", file=sys.stderr)
         dense_by_model[name] = dense
         runs[name] = (single_run(collection, dense, "dense"), seconds)
     if hybrid:

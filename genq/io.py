@@ -278,7 +278,36 @@ def is_described_file(description: dict | None, path: str | os.PathLike) -> bool
 # --------------------------------------------------------------------------- output directories
 
 
-def _pid_alive(pid: int) -> bool:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every stage's interrupt clean-up (flush, record, keep) runs for it too."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` instead of ending the process with no clean-up.
+
+    Only the main thread may set signal handlers; elsewhere (a server thread, a test worker)
+    this does nothing and SIGTERM keeps its default.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists now (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -297,7 +326,7 @@ def _leftovers(out_dir: Path, kind: str) -> list[tuple[Path, int]]:
     for sibling in out_dir.parent.iterdir():
         if sibling.name.startswith(prefix) and sibling.name[len(prefix):].isdigit():
             pid = int(sibling.name[len(prefix):])
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 found.append((sibling, pid))
     return found
 

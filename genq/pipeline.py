@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from genq.evaluate import evaluate_systems, format_table
 from genq.filter import filter_pairs
 from genq.generate import GenerationConfig, QualityCheck, generate_pairs, generator_family, meta_path_for
 from genq.index import IndexParams, build_index
-from genq.io import GenqError, describe_error, read_json, write_json_atomic
+from genq.io import GenqError, describe_error, pid_alive, read_json, terminate_as_interrupt, write_json_atomic
 from genq.models import resolve_model
 from genq.negatives import MiningConfig, mine_negatives
 from genq.pseudo_label import PseudoLabelConfig, pseudo_label
@@ -155,9 +156,32 @@ class Manifest:
         self.path = run_dir / MANIFEST
         if self.path.exists():
             self.data = read_json(self.path, "run manifest")
+            self._settle_stale_running()
         else:
             self.data = {"genq_version": __version__, "input": input_path, "created": time.strftime("%FT%T%z"),
                          "stages": {}}
+
+    def _settle_stale_running(self) -> None:
+        """A stage recorded "running" whose process is gone (kill -9, power cut) was interrupted: say so.
+
+        A stage still running in another live process means two runs on one directory, which
+        would interleave their writes: refused.
+        """
+        changed = False
+        for name, entry in self.data.get("stages", {}).items():
+            if entry.get("status") != "running":
+                continue
+            pid = entry.get("pid")
+            if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid) and _is_genq_process(pid):
+                raise GenqError(f"{self.path.parent} is in use: its {name} stage is running in process {pid}\n"
+                                "  fix: wait for that run to end (or stop it), then rerun to continue; two runs on "
+                                "one directory would mix their outputs")
+            entry["status"] = "interrupted"
+            entry["error"] = (f"the process (pid {pid}) ended before the stage finished" if pid
+                              else "the process ended before the stage finished")
+            changed = True
+        if changed:
+            write_json_atomic(self.path, self.data)
 
     def finished(self, name: str, params: dict) -> bool:
         entry = self.data["stages"].get(name)
@@ -178,6 +202,17 @@ class Manifest:
         for name in names:
             self.data["stages"].pop(name, None)
         write_json_atomic(self.path, self.data)
+
+
+def _is_genq_process(pid: int) -> bool:
+    """Whether ``pid`` runs genq (its command line names it); where /proc is missing, assume it does."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()
+    except OSError:
+        return True
+    return b"genq" in command
 
 
 def _jsonable(obj) -> dict:
@@ -355,7 +390,7 @@ def adapt(
             # BM25 | base | adapted | hybrid(base) | hybrid(adapted): does adaptation help, and does fusion on top
             report = evaluate_systems(config.eval_data, models=[training.base_model, str(paths["model"])], bm25=True,
                                       hybrid=True, output_dir=paths["eval"], names=["BM25", "base", "adapted"],
-                                      dtype=config.dtype, progress=progress)
+                                      dtype=config.dtype, progress=progress, cache_dir=paths["cache"])
             say(format_table(report))
             say(f"  base = {training.base_model}; adapted = {paths['model']}; hybrid = fused with BM25 "
                 f"({report['settings']['fusion']}, alpha {report['settings']['alpha']})")
@@ -378,12 +413,14 @@ def adapt(
         if not resume and name == "generate" and previous is None and paths["pairs"].exists() and not upstream_ran:
             resume = True  # interrupted before the manifest entry was written: generate checks the settings itself
         manifest.forget_from(names[position:])
-        manifest.data["stages"][name] = {"status": "running", "params": params, "fingerprint": _fingerprint(params)}
+        manifest.data["stages"][name] = {"status": "running", "params": params, "fingerprint": _fingerprint(params),
+                                         "pid": os.getpid(), "started_at": time.strftime("%FT%T%z")}
         write_json_atomic(manifest.path, manifest.data)
         say(f"[{name}] {'continuing' if resume else 'running'} ...")
         started = time.perf_counter()
         try:
-            summary, status = run(resume)
+            with terminate_as_interrupt():  # SIGTERM records the stage as interrupted, like Ctrl-C
+                summary, status = run(resume)
         except BaseException as exc:
             # the manifest says what happened; a rerun continues the stage the way its own command would
             entry = manifest.data["stages"][name]

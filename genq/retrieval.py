@@ -50,30 +50,58 @@ class DenseCorpus:
     def __init__(self, passages: list[dict], encoder: Encoder, cache_dir: str | Path | None = None,
                  progress: bool = False, vectors: np.ndarray | None = None):
         """``vectors``: the passages' embeddings computed elsewhere (a Ray job), row i = passage i."""
-        import faiss
-
         self.passages = passages
         self.encoder = encoder
         self.row_of = {p["_id"]: row for row, p in enumerate(passages)}
         self.cache_path = None
+        self.reused_cache = False
         if vectors is not None and vectors.shape != (len(passages), encoder.dimension):
             raise GenqError(f"precomputed corpus embeddings are {vectors.shape}, expected "
                             f"({len(passages)}, {encoder.dimension})")
         if cache_dir is not None and vectors is None:
-            key = corpus_fingerprint(passages, f"{encoder.name}:{encoder.dimension}:{encoder.dtype_label}")
+            key = corpus_fingerprint(passages, encoder.fingerprint)
             self.cache_path = Path(cache_dir) / f"corpus-{key}.npy"
         if vectors is not None:
             self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        elif self.cache_path is not None and self.cache_path.exists():
-            self.vectors = np.load(self.cache_path)
-            logger.info("reusing cached corpus embeddings %s", self.cache_path)
         else:
-            self.vectors = encoder.encode_passages(passages, progress=progress)
-            if self.cache_path is not None:
-                with atomic_write(self.cache_path, mode="wb") as handle:
-                    np.save(handle, self.vectors)
-        self.index = faiss.IndexFlatIP(self.vectors.shape[1])
-        self.index.add(self.vectors)
+            self.vectors = self._cached_or_encoded(progress)
+        self.index = self._flat_index(self.vectors)
+
+    def _cached_or_encoded(self, progress: bool) -> np.ndarray:
+        cached = self._load_cached(len(self.passages), self.encoder.dimension) if self.cache_path else None
+        if cached is not None:
+            self.reused_cache = True
+            logger.info("reusing cached corpus embeddings %s", self.cache_path)
+            return cached
+        vectors = self.encoder.encode_passages(self.passages, progress=progress)
+        if self.cache_path is not None:
+            with atomic_write(self.cache_path, mode="wb") as handle:
+                np.save(handle, vectors)
+        return vectors
+
+    def _load_cached(self, rows: int, dimension: int) -> np.ndarray | None:
+        """The cached matrix, or None where there is none or it is damaged (then it is encoded again)."""
+        if not self.cache_path.exists():
+            return None
+        try:
+            cached = np.load(self.cache_path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            logger.warning("ignoring the damaged embedding cache %s (%s); encoding again", self.cache_path,
+                           describe_error(exc))
+            return None
+        if cached.shape != (rows, dimension) or cached.dtype != np.float32:
+            logger.warning("ignoring the embedding cache %s: it holds %s, expected (%d, %d) float32; encoding again",
+                           self.cache_path, cached.shape, rows, dimension)
+            return None
+        return cached
+
+    @staticmethod
+    def _flat_index(vectors: np.ndarray):
+        import faiss
+
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
+        return index
 
     def encode_queries(self, queries: list[str]) -> np.ndarray:
         return self.encoder.encode_queries(queries)

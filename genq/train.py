@@ -30,6 +30,7 @@ from pathlib import Path
 from genq import __version__
 from genq.corpus import MAX_CHARS_PER_TOKEN, clip_for_model
 from genq.generate import iter_pairs
+from genq.hardware import training_bf16
 from genq.io import (
     DataError,
     GenqError,
@@ -48,7 +49,8 @@ DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 LOSSES = ("mnrl", "cached-mnrl", "margin-mse")
 # Settings that define a run: resuming into a directory with other values is refused.
 RUN_KEYS = ("base_model", "loss", "epochs", "batch_size", "lr", "warmup_ratio", "max_seq_length", "seed", "scale",
-            "similarity", "eval_share", "no_duplicates", "mini_batch_size")
+            "similarity", "eval_share", "no_duplicates", "mini_batch_size", "group_by_length")
+CLIP_TOKENS_UNTIL_LOADED = 512  # texts are clipped before the model (and its own length limit) is known
 
 
 @dataclass
@@ -62,11 +64,12 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-5
     warmup_ratio: float = 0.1
-    max_seq_length: int = 350
+    max_seq_length: int | None = None  # None: the base model's own (256 for all-MiniLM-L6-v2)
     seed: int = 42
-    bf16: bool = False
+    bf16: bool | None = None  # None: where the device does bf16 natively (see hardware.training_bf16)
     eval_share: float = 0.01
     no_duplicates: bool = True
+    group_by_length: bool = True  # batches of similar passage length: less padding, same no-duplicates rule
     max_steps: int = -1
     save_steps: int = 500
     logging_steps: int = 10
@@ -94,6 +97,10 @@ class TrainSummary:
     duplicates_a_plain_batch_would_hold: int = 0
     steps: int = 0
     seconds: float = 0.0
+    seconds_per_step: float | None = None  # median over the run's steps (the first, with its warm-up, left out)
+    bf16: bool = False
+    max_seq_length: int = 0
+    padding_share: float | None = None  # share of the passage tokens in a batch that are padding
     final_loss: float | None = None
     eval_metrics: dict = field(default_factory=dict)
     resumed_from: str | None = None
@@ -320,7 +327,7 @@ def train_bi_encoder(
     location = resolve_model(config.base_model, what="base model")  # a wrong name fails before anything is touched
     margin_mse = config.loss == "margin-mse"
     rows, negatives_per_pair = read_training_pairs(pairs_path, need_margins=margin_mse,
-                                                   max_tokens=config.max_seq_length)
+                                                   max_tokens=config.max_seq_length or CLIP_TOKENS_UNTIL_LOADED)
     settings = {k: getattr(config, k) for k in RUN_KEYS}
     processes = Processes()
     replacing = processes.agree(lambda: _check_output_dir(output, settings, resume, overwrite))
@@ -344,7 +351,9 @@ def train_bi_encoder(
     except Exception as exc:
         raise GenqError(f"could not load the base model {config.base_model!r}: "
                         f"{describe_error(exc)}") from None
-    model.max_seq_length = config.max_seq_length
+    summary.max_seq_length = model.max_seq_length = config.max_seq_length or model.max_seq_length or \
+        CLIP_TOKENS_UNTIL_LOADED
+    summary.bf16 = training_bf16(config.bf16, config.device)
     similarity = st_util.cos_sim if config.similarity == "cos" else st_util.dot_score
     # under torchrun each process holds its share of the batch: gather the embeddings so that every query
     # still meets the whole global batch as in-batch negatives, as in a single-process run of that batch size
@@ -441,17 +450,13 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
     checkpoints from the main process too).
     """
     import torch
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-
-    try:
-        from sentence_transformers.base.sampler import BatchSamplers
-    except ImportError:  # sentence-transformers 3.x - 5.x
-        from sentence_transformers.training_args import BatchSamplers
+    from sentence_transformers import SentenceTransformerTrainingArguments
 
     if processes.main:
         output.mkdir(parents=True, exist_ok=True)
         write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "pairs_file": str(pairs_path),
-                                                "settings": settings, "complete": False})
+                                                "settings": settings, "precision": _precision(summary),
+                                                "complete": False})
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output / "checkpoints"),
         num_train_epochs=config.epochs,
@@ -461,8 +466,8 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
         learning_rate=config.lr,
         **_warmup(config.warmup_ratio),
         seed=config.seed,
-        bf16=config.bf16,
-        batch_sampler=BatchSamplers.NO_DUPLICATES if config.no_duplicates else BatchSamplers.BATCH_SAMPLER,
+        bf16=summary.bf16,
+        batch_sampler=_library_batch_sampler(config),
         eval_strategy="steps" if evaluator else "no",
         eval_steps=config.save_steps if evaluator else None,
         save_strategy="steps",
@@ -474,9 +479,9 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
         use_cpu=(config.device == "cpu"),
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only prints a warning
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args,
-                                         train_dataset=_to_dataset(train_rows, negatives_per_pair, margin_mse),
-                                         loss=loss, evaluator=evaluator)
+    trainer_class = _trainer_class(config, train_rows, negatives_per_pair)
+    trainer = trainer_class(model=model, args=args, loss=loss, evaluator=evaluator,
+                            train_dataset=_to_dataset(train_rows, negatives_per_pair, margin_mse))
     checkpoint = processes.agree(lambda: last_checkpoint(output)) if resume else None
     summary.resumed_from = checkpoint
     if resume and checkpoint is None:
@@ -484,8 +489,13 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
     elif checkpoint is not None:
         logger.warning("resuming from %s", checkpoint)
     _quiet_trainer(trainer)
+    timer = StepTimer()
+    trainer.add_callback(timer.callback)
     output_of_training = trainer.train(resume_from_checkpoint=checkpoint)
     summary.steps = trainer.state.global_step
+    summary.seconds_per_step = timer.median()
+    summary.padding_share = padding_share(model.tokenizer, [r["passage"] for r in train_rows], batch_size,
+                                          summary.max_seq_length, config.group_by_length, config.seed)
     if not processes.main:
         return
     if evaluator is not None:
@@ -500,12 +510,99 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
     _plot_loss(history, output / "loss_curve.png")
     _append_model_card(output, config, pairs_path, summary)
     write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "pairs_file": str(pairs_path),
-                                            "settings": settings, "complete": True, "summary": summary.to_dict()})
+                                            "settings": settings, "precision": _precision(summary), "complete": True,
+                                            "summary": summary.to_dict()})
     # checkpoints (optimizer state included: several times the model's size) serve only a resume; the run is done
     shutil.rmtree(output / "checkpoints", ignore_errors=True)
 
 
 MIN_HELDOUT_PAIRS = 20  # fewer held-out queries than this make an nDCG that says nothing
+
+
+def _precision(summary: TrainSummary) -> str:
+    return "bf16 autocast" if summary.bf16 else "float32"
+
+
+def _library_batch_sampler(config: TrainConfig):
+    """The library's sampler named in the training arguments (saved with checkpoints, so a plain name)."""
+    try:
+        from sentence_transformers.base.sampler import BatchSamplers
+    except ImportError:  # sentence-transformers 3.x - 5.x
+        from sentence_transformers.training_args import BatchSamplers
+
+    return BatchSamplers.NO_DUPLICATES if config.no_duplicates else BatchSamplers.BATCH_SAMPLER
+
+
+def _trainer_class(config: TrainConfig, rows: list[dict], negatives_per_pair: int):
+    """The sentence-transformers trainer, with genq's length-grouped batches when asked.
+
+    The sampler is handed over by overriding ``get_batch_sampler`` (the library's documented
+    hook) rather than through the arguments, which are pickled into every checkpoint.
+    """
+    from sentence_transformers import SentenceTransformerTrainer
+
+    if not config.group_by_length:
+        return SentenceTransformerTrainer
+    from genq.batching import length_grouped_sampler
+
+    sampler_class = length_grouped_sampler([[r["query"], r["passage"], *r["negatives"][:negatives_per_pair]]
+                                            for r in rows], config.no_duplicates)
+
+    class LengthGroupedTrainer(SentenceTransformerTrainer):
+        def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None,
+                              seed=0):
+            if dataset is not self.train_dataset:
+                return super().get_batch_sampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
+            return sampler_class(dataset, batch_size=batch_size, drop_last=drop_last,
+                                 valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+
+    return LengthGroupedTrainer
+
+
+class StepTimer:
+    """Wall seconds of each optimizer step, for the summary and for planning runs by measured rates."""
+
+    def __init__(self) -> None:
+        from transformers import TrainerCallback
+
+        # a TrainerCallback subclass is made here so that importing genq.train stays free of transformers
+        timer = self
+
+        class Callback(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                timer._began = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                if timer._began is not None:
+                    timer.seconds.append(time.perf_counter() - timer._began)
+
+        self.seconds: list[float] = []
+        self._began: float | None = None
+        self.callback = Callback()
+
+    def median(self) -> float | None:
+        steady = self.seconds[1:] or self.seconds
+        return round(float(sorted(steady)[len(steady) // 2]), 4) if steady else None
+
+
+def padding_share(tokenizer, passages: list[str], batch_size: int, max_length: int, grouped: bool,
+                  seed: int) -> float | None:
+    """Share of passage-column tokens that are padding under this batching (the cost grouping removes)."""
+    if not passages:
+        return None
+    from genq.batching import batches_by_length
+
+    lengths = [len(ids) for ids in tokenizer(passages, truncation=True, max_length=max_length,
+                                             return_attention_mask=False)["input_ids"]]
+    order = list(range(len(passages)))
+    if grouped:  # as the sampler groups them: by characters, no duplicates
+        batches = batches_by_length([[p] for p in passages], [len(p) for p in passages], batch_size,
+                                    random.Random(seed))
+    else:
+        random.Random(seed).shuffle(order)
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+    return round(1 - sum(lengths) / padded, 4) if padded else None
 
 
 def _logging_steps(config: TrainConfig, train_pairs: int, batch_size: int) -> int:
