@@ -118,6 +118,7 @@ class FieldMap:
     id_field: str | None = None
     text_field: str | None = None
     title_field: str | None = None
+    numbered: bool = False  # no id column: a record's id is its row number (CSV/TSV)
     _resolved: bool = False
 
     def resolve(self, keys: Iterable[str], path: Path, line: int | None) -> None:
@@ -137,11 +138,11 @@ class FieldMap:
         self.title_field = _pick_field(keys, self.title_field, TITLE_CANDIDATES) or self.title_field
         self._resolved = True
 
-    def extract(self, record: dict, path: Path, line: int | None) -> Document:
+    def extract(self, record: dict, path: Path, line: int | None, number: int | None = None) -> Document:
         if not self._resolved:
             self.resolve(record.keys(), path, line)
         where = f"{path}:{line}" if line is not None else str(path)
-        doc_id = record.get(self.id_field)
+        doc_id = str(number) if self.numbered else record.get(self.id_field)
         if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
             raise DataError(path, f"record has no id in field {self.id_field!r}",
                             "give every record an id, or pass --on-error skip to drop such records", line)
@@ -251,15 +252,9 @@ def _read_delimited(path: Path, fields: FieldMap, errors: ErrorTally, delimiter:
                         1) from None
     if not header:
         raise DataError(path, "has no header row", "the first line must name the columns, e.g. id,title,text", 1)
-    try:
-        fields.resolve(header, path, 1)
-    except DataError:
-        if not any(_pick_field(header, None, candidates) for candidates in (ID_CANDIDATES, TEXT_CANDIDATES)):
-            exc = DataError(path, f"the first line {header} does not look like a header row naming the columns",
-                            f"add a header line (e.g. id{delimiter}title{delimiter}text) or pass --id-field and "
-                            "--text-field naming columns of the first line", 1)
-        raise exc from None
+    _resolve_columns(header, fields, path, delimiter)
     any_rows = False
+    number = 0
     row_start = 1
     while True:
         try:
@@ -286,12 +281,60 @@ def _read_delimited(path: Path, fields: FieldMap, errors: ErrorTally, delimiter:
                                     "skip to drop such rows", line))
             continue
         any_rows = True
+        number += 1
         try:
-            yield fields.extract(row, path, line)
+            yield fields.extract(row, path, line, number)
         except DataError as exc:
             errors.report(exc)
     if not any_rows and errors.skipped == 0:
         raise DataError(path, "has a header but no rows", "add at least one row")
+
+
+def _looks_like_data(cell: str) -> bool:
+    """A first-line cell that is a value rather than a column name: a number, or prose."""
+    cell = cell.strip()
+    return bool(re.fullmatch(r"[-+]?\d+([.,]\d+)?", cell)) or len(cell) > 40 or cell.count(" ") >= 3
+
+
+def _resolve_columns(header: list[str], fields: FieldMap, path: Path, delimiter: str) -> None:
+    """Which CSV/TSV columns hold text, id and title; what cannot be told is named with the option that says it.
+
+    A file without an id column is numbered by row (said once); a single column named like an
+    id (``plant_id``) is taken as the id. Columns left unread are named, with the option that
+    would read them.
+    """
+    for option, wanted in (("--text-field", fields.text_field), ("--id-field", fields.id_field),
+                           ("--title-field", fields.title_field)):
+        if wanted and wanted not in header:
+            raise DataError(path, f"{option} {wanted!r} is not a column of the header row {header}",
+                            f"pass {option} naming one of the columns", 1)
+    text_field = _pick_field(header, fields.text_field, TEXT_CANDIDATES)
+    if text_field is None:
+        if any(_looks_like_data(cell) for cell in header):
+            raise DataError(path, f"the first line {header} looks like data, not a header row naming the columns",
+                            f"add a header line (e.g. id{delimiter}title{delimiter}text), or pass --text-field "
+                            "(and --id-field) naming columns of the first line", 1)
+        raise DataError(path, f"no column of {header} is known to hold the passage text (genq looks for "
+                              f"{', '.join(TEXT_CANDIDATES)})", "pass --text-field NAME naming the text column", 1)
+    id_field = _pick_field(header, fields.id_field, ID_CANDIDATES)
+    if id_field is None:
+        id_like = [c for c in header if c != text_field and re.search(r"(^|[_\W])id$|[a-z]Id$|ID$", c.strip())]
+        if len(id_like) == 1:
+            id_field = id_like[0]
+            logger.warning("%s: using the column %r as the document id (pass --id-field to choose another)",
+                           path, id_field)
+        else:
+            fields.numbered = True
+            logger.warning("%s: no id column among %s: documents are numbered by row (1 = the first row after the "
+                           "header); pass --id-field NAME to use a column", path, header)
+    title_field = _pick_field(header, fields.title_field, TITLE_CANDIDATES)
+    fields.id_field, fields.text_field, fields.title_field = id_field, text_field, title_field
+    fields._resolved = True
+    unused = [c for c in header if c and c not in (id_field, text_field, title_field)]
+    if unused:
+        fix = f"pass --title-field {unused[0]} to read it as the title" if title_field is None else \
+            "only one title and one text column are read"
+        logger.warning("%s: column(s) %s not read (%s)", path, ", ".join(unused), fix)
 
 
 def _read_txt(path: Path, errors: ErrorTally, mode: str) -> Iterator[Document]:

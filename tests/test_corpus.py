@@ -258,3 +258,47 @@ def test_real_cranfield(tmp_path):
     assert max(WORDS.count([r["text"] for r in rows])) <= 120
     stats = corpus_stats(tmp_path / "out.jsonl", "words", progress=False)
     assert stats.documents <= 1400 and stats.passages == summary.passages
+
+
+CSV_CASES = {  # header and rows -> (extra options, expected (id, title, text) of the first passage, said)
+    "id_like_column": ("plant_id,title,text\nP7,Fern,water weekly\nP8,Cactus,water monthly\n", [],
+                       ("P7", "Fern", "water weekly"), "using the column 'plant_id' as the document id"),
+    "no_id_column": ("title,text\nFern,water weekly\nCactus,water monthly\n", [],
+                     ("1", "Fern", "water weekly"), "documents are numbered by row"),
+    "text_field_alone": ("plant_id,headline,care_notes\nP7,Fern,water weekly\n", ["--text-field", "care_notes"],
+                         ("P7", "", "water weekly"), "pass --title-field headline"),
+    "all_named": ("plant_id,headline,care_notes\nP7,Fern,water weekly\n",
+                  ["--text-field", "care_notes", "--id-field", "plant_id", "--title-field", "headline"],
+                  ("P7", "Fern", "water weekly"), ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CSV_CASES))
+def test_csv_columns_are_found_or_numbered_and_unread_ones_named(tmp_path, case, caplog):
+    content, options, expected, said = CSV_CASES[case]
+    src = tmp_path / "plants.csv"
+    src.write_text(content)
+    out = tmp_path / "passages.jsonl"
+    result = CliRunner().invoke(main, ["corpus", "prepare", str(src), "-o", str(out), "--tokenizer", "words",
+                                       *options])
+    assert result.exit_code == 0, result.output
+    first = json.loads(out.read_text().splitlines()[0])
+    assert (first["_id"], first["title"], first["text"]) == expected
+    assert said in caplog.text
+    if not said:
+        assert "not read" not in caplog.text and "numbered" not in caplog.text
+    if case == "no_id_column":
+        assert [json.loads(x)["_id"] for x in out.read_text().splitlines()] == ["1", "2"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("plant_id,headline,care_notes\nP7,Fern,water weekly\n", "pass --text-field NAME"),
+    ("7,Fern,water the fern once a week in summer\n8,Cactus,water monthly\n", "looks like data"),
+])
+def test_csv_without_a_known_text_column_names_the_option(tmp_path, content, message):
+    src = tmp_path / "plants.csv"
+    src.write_text(content)
+    result = CliRunner().invoke(main, ["corpus", "prepare", str(src), "-o", str(tmp_path / "out.jsonl"),
+                                       "--tokenizer", "words"])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+    assert not isinstance(result.exception, UnboundLocalError)
