@@ -26,7 +26,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,17 +134,21 @@ def write(payload: dict) -> None:
         lines.append(f"| {name} | {'bf16' if row['bf16'] else 'fp32'} | {row['max_seq_length']} | "
                      f"{row['padding_share']:.0%} | {', '.join(f'{s:.2f}' for s in row['seconds_per_step'])} | "
                      f"{row['speedup_vs_before']:.2f}x |")
-    test = quality_result["paired_t_test"]
-    lines += ["", f"## nDCG@10 after one epoch, seeds {', '.join(map(str, payload['seeds']))} "
-              f"({test['queries']} test queries, whole corpus)", "",
-              "| model | nDCG@10 per seed | mean | sd | train seconds per seed |", "|---|---|---:|---:|---|",
-              f"| base (untrained) | - | {quality_result['base']['ndcg@10']:.4f} | - | - |"]
-    for name in (BEFORE, AFTER):
-        row = quality_result[name]
-        lines.append(f"| {name} | {', '.join(f'{s:.4f}' for s in row['ndcg@10_per_seed'])} | {row['mean']:.4f} | "
-                     f"{row['sd']:.4f} | {', '.join(f'{s:.0f}' for s in row['train_seconds_per_seed'])} |")
-    lines += ["", f"Paired t-test over queries (nDCG@10 averaged over seeds), after - before: "
-              f"{test['mean_difference']:+.4f}, t = {test['t']}, p = {test['p']}.", ""]
+    if quality_result:
+        test = quality_result["paired_t_test"]
+        lines += ["", f"## nDCG@10 after one epoch, seeds {', '.join(map(str, payload['seeds']))} "
+                  f"({test['queries']} test queries, whole corpus)", "",
+                  f"Command: `{payload['quality_command']}`", "",
+                  "| model | steps | nDCG@10 per seed | mean | sd |", "|---|---:|---|---:|---:|",
+                  f"| base (untrained) | - | - | {quality_result['base']['ndcg@10']:.4f} | - |"]
+        for name in (BEFORE, AFTER):
+            row = quality_result[name]
+            lines.append(f"| {name} | {row['steps']} | {', '.join(f'{s:.4f}' for s in row['ndcg@10_per_seed'])} | "
+                         f"{row['mean']:.4f} | {row['sd']:.4f} |")
+        lines += ["", f"Paired t-test over queries (nDCG@10 averaged over seeds), after - before: "
+                  f"{test['mean_difference']:+.4f}, t = {test['t']}, p = {test['p']}.", ""]
+    else:
+        lines += ["", "nDCG@10 check: not run yet (`--part quality`).", ""]
     (out / "train_speed.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
@@ -155,19 +158,34 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
+                        help="the step-time settings to compare (before and after always included)")
+    parser.add_argument("--part", choices=["speed", "quality", "both"], default="both",
+                        help="run one part and keep the other from the last results (each takes long on a CPU)")
     args = parser.parse_args()
-    started = time.perf_counter()
+    for name in (AFTER, BEFORE):
+        if name not in args.settings:
+            args.settings.insert(0, name)
+    for name in list(SETTINGS):
+        if name not in args.settings:
+            del SETTINGS[name]
+    previous_path = ROOT / "benchmarks" / "results" / "train_speed.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.exists() and args.part != "both" else {}
     with tempfile.TemporaryDirectory(prefix="genq-train-speed-") as work:
         work = Path(work)
         pairs = work / "pairs.jsonl"
         test, _ = human_split("cranfield", pairs)
         train_pairs = len(pairs.read_text(encoding="utf-8").splitlines())
-        speed = step_speed(pairs, work, args.rounds, args.steps)
-        quality_result = quality(pairs, test, work, args.seeds)
-    write({"command": "python benchmarks/train_speed.py " + " ".join(sys.argv[1:]), "cpu": cpu_model(),
-           "fast_bf16": cpu_has_fast_bf16(), "train_pairs": train_pairs, "rounds": args.rounds, "steps": args.steps,
-           "seeds": args.seeds, "speed": speed, "quality": quality_result,
-           "seconds": round(time.perf_counter() - started, 1)})
+        speed = step_speed(pairs, work, args.rounds, args.steps) if args.part != "quality" else previous["speed"]
+        quality_result = quality(pairs, test, work, args.seeds) if args.part != "speed" else None
+    command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
+    payload = {**previous, "cpu": cpu_model(), "fast_bf16": cpu_has_fast_bf16(), "train_pairs": train_pairs,
+               "speed": speed, "quality": quality_result or previous.get("quality")}
+    if args.part != "quality":
+        payload.update(command=command, rounds=args.rounds, steps=args.steps)
+    if args.part != "speed":
+        payload.update(quality_command=command, seeds=args.seeds)
+    write(payload)
 
 
 if __name__ == "__main__":
