@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -178,7 +179,7 @@ def main() -> None:
         train_pairs = len(pairs.read_text(encoding="utf-8").splitlines())
         speed = step_speed(pairs, work, args.rounds, args.steps) if args.part != "quality" else previous["speed"]
         quality_result = quality(pairs, test, work, args.seeds) if args.part != "speed" else None
-    command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
+    command = shlex.join(["python", "benchmarks/train_speed.py", *sys.argv[1:]])
     payload = {**previous, "cpu": cpu_model(), "fast_bf16": cpu_has_fast_bf16(), "train_pairs": train_pairs,
                "speed": speed, "quality": quality_result or previous.get("quality")}
     if args.part != "quality":
