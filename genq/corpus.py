@@ -311,7 +311,8 @@ def _resolve_columns(header: list[str], fields: FieldMap, path: Path, delimiter:
     text_field = _pick_field(header, fields.text_field, TEXT_CANDIDATES)
     if text_field is None:
         if any(_looks_like_data(cell) for cell in header):
-            raise DataError(path, f"the first line {header} looks like data, not a header row naming the columns",
+            raise DataError(path, f"the first line {header} does not look like a header row naming the "
+                                  "columns: it looks like data",
                             f"add a header line (e.g. id{delimiter}title{delimiter}text), or pass --text-field "
                             "(and --id-field) naming columns of the first line", 1)
         raise DataError(path, f"no column of {header} is known to hold the passage text (genq looks for "
