@@ -1040,6 +1040,10 @@ def _load_config_file(ctx: click.Context, _param, value):
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True)
 @click.option("--keep-duplicates", is_flag=True, help="Keep passages whose text repeats another's.")
 @click.option("--limit", type=click.IntRange(1), help="Generate for the first N passages only (a trial run).")
+@click.option("--time-budget", metavar="DURATION",
+              help="Fit the whole run into this time (90s, 30m, 2h, 1h30m): genq measures this machine on the corpus, "
+                   "then sizes the passages to generate for and the training steps you left unset, and prints the "
+                   "plan before the slow stages.")
 @generation_options(batch_alias=False)
 @filter_options
 @negatives_options(in_adapt=True)
@@ -1055,7 +1059,7 @@ def _load_config_file(ctx: click.Context, _param, value):
 @device_options
 @user_errors
 def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_mode, split, tokenizer, max_tokens,
-          overlap, on_error, keep_duplicates, limit, filter_top_k, filter_min_score, filter_keep_top_share,
+          overlap, on_error, keep_duplicates, limit, time_budget, filter_top_k, filter_min_score, filter_keep_top_share,
           filter_min_logprob, num_negatives, neg_range_min,
           neg_range_max, neg_relative_margin, neg_sampling, neg_retriever, neg_seed, gpl, cross_encoder, ce_batch_size,
           ce_max_length, drop_inverted, encode_batch_size, eval_data, device, dtype, **options):
@@ -1069,6 +1073,9 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
     if not Path(corpus_path).exists():  # the input is named before any model question is asked
         raise GenqError(f"the corpus {corpus_path} does not exist\n  fix: check the path")
     check_run_dir(Path(run_dir))
+    from genq.planning import parse_duration
+
+    budget = parse_duration(time_budget) if time_budget else None
     given = _given_options()
     if "generator_model" not in given and not options["gguf_file"]:
         generator = _offline_stand_in(options["generator_model"])
@@ -1105,7 +1112,7 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
                                                 max_length=ce_max_length, drop_inverted=drop_inverted,
                                                 device=device, dtype=dtype),
         training=training, index=index_params(options), lexical=lexical_settings(options), eval_data=eval_data,
-        limit=limit, dtype=dtype, encode_batch_size=encode_batch_size)
+        limit=limit, dtype=dtype, encode_batch_size=encode_batch_size, time_budget=budget)
     started = time.perf_counter()
     run_adapt(corpus_path, run_dir, config, progress=show_progress(), say=say)
     elapsed = time.perf_counter() - started

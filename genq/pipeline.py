@@ -39,6 +39,14 @@ from genq.index import IndexParams, build_index
 from genq.io import GenqError, describe_error, pid_alive, read_json, terminate_as_interrupt, write_json_atomic
 from genq.models import resolve_model
 from genq.negatives import MiningConfig, mine_negatives
+from genq.planning import (
+    BUDGET_QUERIES_PER_PASSAGE,
+    Fixed,
+    Plan,
+    format_duration,
+    measure_rates,
+    plan_run,
+)
 from genq.pseudo_label import PseudoLabelConfig, pseudo_label
 from genq.retrieval import LexicalSettings
 from genq.train import RUN_RECORD, TrainConfig, last_checkpoint, train_bi_encoder
@@ -122,6 +130,7 @@ class AdaptConfig:
     eval_data: str | None = None
     limit: int | None = None
     dtype: str = "auto"
+    time_budget: float | None = None  # seconds; size passages and steps the user left unset to fit it
 
 
 @dataclass
@@ -237,6 +246,7 @@ def adapt(
 ) -> dict:
     """Run (or continue) the whole pipeline; returns the manifest."""
     config = config or AdaptConfig()
+    started = time.perf_counter()
     corpus_path, run_dir = Path(corpus_path), Path(run_dir)
     if not corpus_path.exists():
         raise GenqError(f"the corpus {corpus_path} does not exist")
@@ -256,6 +266,7 @@ def adapt(
              "cache": run_dir / ".genq-cache"}
     generation, training = config.generation, config.training
     stages: list[tuple[str, dict, Callable[[bool], tuple[dict, str]], list[Path]]] = []
+    on_skip: dict[str, Callable[[], None]] = {}  # a skipped stage whose decisions later stages need again
 
     # -- prepare
     tokenizer = config.corpus.tokenizer or generation.gguf_file or generation.model
@@ -279,14 +290,43 @@ def adapt(
         generate_params.pop(execution_only)
     if config.auto_queries_per_passage:
         generate_params["queries_per_passage"] = "by corpus size"
+    budget = config.time_budget
+    if budget:
+        generate_params.update(limit="by time budget" if config.limit is None else config.limit)
+        if config.auto_queries_per_passage:
+            generate_params["queries_per_passage"] = "by time budget"
+    probe: dict = {}  # the plan stage's measurement: its loaded generator serves the generate stage
+
+    # -- plan (with --time-budget): measure this machine on this corpus, size what the user left unset
+    if budget:
+        plan_params = {"budget_seconds": budget, "limit": config.limit, "filter": _filtering(config),
+                       "queries_per_passage": None if config.auto_queries_per_passage else
+                       generation.queries_per_passage, "epochs": None if config.auto_epochs else training.epochs,
+                       "max_steps": training.max_steps if training.max_steps > 0 else None,
+                       "eval_data": config.eval_data, "batch_size": training.batch_size}
+
+        def run_plan(_resume: bool) -> tuple[dict, str]:
+            plan, rates, generator = _make_plan(config, paths, started, say)
+            probe["generator"] = generator
+            _apply_plan(config, plan)
+            return {"plan": plan.to_dict(), "rates": rates.to_dict()}, "ran"
+
+        def restore_plan() -> None:
+            stored = manifest.data["stages"]["plan"]["summary"]["plan"]
+            _apply_plan(config, Plan.from_dict(stored))
+            say(f"  the plan recorded for this budget: {Plan.from_dict(stored).describe()}")
+
+        stages.append(("plan", plan_params, run_plan, []))
+        on_skip["plan"] = restore_plan
 
     def run_generate(resume: bool) -> tuple[dict, str]:
-        if config.auto_queries_per_passage:
+        if config.auto_queries_per_passage and not budget:
             passages = _count_lines(paths["passages"])
             generation.queries_per_passage, why = queries_per_passage_for(min(passages, config.limit or passages))
             say(f"  queries per passage: {generation.queries_per_passage} ({why}; --queries-per-passage sets it)")
         summary = generate_pairs(paths["passages"], paths["pairs"], generation, overwrite=not resume,
-                                 progress=progress, limit=config.limit, quality=config.quality)
+                                 progress=progress, limit=config.limit, quality=config.quality,
+                                 generator=probe.pop("generator", None))
         if summary.quality:
             say(f"  quality: {summary.quality.headline()}")
         return summary.to_dict(), "resumed" if summary.passages_skipped_as_done else "ran"
@@ -353,13 +393,15 @@ def adapt(
     # -- train
     train_params = {**_jsonable(training), "pairs": train_input.name}
     train_params.pop("device")
-    if config.auto_epochs:
+    if config.auto_epochs and budget:
+        train_params.update(epochs="by time budget", max_steps="by time budget")
+    elif config.auto_epochs:
         train_params.update(epochs="by pair count")
         if config.auto_warmup:
             train_params.update(warmup_ratio="by pair count")
 
     def run_train(resume: bool) -> tuple[dict, str]:
-        if config.auto_epochs:
+        if config.auto_epochs and not budget:
             training.epochs, warmup, why = training_length_for(_count_lines(train_input), training.batch_size)
             training.warmup_ratio = warmup if config.auto_warmup else training.warmup_ratio
             say(f"  training length: {why} (--epochs sets it)")
@@ -406,6 +448,8 @@ def adapt(
         if done and not upstream_ran:
             say(f"[{name}] finished earlier with the same settings: skipped")
             results.append(StageResult(name, "skipped", 0.0, manifest.data["stages"][name]["summary"]))
+            if name in on_skip:
+                on_skip[name]()
             continue
         previous = manifest.previous_params(name)
         # resume only an interrupted run of the very same stage settings and inputs
@@ -436,8 +480,86 @@ def adapt(
         upstream_ran = True
         say(f"[{name}] {status} in {seconds:.1f}s")
     manifest.data["last_run"] = [asdict(r) | {"summary": None} for r in results]
+    if budget and "plan" in manifest.data["stages"]:
+        manifest.data["plan_vs_actual"] = _report_plan(manifest.data["stages"]["plan"]["summary"]["plan"], results,
+                                                       time.perf_counter() - started, say)
     write_json_atomic(manifest.path, manifest.data)
     return manifest.data
+
+
+def _filtering(config: AdaptConfig) -> bool:
+    return bool(config.filter_top_k or config.filter_min_score is not None or config.filter_keep_top_share is not None
+                or config.filter_min_logprob is not None)
+
+
+FILTER_KEEP_PRIOR = 0.5  # the share of pairs a round-trip filter keeps, before the filter has run (measured: 35-60%)
+
+
+def _make_plan(config: AdaptConfig, paths: dict, started: float, say: Callable[[str], None]):
+    """Measure, then size the run to ``config.time_budget``; prints the plan before the slow stages."""
+    from genq.corpus import load_passages
+
+    generation, training = config.generation, config.training
+    if config.auto_queries_per_passage:
+        generation.queries_per_passage = BUDGET_QUERIES_PER_PASSAGE
+    passages = load_passages(paths["passages"])
+    keep = FILTER_KEEP_PRIOR if _filtering(config) else 1.0
+    measured = measure_rates(passages, generation, training, work_dir=paths["cache"] / "plan",
+                             encode_batch_size=config.encode_batch_size, dtype=config.dtype, filter_keep_share=keep,
+                             say=say)
+    rates = measured.rates
+    encode = rates.encode_seconds_per_passage
+    fixed = {"index": len(passages) * encode + 5}
+    if _filtering(config):
+        fixed["filter"] = len(passages) * encode + 5
+    if config.hard_negatives:
+        fixed["negatives"] = len(passages) * encode + 5
+    if config.quality and config.quality.sample:
+        fixed["quality check"] = min(config.quality.corpus, len(passages)) * encode + 5
+    if config.eval_data:
+        documents = _count_lines(Path(config.eval_data) / "corpus.jsonl")
+        fixed["evaluate"] = 2 * documents * encode + 15
+    plan = plan_run(config.time_budget, time.perf_counter() - started, len(passages), rates, Fixed(fixed),
+                    batch_size=training.batch_size, queries_per_passage=generation.queries_per_passage,
+                    limit=config.limit, epochs=None if config.auto_epochs else training.epochs,
+                    max_steps=training.max_steps if training.max_steps > 0 else None,
+                    min_passages=generation.batch_size)
+    say(f"  rates here: {1 / max(rates.generate_seconds_per_passage, 1e-9):.2f} passages/s generating "
+        f"({rates.pairs_per_passage:.1f} pairs kept per passage{', after the filter (assumed 50%)' if keep < 1 else ''}"
+        f"), {rates.train_seconds_per_step:.1f} s per training step, "
+        f"{1 / max(encode, 1e-9):.0f} passages/s encoding")
+    say(f"  {plan.describe()}")
+    for note in plan.notes:
+        say(f"  note: {note}")
+    if config.gpl:
+        say("  note: pseudo-labelling is not costed in the plan")
+    return plan, rates, measured.generator
+
+
+def _apply_plan(config: AdaptConfig, plan: Plan) -> None:
+    """Set what the plan sized; what the user set stays as it was (the plan was made around it)."""
+    if "passages" in plan.chosen:
+        config.limit = plan.passages if plan.passages < plan.passages_total else None
+    config.generation.queries_per_passage = plan.queries_per_passage
+    if "steps" in plan.chosen:
+        config.training.max_steps = plan.steps
+
+
+def _report_plan(plan: dict, results: list[StageResult], total: float, say: Callable[[str], None]) -> dict:
+    """Estimate against actual for each stage this invocation ran, printed and returned for the manifest."""
+    rows = {}
+    for result in results:
+        estimate = plan["estimates"].get(result.name)
+        if result.name == "generate" and "quality check" in plan["estimates"]:
+            estimate = (estimate or 0) + plan["estimates"]["quality check"]
+        if estimate is not None and result.status != "skipped":
+            rows[result.name] = {"estimate": estimate, "actual": round(result.seconds, 1)}
+    say(f"time budget {format_duration(plan['budget_seconds'])}: this run took {format_duration(total)} "
+        f"(planned {format_duration(plan['estimated_total_seconds'])})")
+    for name, row in rows.items():
+        say(f"  {name}: est. {format_duration(row['estimate'])}, took {format_duration(row['actual'])}")
+    return {"budget_seconds": plan["budget_seconds"], "planned_seconds": plan["estimated_total_seconds"],
+            "actual_seconds": round(total, 1), "stages": rows}
 
 
 def _count_lines(path: Path) -> int:

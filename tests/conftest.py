@@ -161,3 +161,12 @@ def tiny_cross_encoder_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
     """A randomly initialised small BERT with a one-label head: what sentence-transformers' CrossEncoder loads."""
     return save_tiny_bert(tmp_path_factory.mktemp("tiny-cross-encoder"), word_tokenizer_dir,
                           "BertForSequenceClassification", num_labels=1)
+
+
+@pytest.fixture()
+def raw_corpus(tmp_path):
+    texts = ["clean the chain and oil it", "replace worn brake pad", "inflate the tyre with a pump",
+             "adjust the gear cable", "tighten the saddle bolt", "patch the tube", "grease the hub bearing",
+             "clean the disc rotor", "true the wheel spoke", "check the fork suspension"]
+    return write_jsonl(tmp_path / "docs.jsonl", [{"id": f"d{i}", "title": t.split()[-1], "text": t}
+                                                  for i, t in enumerate(texts)])

@@ -1,21 +1,11 @@
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from genq.cli import main
 from genq.search import Searcher
 
 from .conftest import write_jsonl
-
-
-@pytest.fixture()
-def raw_corpus(tmp_path):
-    texts = ["clean the chain and oil it", "replace worn brake pad", "inflate the tyre with a pump",
-             "adjust the gear cable", "tighten the saddle bolt", "patch the tube", "grease the hub bearing",
-             "clean the disc rotor", "true the wheel spoke", "check the fork suspension"]
-    return write_jsonl(tmp_path / "docs.jsonl", [{"id": f"d{i}", "title": t.split()[-1], "text": t}
-                                                  for i, t in enumerate(texts)])
 
 
 def adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, *extra):

@@ -1,0 +1,252 @@
+"""Runs sized to the time a user has: ``genq adapt --time-budget 30m``.
+
+What a run can afford depends on this machine's rates on this corpus: a 135M decoder-only
+generator on two CPU cores writes for a passage or so a second, a GPU for hundreds; a MiniLM
+step is 13 s or 0.1 s. So the plan is made from rates measured on the run's own data (one
+generation batch, three training steps, one encoding batch; see :func:`measure_rates` in
+``pipeline``), and only what the user left unset is sized: how many passages to generate
+for, and how many optimizer steps to train. The rest of the pipeline (indexing, filtering,
+evaluating) is costed from the same encoding rate and taken off the top.
+
+The split: generation and training share what is left equally, within two bounds. Training
+runs at least one epoch over the pairs it has (fewer passages are generated for if one epoch
+would not fit) and at most ``MAX_EPOCHS`` (more passages are generated for instead, while
+any are left): queries for new passages teach more than another pass over the same ones.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+
+from genq.io import GenqError
+
+MAX_EPOCHS = 10  # past this, more passages beat more passes (the same cap as sizing by corpus)
+SAFETY = 0.93  # plan to this share of the budget: estimates are averages and stages have tails
+BUDGET_QUERIES_PER_PASSAGE = 3  # GenQ's: under a budget, breadth (passages covered) beats depth
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``30m``, ``2h``, ``1h30m`` or a plain number of seconds."""
+    cleaned = str(text).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", cleaned):
+        seconds = float(cleaned)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", cleaned)
+        if not parts or "".join(n + u for n, u in parts) != cleaned:
+            raise GenqError(f"cannot read the duration {text!r}\n  fix: write it like 90s, 30m, 2h or 1h30m")
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if seconds <= 0:
+        raise GenqError(f"the duration {text!r} is not positive\n  fix: write it like 90s, 30m, 2h or 1h30m")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f}m" if seconds < 600 else f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@dataclass
+class Rates:
+    """What this machine does per second on this run's data, measured once and recorded in the manifest."""
+
+    generate_seconds_per_passage: float
+    pairs_per_passage: float  # pairs kept per passage generated for (after generation's own drops and the filter)
+    train_seconds_per_step: float
+    encode_seconds_per_passage: float
+    generator_load_seconds: float = 0.0
+    train_overhead_seconds: float = 0.0  # model load, save, card: once per training run
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 5) for k, v in asdict(self).items()}
+
+
+@dataclass
+class Fixed:
+    """Stages whose cost does not depend on the plan, in seconds (estimated from the rates)."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return sum(self.stages.values())
+
+
+@dataclass
+class Plan:
+    budget_seconds: float
+    elapsed_seconds: float  # spent before planning (preparing, measuring)
+    passages_total: int
+    passages: int  # generated for
+    queries_per_passage: int
+    steps: int
+    batch_size: int
+    estimates: dict[str, float]  # seconds per stage still to run
+    chosen: list[str]  # what the plan sized (the user set the rest)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def estimated_total(self) -> float:
+        return self.elapsed_seconds + sum(self.estimates.values())
+
+    def describe(self) -> str:
+        parts = [f"generate for {self.passages:,} of {self.passages_total:,} passages x {self.queries_per_passage} "
+                 f"(est. {format_duration(self.estimates.get('generate', 0))})",
+                 f"train {self.steps:,} steps (est. {format_duration(self.estimates.get('train', 0))})"]
+        parts += [f"{name} (est. {format_duration(seconds)})" for name, seconds in self.estimates.items()
+                  if name not in ("generate", "train")]
+        return (f"budget {format_duration(self.budget_seconds)}: " + ", ".join(parts)
+                + f"; about {format_duration(self.estimated_total)} in all "
+                  f"({format_duration(self.elapsed_seconds)} already spent preparing and measuring)")
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"estimated_total_seconds": round(self.estimated_total, 1)}
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> Plan:
+        return cls(**{k: stored[k] for k in cls.__dataclass_fields__ if k in stored})
+
+
+def steps_per_epoch(passages: int, rates: Rates, batch_size: int) -> int:
+    return max(1, math.ceil(passages * rates.pairs_per_passage / batch_size))
+
+
+def plan_run(budget_seconds: float, elapsed_seconds: float, passages_total: int, rates: Rates, fixed: Fixed, *,
+             batch_size: int, queries_per_passage: int, limit: int | None = None, epochs: float | None = None,
+             max_steps: int | None = None, min_passages: int = 1) -> Plan:
+    """Size the passages to generate for and the training steps so the whole run fits the budget.
+
+    ``limit``, ``epochs`` and ``max_steps`` are what the user set (None: genq sizes it);
+    a value the user set is never changed, even when the budget cannot hold it (the plan
+    then says so in its notes).
+    """
+    available = budget_seconds * SAFETY - elapsed_seconds - fixed.total - rates.generator_load_seconds \
+        - rates.train_overhead_seconds
+    notes: list[str] = []
+    if available <= 0:
+        notes.append(f"the budget leaves no time after the fixed costs ({format_duration(fixed.total)} for "
+                     f"{', '.join(fixed.stages) or 'nothing'}, model loads, {format_duration(elapsed_seconds)} spent): "
+                     "the smallest run is planned")
+        available = 0.0
+    per_passage = rates.generate_seconds_per_passage
+    per_step = rates.train_seconds_per_step
+    pairs_step = rates.pairs_per_passage / batch_size * per_step  # training seconds per passage per epoch
+    chosen = []
+
+    def fit_passages(per_passage_total: float, spare: float) -> int:
+        return int(spare / per_passage_total) if per_passage_total > 0 else passages_total
+
+    if limit is not None:
+        passages = min(limit, passages_total)
+    elif max_steps is not None and max_steps > 0:
+        passages = fit_passages(per_passage, available - max_steps * per_step)
+        chosen.append("passages")
+    elif epochs is not None:
+        passages = fit_passages(per_passage + epochs * pairs_step, available)
+        chosen.append("passages")
+    else:
+        passages = fit_passages(per_passage, available / 2)  # an even split first
+        if available - passages * per_passage < passages * pairs_step:  # one epoch would not fit: fewer passages
+            passages = fit_passages(per_passage + pairs_step, available)
+        elif available - passages * per_passage > MAX_EPOCHS * passages * pairs_step:  # more passes than useful
+            passages = fit_passages(per_passage + MAX_EPOCHS * pairs_step, available)
+        chosen.append("passages")
+    passages = max(min(passages, passages_total), min(min_passages, passages_total), 1)
+
+    per_epoch = steps_per_epoch(passages, rates, batch_size)
+    if max_steps is not None and max_steps > 0:
+        steps = max_steps
+    elif epochs is not None:
+        steps = max(1, math.ceil(epochs * per_epoch))
+    else:
+        spare = available - passages * per_passage
+        steps = int(spare / per_step) if per_step > 0 else per_epoch
+        steps = max(min(steps, MAX_EPOCHS * per_epoch), per_epoch)
+        chosen.append("steps")
+    estimates = {"generate": passages * per_passage + rates.generator_load_seconds,
+                 "train": steps * per_step + rates.train_overhead_seconds, **fixed.stages}
+    plan = Plan(budget_seconds, elapsed_seconds, passages_total, passages, queries_per_passage, steps, batch_size,
+                {k: round(v, 1) for k, v in estimates.items()}, chosen, notes)
+    if plan.estimated_total > budget_seconds:
+        plan.notes.append(f"this plan is estimated at {format_duration(plan.estimated_total)}, over the budget: "
+                          + ("the options you set need more time" if limit or epochs or max_steps else
+                             "even the smallest run does not fit"))
+    return plan
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Probe:
+    """The measured rates, and the generator the measurement loaded (the generate stage reuses it)."""
+
+    rates: Rates
+    generator: object | None
+    seconds: float
+
+
+def measure_rates(passages: list[dict], generation, training, *, work_dir, encode_batch_size: int = 64,
+                  dtype: str = "auto", filter_keep_share: float = 1.0, say=lambda message: None) -> Probe:
+    """Measure generation, training and encoding on this run's own passages.
+
+    One generation batch (the generator stays loaded for the generate stage), three training
+    steps on passage-shaped pairs (the passage's opening words as the query: the passage side
+    sets a step's cost), and one encoding batch of passages drawn from across the corpus.
+    """
+    import shutil
+    import time
+    from pathlib import Path
+
+    from genq.encode import Encoder
+    from genq.generate import QueryGenerator, clean_queries
+    from genq.io import write_jsonl_atomic
+    from genq.train import TrainConfig, train_bi_encoder
+
+    started = time.perf_counter()
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    say("  measuring generation (one batch) ...")
+    generator = QueryGenerator(generation)  # its load counts as time spent; the generate stage reuses it
+    batch = passages[:max(1, min(generation.batch_size, len(passages)))]
+    sampling = time.perf_counter()
+    sampled = generator.sample(batch, seed=generation.seed)
+    generate_per_passage = (time.perf_counter() - sampling) / len(batch)
+    kept = sum(len(clean_queries(queries, passage["text"], generator.config)[0])
+               for passage, queries in zip(batch, sampled))
+    pairs_per_passage = max(kept / len(batch), 0.1) * filter_keep_share
+
+    say("  measuring training (three steps) ...")
+    rows = max(3 * training.batch_size, 8)
+    sample = [passages[i % len(passages)] for i in range(rows)]
+    probe_pairs = work_dir / "probe-pairs.jsonl"
+    write_jsonl_atomic(probe_pairs, ({"query": " ".join(p["text"].split()[:10]) + f" {number}",
+                                      "passage_id": f"{p['_id']}~{number}", "passage": p["text"],
+                                      "title": p.get("title", "")} for number, p in enumerate(sample)))
+    probe_model = work_dir / "probe-model"
+    config = TrainConfig(**{**asdict(training), "max_steps": 3, "eval_share": 0.0, "save_steps": 10_000})
+    try:
+        summary = train_bi_encoder(probe_pairs, probe_model, config, overwrite=True, progress=False)
+    finally:
+        shutil.rmtree(probe_model, ignore_errors=True)
+    per_step = summary.seconds_per_step or summary.seconds / max(summary.steps, 1)
+    overhead = max(0.0, summary.seconds - summary.steps * per_step)
+
+    say("  measuring encoding (one batch) ...")
+    encoder = Encoder(training.base_model, device=training.device, dtype=dtype, batch_size=encode_batch_size)
+    stride = max(1, len(passages) // (4 * encode_batch_size))
+    drawn = passages[::stride][:4 * encode_batch_size]
+    encoder.encode_passages(drawn[:8])  # warm-up, not timed
+    encoding = time.perf_counter()
+    encoder.encode_passages(drawn)
+    encode_per_passage = (time.perf_counter() - encoding) / max(len(drawn), 1)
+    rates = Rates(generate_seconds_per_passage=generate_per_passage, pairs_per_passage=pairs_per_passage,
+                  train_seconds_per_step=per_step, encode_seconds_per_passage=encode_per_passage,
+                  train_overhead_seconds=overhead)
+    return Probe(rates, generator, time.perf_counter() - started)

@@ -1,0 +1,129 @@
+"""`genq adapt --time-budget` (issue 22): the planner on fake rates, and the plan run, recorded and resumed."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from genq.cli import main
+from genq.io import GenqError
+from genq.planning import MAX_EPOCHS, SAFETY, Fixed, Rates, format_duration, parse_duration, plan_run
+
+from .test_pipeline import adapt_args, stage_status
+
+RATES = Rates(generate_seconds_per_passage=2.0, pairs_per_passage=3.0, train_seconds_per_step=10.0,
+              encode_seconds_per_passage=0.02, train_overhead_seconds=5.0)
+
+
+def test_durations():
+    assert parse_duration("90s") == 90 and parse_duration("30m") == 1800 and parse_duration("2h") == 7200
+    assert parse_duration("1h30m") == 5400 and parse_duration("45") == 45
+    for bad in ("soon", "30x", "-5m", "0s", "1h 30"):  # a bare number after a unit is ambiguous
+        with pytest.raises(GenqError, match="fix:"):
+            parse_duration(bad)
+    assert format_duration(30) == "30s" and format_duration(1800) == "30m" and format_duration(7200) == "2.0h"
+
+
+def test_the_plan_fits_the_budget_and_splits_it():
+    fixed = Fixed({"index": 40.0})
+    plan = plan_run(1800, 60, 2000, RATES, fixed, batch_size=64, queries_per_passage=3)
+    assert plan.estimated_total <= 1800 * SAFETY + 1
+    assert plan.estimated_total >= 1800 * SAFETY * 0.9  # and uses most of it
+    assert 0 < plan.passages < 2000 and plan.steps >= -(-plan.passages * 3 // 64)  # at least one epoch
+    assert set(plan.chosen) == {"passages", "steps"} and "generate for" in plan.describe()
+
+
+def test_a_small_corpus_gets_all_its_passages_and_at_most_the_epoch_cap():
+    plan = plan_run(7200, 10, 100, RATES, Fixed(), batch_size=64, queries_per_passage=3)
+    assert plan.passages == 100
+    assert plan.steps == MAX_EPOCHS * 5  # 300 pairs / 64 = 5 steps per epoch
+    assert plan.estimated_total < 7200 * SAFETY  # the rest of the budget is not spent for nothing
+
+
+def test_one_epoch_must_fit_so_fewer_passages_are_generated_for():
+    slow_training = Rates(**{**RATES.to_dict(), "train_seconds_per_step": 200.0})
+    plan = plan_run(1800, 0, 5000, slow_training, Fixed(), batch_size=64, queries_per_passage=3)
+    per_epoch = -(-plan.passages * 3 // 64)
+    assert plan.steps >= per_epoch
+    assert plan.estimated_total <= 1800 * SAFETY + 200  # within one step of the plan
+
+
+def test_what_the_user_set_is_never_changed():
+    limited = plan_run(600, 0, 2000, RATES, Fixed(), batch_size=64, queries_per_passage=5, limit=1500)
+    assert limited.passages == 1500 and limited.queries_per_passage == 5 and "passages" not in limited.chosen
+    assert any("over the budget" in note for note in limited.notes)  # said, not silently changed
+    stepped = plan_run(1800, 0, 2000, RATES, Fixed(), batch_size=64, queries_per_passage=3, max_steps=7)
+    assert stepped.steps == 7 and stepped.chosen == ["passages"]
+    epochs = plan_run(1800, 0, 2000, RATES, Fixed(), batch_size=64, queries_per_passage=3, epochs=2)
+    assert epochs.steps == 2 * -(-epochs.passages * 3 // 64) and epochs.chosen == ["passages"]
+
+
+def test_a_budget_smaller_than_the_fixed_costs_plans_the_smallest_run():
+    plan = plan_run(60, 50, 2000, RATES, Fixed({"index": 40.0}), batch_size=64, queries_per_passage=3,
+                    min_passages=16)
+    assert plan.passages == 16 and plan.steps == 1
+    assert any("no time after the fixed costs" in note for note in plan.notes)
+
+
+def budget_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, budget, *extra):
+    return adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--time-budget", budget,
+                      "--quality-sample", "0", "--gen-batch-size", "4", *extra)
+
+
+def test_adapt_plans_records_and_reuses_the_plan(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
+    run_dir = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(main, budget_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "10m"))
+    assert result.exit_code == 0, result.output
+    assert "budget 10m: generate for" in result.output and "rates here:" in result.output
+    assert "time budget 10m: this run took" in result.output and "train: est." in result.output
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    plan = manifest["stages"]["plan"]["summary"]["plan"]
+    assert plan["queries_per_passage"] == 3 and plan["passages_total"] == 10
+    assert set(manifest["stages"]["plan"]["summary"]["rates"]) >= {"generate_seconds_per_passage",
+                                                                   "train_seconds_per_step"}
+    assert manifest["plan_vs_actual"]["stages"]["train"]["actual"] > 0
+    assert manifest["stages"]["train"]["summary"]["steps"] == plan["steps"]
+    assert not (run_dir / ".genq-cache" / "plan" / "probe-model").exists()
+
+    # the same budget again: nothing re-measured or re-planned, every stage skipped
+    result = runner.invoke(main, budget_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "10m"))
+    assert result.exit_code == 0, result.output
+    assert set(stage_status(result.output).values()) == {"skipped"} and "the plan recorded" in result.output
+
+    # a user-set value stays as given, whatever the budget
+    result = runner.invoke(main, budget_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "10m",
+                                             "--max-steps", "2", "--limit", "6", "--queries-per-passage", "2"))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    plan = manifest["stages"]["plan"]["summary"]["plan"]
+    assert (plan["passages"], plan["steps"], plan["queries_per_passage"]) == (6, 2, 2) and plan["chosen"] == []
+    assert manifest["stages"]["train"]["summary"]["steps"] == 2
+
+
+def test_an_interrupted_budget_run_resumes_with_its_plan(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir,
+                                                         monkeypatch):
+    from genq.generate import QueryGenerator
+
+    run_dir = tmp_path / "run"
+    runner = CliRunner()
+    real_sample, calls = QueryGenerator.sample, []
+
+    def interrupted(self, batch, seed):  # the plan's probe is call 1; Ctrl-C in the generate stage's second batch
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_sample(self, batch, seed)
+
+    monkeypatch.setattr(QueryGenerator, "sample", interrupted)
+    args = budget_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "10m")
+    result = runner.invoke(main, args)
+    assert result.exit_code == 130, result.output
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["plan"]["status"] == "done" and manifest["stages"]["generate"]["status"] == "interrupted"
+    monkeypatch.setattr(QueryGenerator, "sample", real_sample)
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    statuses = stage_status(result.output)
+    assert statuses["plan"] == "skipped" and statuses["generate"] == "resumed" and statuses["train"] == "ran"
+    assert "the plan recorded" in result.output and "measuring generation" not in result.output
