@@ -40,6 +40,7 @@ def batches_by_length(rows: Sequence[Sequence[str]], lengths: Sequence[int], bat
         pool = _layered_by_length(waiting + order[start:start + pool_size], rows, lengths)
         full, waiting = _fill(pool, rows, batch_size, no_duplicates)
         batches.extend(full)
+    waiting = _place_leftovers(waiting, batches, rows, batch_size, no_duplicates)
     while waiting:  # the end: whatever is left, still without duplicates inside a batch
         full, rest = _fill(waiting, rows, batch_size, no_duplicates)
         if not full:  # too few distinct texts left for a full batch: short ones
@@ -50,19 +51,48 @@ def batches_by_length(rows: Sequence[Sequence[str]], lengths: Sequence[int], bat
     return batches
 
 
-def _layered_by_length(pool: list[int], rows: Sequence[Sequence[str]], lengths: Sequence[int]) -> list[int]:
-    """The pool longest first, in layers: each passage's first row, then each one's second, and so on.
+OVERFILL = 0.25  # a batch may take this share more rows to keep a leftover row out of a batch of its own
 
-    GenQ writes several queries per passage, and those rows have the same length; sorted
-    plainly they would sit side by side, each batch could take only one of them, and the
-    rest would pile up into short batches at the end.
+
+def _place_leftovers(leftovers: list[int], batches: list[list[int]], rows: Sequence[Sequence[str]],
+                     batch_size: int, no_duplicates: bool) -> list[int]:
+    """Put rows that fit no full batch into batches that hold none of their texts; return the rest.
+
+    A text shared by many rows (a query with 30 relevant documents in labelled data) needs
+    that many batches; without this its last rows would form batches of one or two, each a
+    whole optimizer step with no in-batch negatives.
+    """
+    if not leftovers or not batches:
+        return leftovers
+    limit = batch_size + max(1, int(batch_size * OVERFILL))
+    contents = [set().union(*(rows[i] for i in batch)) for batch in batches]
+    rest = []
+    for index in leftovers:
+        texts = rows[index]
+        for batch, seen in zip(batches, contents):
+            if len(batch) < limit and (not no_duplicates or seen.isdisjoint(texts)):
+                batch.append(index)
+                seen.update(texts)
+                break
+        else:
+            rest.append(index)
+    return rest
+
+
+def _layered_by_length(pool: list[int], rows: Sequence[Sequence[str]], lengths: Sequence[int]) -> list[int]:
+    """The pool longest first, in layers: each text's first row, then each one's second, and so on.
+
+    GenQ writes several queries per passage (labelled data has several passages per query),
+    and rows sharing a text can share no batch; sorted plainly by length a passage's rows
+    would sit side by side, each batch could take only one of them, and the rest would pile
+    up into short batches at the end.
     """
     seen: dict[str, int] = {}
     layer = {}
     for index in pool:
-        passage = rows[index][1] if len(rows[index]) > 1 else rows[index][0]
-        layer[index] = seen.get(passage, 0)
-        seen[passage] = layer[index] + 1
+        layer[index] = max(seen.get(text, 0) for text in rows[index])
+        for text in rows[index]:
+            seen[text] = layer[index] + 1
     return sorted(pool, key=lambda i: (layer[i], -lengths[i]))
 
 
