@@ -30,7 +30,7 @@ from pathlib import Path
 from genq import __version__
 from genq.corpus import MAX_CHARS_PER_TOKEN, clip_for_model
 from genq.generate import iter_pairs
-from genq.hardware import training_bf16
+from genq.hardware import resolve_device, training_bf16
 from genq.io import (
     DataError,
     GenqError,
@@ -476,7 +476,7 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
         logging_steps=_logging_steps(config, len(train_rows), batch_size),
         report_to="none",
         disable_tqdm=not progress,
-        use_cpu=(config.device == "cpu"),
+        use_cpu=resolve_device(config.device) == "cpu",  # bf16 autocast on a CPU needs it said
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only prints a warning
     )
     trainer_class = _trainer_class(config, train_rows, negatives_per_pair)

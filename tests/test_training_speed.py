@@ -93,8 +93,9 @@ def test_bf16_training_runs_and_is_recorded(tmp_path, tiny_encoder_dir):
 
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [
         {"query": f"question {i}", "passage_id": f"p{i}", "passage": f"passage {i} text"} for i in range(8)])
+    # no --device (what `genq train` and `adapt` pass by default): bf16 on a CPU must still train there
     config = TrainConfig(base_model=str(tiny_encoder_dir), batch_size=4, epochs=1, eval_share=0.0, bf16=True,
-                         max_seq_length=32, device="cpu")
+                         max_seq_length=32, device=None)
     summary = train_bi_encoder(pairs, tmp_path / "model", config, progress=False)
     assert summary.bf16 and summary.max_seq_length == 32
     record = json.loads((tmp_path / "model" / "genq_training.json").read_text())
