@@ -41,6 +41,8 @@ from genq.models import resolve_model
 from genq.negatives import MiningConfig, mine_negatives
 from genq.planning import (
     BUDGET_QUERIES_PER_PASSAGE,
+    MAX_EPOCHS,
+    SAFETY,
     Fixed,
     Plan,
     format_duration,
@@ -210,6 +212,8 @@ class Manifest:
     def forget_from(self, names: list[str]) -> None:
         for name in names:
             self.data["stages"].pop(name, None)
+        if "plan" in names:  # a new plan: the training steps re-sized under the old one no longer hold
+            self.data.pop("replanned_training", None)
         write_json_atomic(self.path, self.data)
 
 
@@ -406,6 +410,8 @@ def adapt(
             training.warmup_ratio = warmup if config.auto_warmup else training.warmup_ratio
             say(f"  training length: {why} (--epochs sets it)")
         can_resume = resume and (paths["model"] / RUN_RECORD).exists() and last_checkpoint(paths["model"])
+        if budget and "plan" in manifest.data["stages"]:
+            _replan_training(manifest, train_input, training, bool(can_resume), say)
         summary = train_bi_encoder(train_input, paths["model"], training, resume=bool(can_resume),
                                    overwrite=not can_resume, progress=progress)
         return summary.to_dict(), "resumed" if summary.resumed_from else "ran"
@@ -482,7 +488,8 @@ def adapt(
     manifest.data["last_run"] = [asdict(r) | {"summary": None} for r in results]
     if budget and "plan" in manifest.data["stages"]:
         manifest.data["plan_vs_actual"] = _report_plan(manifest.data["stages"]["plan"]["summary"]["plan"], results,
-                                                       time.perf_counter() - started, say)
+                                                       time.perf_counter() - started, say,
+                                                       manifest.data.get("replanned_training"))
     write_json_atomic(manifest.path, manifest.data)
     return manifest.data
 
@@ -545,13 +552,50 @@ def _apply_plan(config: AdaptConfig, plan: Plan) -> None:
         config.training.max_steps = plan.steps
 
 
-def _report_plan(plan: dict, results: list[StageResult], total: float, say: Callable[[str], None]) -> dict:
+def _replan_training(manifest: Manifest, pairs_path: Path, training: TrainConfig, resuming: bool,
+                     say: Callable[[str], None]) -> None:
+    """Size the training steps again from the time actually left, once the pairs exist.
+
+    The plan was made before generation, from one probe batch and an assumed filter share;
+    by now the generate and filter stages have run, their real times are in the manifest,
+    and the pairs are counted. Only steps the plan chose are re-sized (never a user's
+    ``--epochs``/``--max-steps``); a resumed training keeps the count it started with.
+    """
+    stored = manifest.data["stages"]["plan"]["summary"]
+    plan, rates = stored["plan"], stored["rates"]
+    if "steps" not in plan["chosen"]:
+        return
+    replanned = manifest.data.get("replanned_training")
+    if resuming and replanned:
+        training.max_steps = replanned["steps"]
+        return
+    spent = sum(entry.get("seconds") or 0 for name, entry in manifest.data["stages"].items()
+                if entry.get("status") == "done")
+    after = sum(seconds for name, seconds in plan["estimates"].items() if name in ("index", "evaluate"))
+    left = plan["budget_seconds"] * SAFETY - spent - after - rates.get("train_overhead_seconds", 0)
+    pairs = _count_lines(pairs_path)
+    per_epoch = max(1, -(-pairs // training.batch_size))
+    steps = int(left / rates["train_seconds_per_step"]) if rates["train_seconds_per_step"] > 0 else per_epoch
+    steps = max(min(steps, MAX_EPOCHS * per_epoch), per_epoch)
+    training.max_steps = steps
+    manifest.data["replanned_training"] = {"steps": steps, "planned_steps": plan["steps"], "pairs": pairs,
+                                           "seconds_left": round(left, 1),
+                                           "estimate": round(steps * rates["train_seconds_per_step"], 1)}
+    write_json_atomic(manifest.path, manifest.data)
+    say(f"  training re-planned: {steps:,} steps for the {pairs:,} pairs there are ({format_duration(left)} of the "
+        f"budget left for training; the plan said {plan['steps']:,})")
+
+
+def _report_plan(plan: dict, results: list[StageResult], total: float, say: Callable[[str], None],
+                 replanned: dict | None = None) -> dict:
     """Estimate against actual for each stage this invocation ran, printed and returned for the manifest."""
     rows = {}
     for result in results:
         estimate = plan["estimates"].get(result.name)
         if result.name == "generate" and "quality check" in plan["estimates"]:
             estimate = (estimate or 0) + plan["estimates"]["quality check"]
+        if result.name == "train" and replanned:
+            estimate = replanned["estimate"]
         if estimate is not None and result.status != "skipped":
             rows[result.name] = {"estimate": estimate, "actual": round(result.seconds, 1)}
     say(f"time budget {format_duration(plan['budget_seconds'])}: this run took {format_duration(total)} "

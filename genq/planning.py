@@ -25,6 +25,7 @@ from genq.io import GenqError
 MAX_EPOCHS = 10  # past this, more passages beat more passes (the same cap as sizing by corpus)
 SAFETY = 0.93  # plan to this share of the budget: estimates are averages and stages have tails
 BUDGET_QUERIES_PER_PASSAGE = 3  # GenQ's: under a budget, breadth (passages covered) beats depth
+PROBE_STEPS = 5  # the first two steps pay one-off costs (kernels picked for new shapes); the rest are steady
 
 
 def parse_duration(text: str) -> float:
@@ -195,9 +196,10 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
                   dtype: str = "auto", filter_keep_share: float = 1.0, say=lambda message: None) -> Probe:
     """Measure generation, training and encoding on this run's own passages.
 
-    One generation batch (the generator stays loaded for the generate stage), three training
-    steps on passage-shaped pairs (the passage's opening words as the query: the passage side
-    sets a step's cost), and one encoding batch of passages drawn from across the corpus.
+    Two generation batches, timed by the second (the generator stays loaded for the generate
+    stage), ``PROBE_STEPS`` training steps on passage-shaped pairs (the passage's opening words
+    as the query: the passage side sets a step's cost) timed by the steady ones, and one
+    encoding batch of passages drawn from across the corpus.
     """
     import shutil
     import time
@@ -212,25 +214,30 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
 
-    say("  measuring generation (one batch) ...")
+    say("  measuring generation (two batches) ...")
     generator = QueryGenerator(generation)  # its load counts as time spent; the generate stage reuses it
-    batch = passages[:max(1, min(generation.batch_size, len(passages)))]
-    sampling = time.perf_counter()
-    sampled = generator.sample(batch, seed=generation.seed)
-    generate_per_passage = (time.perf_counter() - sampling) / len(batch)
-    kept = sum(len(clean_queries(queries, passage["text"], generator.config)[0])
-               for passage, queries in zip(batch, sampled))
-    pairs_per_passage = max(kept / len(batch), 0.1) * filter_keep_share
+    size = max(1, min(generation.batch_size, len(passages) // 2 or 1))
+    kept = sampled_passages = 0
+    per_passage = []
+    for batch in (passages[:size], passages[size:2 * size] or passages[:size]):
+        sampling = time.perf_counter()
+        sampled = generator.sample(batch, seed=generation.seed)
+        per_passage.append((time.perf_counter() - sampling) / len(batch))
+        kept += sum(len(clean_queries(queries, passage["text"], generator.config)[0])
+                    for passage, queries in zip(batch, sampled))
+        sampled_passages += len(batch)
+    generate_per_passage = per_passage[-1]  # the first batch also pays one-off costs (a few-shot prefix, warm-up)
+    pairs_per_passage = max(kept / sampled_passages, 0.1) * filter_keep_share
 
-    say("  measuring training (three steps) ...")
-    rows = max(3 * training.batch_size, 8)
+    say(f"  measuring training ({PROBE_STEPS} steps) ...")
+    rows = max(PROBE_STEPS * training.batch_size, 8)
     sample = [passages[i % len(passages)] for i in range(rows)]
     probe_pairs = work_dir / "probe-pairs.jsonl"
     write_jsonl_atomic(probe_pairs, ({"query": " ".join(p["text"].split()[:10]) + f" {number}",
                                       "passage_id": f"{p['_id']}~{number}", "passage": p["text"],
                                       "title": p.get("title", "")} for number, p in enumerate(sample)))
     probe_model = work_dir / "probe-model"
-    config = TrainConfig(**{**asdict(training), "max_steps": 3, "eval_share": 0.0, "save_steps": 10_000})
+    config = TrainConfig(**{**asdict(training), "max_steps": PROBE_STEPS, "eval_share": 0.0, "save_steps": 10_000})
     try:
         summary = train_bi_encoder(probe_pairs, probe_model, config, overwrite=True, progress=False)
     finally:

@@ -97,7 +97,7 @@ class TrainSummary:
     duplicates_a_plain_batch_would_hold: int = 0
     steps: int = 0
     seconds: float = 0.0
-    seconds_per_step: float | None = None  # median over the run's steps (the first, with its warm-up, left out)
+    seconds_per_step: float | None = None  # median over the run's steps (warm-up steps left out)
     bf16: bool = False
     max_seq_length: int = 0
     padding_share: float | None = None  # share of the passage tokens in a batch that are padding
@@ -581,7 +581,8 @@ class StepTimer:
         self.callback = Callback()
 
     def median(self) -> float | None:
-        steady = self.seconds[1:] or self.seconds
+        """The median step, leaving out the first (the first two from four steps on): warm-up, not rate."""
+        steady = self.seconds[2:] if len(self.seconds) >= 4 else (self.seconds[1:] or self.seconds)
         return round(float(sorted(steady)[len(steady) // 2]), 4) if steady else None
 
 

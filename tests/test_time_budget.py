@@ -83,7 +83,9 @@ def test_adapt_plans_records_and_reuses_the_plan(tmp_path, raw_corpus, tiny_t5_d
     assert set(manifest["stages"]["plan"]["summary"]["rates"]) >= {"generate_seconds_per_passage",
                                                                    "train_seconds_per_step"}
     assert manifest["plan_vs_actual"]["stages"]["train"]["actual"] > 0
-    assert manifest["stages"]["train"]["summary"]["steps"] == plan["steps"]
+    replanned = manifest["replanned_training"]  # sized again once the pairs existed
+    assert manifest["stages"]["train"]["summary"]["steps"] == replanned["steps"] and replanned["planned_steps"] == \
+        plan["steps"] and "training re-planned" in result.output
     assert not (run_dir / ".genq-cache" / "plan" / "probe-model").exists()
 
     # the same budget again: nothing re-measured or re-planned, every stage skipped
@@ -98,7 +100,7 @@ def test_adapt_plans_records_and_reuses_the_plan(tmp_path, raw_corpus, tiny_t5_d
     manifest = json.loads((run_dir / "manifest.json").read_text())
     plan = manifest["stages"]["plan"]["summary"]["plan"]
     assert (plan["passages"], plan["steps"], plan["queries_per_passage"]) == (6, 2, 2) and plan["chosen"] == []
-    assert manifest["stages"]["train"]["summary"]["steps"] == 2
+    assert manifest["stages"]["train"]["summary"]["steps"] == 2 and "replanned_training" not in manifest
 
 
 def test_an_interrupted_budget_run_resumes_with_its_plan(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir,
@@ -109,9 +111,9 @@ def test_an_interrupted_budget_run_resumes_with_its_plan(tmp_path, raw_corpus, t
     runner = CliRunner()
     real_sample, calls = QueryGenerator.sample, []
 
-    def interrupted(self, batch, seed):  # the plan's probe is call 1; Ctrl-C in the generate stage's second batch
+    def interrupted(self, batch, seed):  # the plan's probe is calls 1-2; Ctrl-C in the generate stage's second batch
         calls.append(len(batch))
-        if len(calls) == 3:
+        if len(calls) == 4:
             raise KeyboardInterrupt
         return real_sample(self, batch, seed)
 
