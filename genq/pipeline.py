@@ -250,7 +250,7 @@ def adapt(
 ) -> dict:
     """Run (or continue) the whole pipeline; returns the manifest."""
     config = config or AdaptConfig()
-    started = time.perf_counter()
+    run_started = time.perf_counter()  # the budget counts from here
     corpus_path, run_dir = Path(corpus_path), Path(run_dir)
     if not corpus_path.exists():
         raise GenqError(f"the corpus {corpus_path} does not exist")
@@ -310,7 +310,7 @@ def adapt(
                        "eval_data": config.eval_data, "batch_size": training.batch_size}
 
         def run_plan(_resume: bool) -> tuple[dict, str]:
-            plan, rates, generator = _make_plan(config, paths, started, say)
+            plan, rates, generator = _make_plan(config, paths, run_started, say)
             probe["generator"] = generator
             _apply_plan(config, plan)
             return {"plan": plan.to_dict(), "rates": rates.to_dict()}, "ran"
@@ -467,7 +467,7 @@ def adapt(
                                          "pid": os.getpid(), "started_at": time.strftime("%FT%T%z")}
         write_json_atomic(manifest.path, manifest.data)
         say(f"[{name}] {'continuing' if resume else 'running'} ...")
-        started = time.perf_counter()
+        stage_started = time.perf_counter()
         try:
             with terminate_as_interrupt():  # SIGTERM records the stage as interrupted, like Ctrl-C
                 summary, status = run(resume)
@@ -476,11 +476,11 @@ def adapt(
             entry = manifest.data["stages"][name]
             entry["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             entry["error"] = describe_error(exc) if not isinstance(exc, KeyboardInterrupt) else "interrupted"
-            entry["seconds"] = round(time.perf_counter() - started, 2)
+            entry["seconds"] = round(time.perf_counter() - stage_started, 2)
             entry["finished_at"] = time.strftime("%FT%T%z")
             write_json_atomic(manifest.path, manifest.data)
             raise
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - stage_started
         manifest.record(name, params, "done", [str(p) for p in outputs], summary, seconds)
         results.append(StageResult(name, status, seconds, summary))
         upstream_ran = True
@@ -488,7 +488,7 @@ def adapt(
     manifest.data["last_run"] = [asdict(r) | {"summary": None} for r in results]
     if budget and "plan" in manifest.data["stages"]:
         manifest.data["plan_vs_actual"] = _report_plan(manifest.data["stages"]["plan"]["summary"]["plan"], results,
-                                                       time.perf_counter() - started, say,
+                                                       time.perf_counter() - run_started, say,
                                                        manifest.data.get("replanned_training"))
     write_json_atomic(manifest.path, manifest.data)
     return manifest.data

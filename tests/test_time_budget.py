@@ -78,6 +78,10 @@ def test_adapt_plans_records_and_reuses_the_plan(tmp_path, raw_corpus, tiny_t5_d
     assert "budget 10m: generate for" in result.output and "rates here:" in result.output
     assert "time budget 10m: this run took" in result.output and "train: est." in result.output
     manifest = json.loads((run_dir / "manifest.json").read_text())
+    recorded = sum(entry["seconds"] for entry in manifest["stages"].values())
+    assert manifest["plan_vs_actual"]["actual_seconds"] >= recorded - 0.2  # the whole run, not its last stage
+    assert manifest["stages"]["plan"]["summary"]["plan"]["elapsed_seconds"] >= manifest["stages"]["prepare"]["seconds"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
     plan = manifest["stages"]["plan"]["summary"]["plan"]
     assert plan["queries_per_passage"] == 3 and plan["passages_total"] == 10
     assert set(manifest["stages"]["plan"]["summary"]["rates"]) >= {"generate_seconds_per_passage",
