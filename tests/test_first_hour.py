@@ -18,7 +18,7 @@ from genq.io import GenqError, atomic_write, write_json_atomic
 from genq.search import Searcher
 
 from .conftest import write_jsonl
-from .test_pipeline import adapt_args, raw_corpus, stage_status  # noqa: F401 (fixture)
+from .test_pipeline import adapt_args
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from genq.retrieval import Reranker
 from genq.train import TrainConfig, train_bi_encoder
 
 from .conftest import write_jsonl
-from .test_pipeline import adapt_args, raw_corpus, stage_status  # noqa: F401 (fixture)
+from .test_pipeline import adapt_args, stage_status
 
 TEXTS = ["clean the chain and oil it", "replace worn brake pad", "inflate the tyre with a pump",
          "adjust the gear cable", "tighten the saddle bolt", "patch the tube", "grease the hub bearing",
