@@ -40,13 +40,20 @@ def batches_by_length(rows: Sequence[Sequence[str]], lengths: Sequence[int], bat
         pool = _layered_by_length(waiting + order[start:start + pool_size], rows, lengths)
         full, waiting = _fill(pool, rows, batch_size, no_duplicates)
         batches.extend(full)
-    waiting = _place_leftovers(waiting, batches, rows, batch_size, no_duplicates)
+    tail: list[list[int]] = []
     while waiting:  # the end: whatever is left, still without duplicates inside a batch
         full, rest = _fill(waiting, rows, batch_size, no_duplicates)
         if not full:  # too few distinct texts left for a full batch: short ones
             full, rest = _fill(waiting, rows, batch_size, no_duplicates, keep_short=True)
-        batches.extend(full)
+        tail.extend(full)
         waiting = rest
+    # the full batches and one short one (the ordinary remainder) stay; more short batches exist only because
+    # their rows share texts with each other: those rows join batches that hold none of their texts instead
+    short = sorted((batch for batch in tail if len(batch) < batch_size), key=len, reverse=True)
+    batches.extend([batch for batch in tail if len(batch) == batch_size] + short[:1])
+    left = _place_leftovers([i for batch in short[1:] for i in batch], batches, rows, batch_size, no_duplicates)
+    if left:
+        batches.extend(_fill(left, rows, batch_size, no_duplicates, keep_short=True)[0])
     rng.shuffle(batches)
     return batches
 
