@@ -23,12 +23,6 @@ from genq.models import resolve_model
 logger = logging.getLogger(__name__)
 
 
-def torch_uint8():
-    import torch
-
-    return torch.uint8
-
-
 def passage_text(passage: dict) -> str:
     """How a passage is shown to a bi-encoder: BEIR's convention, title then text."""
     title = (passage.get("title") or "").strip()
@@ -90,13 +84,15 @@ class Encoder:
         if self._fingerprint is None:
             import hashlib
 
+            import torch
+
             digest = hashlib.blake2b(digest_size=12)
             tokenizer = self.model.tokenizer
             digest.update(f"{self.model!r}|{self.model.max_seq_length}|{self.dtype_label}|{type(tokenizer).__name__}|"
                           f"{len(tokenizer)}|{self.query_prompt}|{self.passage_prompt}".encode())
             for name, tensor in self.model.state_dict().items():
                 digest.update(name.encode())
-                digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch_uint8()).numpy().tobytes())
+                digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 

@@ -36,9 +36,10 @@ from genq.models import resolve_model
 logger = logging.getLogger(__name__)
 
 
-def corpus_fingerprint(passages: list[dict], model_name: str) -> str:
+def corpus_fingerprint(passages: list[dict], model_key: str) -> str:
+    """The cache key of a corpus's embeddings: the model's fingerprint and every passage as encoded."""
     digest = hashlib.blake2b(digest_size=12)
-    digest.update(model_name.encode())
+    digest.update(model_key.encode())
     for passage in passages:
         digest.update(passage["_id"].encode() + b"\x00" + passage_text(passage).encode() + b"\x01")
     return digest.hexdigest()
