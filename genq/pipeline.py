@@ -339,8 +339,7 @@ def adapt(
     train_input = paths["pairs"]
 
     # -- filter
-    if (config.filter_top_k or config.filter_min_score is not None or config.filter_keep_top_share is not None
-            or config.filter_min_logprob is not None):
+    if _filtering(config):
         filter_params = {"top_k": config.filter_top_k, "min_score": config.filter_min_score,
                          "keep_top_share": config.filter_keep_top_share, "min_logprob": config.filter_min_logprob,
                          "model": training.base_model}

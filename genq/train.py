@@ -494,10 +494,10 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
     output_of_training = trainer.train(resume_from_checkpoint=checkpoint)
     summary.steps = trainer.state.global_step
     summary.seconds_per_step = timer.median()
-    summary.padding_share = padding_share(model.tokenizer, [r["passage"] for r in train_rows], batch_size,
-                                          summary.max_seq_length, config.group_by_length, config.seed)
     if not processes.main:
         return
+    summary.padding_share = padding_share(model.tokenizer, [r["passage"] for r in train_rows], batch_size,
+                                          summary.max_seq_length, config.group_by_length, config.seed)
     if evaluator is not None:
         summary.eval_metrics = {k: round(float(v), 4) for k, v in evaluator(model).items()}
     model.save(str(output))
