@@ -486,10 +486,12 @@ def train_config(options: dict, device=None):
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output directory.")
 @click.option("--overwrite", is_flag=True,
               help="Train again; the genq model at --output is replaced once the new one is complete.")
+@click.option("--time-limit", help="Stop at the step that would pass this much training time (90s, 30m, 2h); the "
+                                   "model so far is saved as usual.")
 @option("--eval-data", "eval_beir", old=("--eval-beir",), type=click.Path(file_okay=False),
         help="Labelled BEIR folder: evaluate base and trained model at the end.")
 @user_errors
-def train(pairs, output, device, resume, overwrite, eval_beir, **options):
+def train(pairs, output, device, resume, overwrite, time_limit, eval_beir, **options):
     """Fine-tune a bi-encoder on PAIRS (query, passage[, negatives]) with in-batch negatives.
 
     \b
@@ -501,9 +503,15 @@ def train(pairs, output, device, resume, overwrite, eval_beir, **options):
     from genq.train import Processes, train_bi_encoder
 
     config = train_config(options, device)
+    if time_limit is not None:
+        from genq.planning import parse_duration
+
+        config.time_limit = parse_duration(time_limit)
     summary = train_bi_encoder(pairs, output, config, resume=resume, overwrite=overwrite, progress=show_progress())
     if not Processes().main:  # one summary per run, from the main process
         return
+    if summary.stopped_at_time_limit:
+        say(f"stopped at the time limit ({time_limit}) after {summary.steps:,} step{'' if summary.steps == 1 else 's'}")
     say(f"trained {summary.steps:,} steps on {summary.train_pairs:,} pairs ({summary.passages:,} passages, "
         f"{summary.negatives_per_pair} hard negatives each) in {summary.seconds:.0f}s; final loss {summary.final_loss}")
     say(f"  no-duplicates sampler kept {summary.duplicates_a_plain_batch_would_hold:,} same-passage pairs out of "

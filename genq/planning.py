@@ -3,7 +3,7 @@
 What a run can afford depends on this machine's rates on this corpus: a 135M decoder-only
 generator on two CPU cores writes for a passage or so a second, a GPU for hundreds; a MiniLM
 step is 13 s or 0.1 s. So the plan is made from rates measured on the run's own data (one
-generation batch, three training steps, one encoding batch; see :func:`measure_rates` in
+generation batch, a few training steps, one encoding batch; see :func:`measure_rates` in
 ``pipeline``), and only what the user left unset is sized: how many passages to generate
 for, and how many optimizer steps to train. The rest of the pipeline (indexing, filtering,
 evaluating) is costed from the same encoding rate and taken off the top.
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from genq.io import GenqError
 
 MAX_EPOCHS = 10  # past this, more passages beat more passes (the same cap as sizing by corpus)
-SAFETY = 0.93  # plan to this share of the budget: estimates are averages and stages have tails
+SAFETY = 0.97  # plan to this share of the budget: the stages after training are estimates, with tails
 BUDGET_QUERIES_PER_PASSAGE = 3  # GenQ's: under a budget, breadth (passages covered) beats depth
 PROBE_STEPS = 5  # the first two steps pay one-off costs (kernels picked for new shapes); the rest are steady
 
@@ -183,6 +183,16 @@ def plan_run(budget_seconds: float, elapsed_seconds: float, passages_total: int,
 # --------------------------------------------------------------------------- measuring
 
 
+def spread(passages: list[dict], count: int) -> list[dict]:
+    """``count`` passages evenly spaced across the corpus (cycling when it holds fewer)."""
+    if not passages:
+        return []
+    if count >= len(passages):
+        return [passages[i % len(passages)] for i in range(count)]
+    step = len(passages) / count
+    return [passages[int(i * step)] for i in range(count)]
+
+
 @dataclass
 class Probe:
     """The measured rates, and the generator the measurement loaded (the generate stage reuses it)."""
@@ -217,9 +227,10 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
     say("  measuring generation (two batches) ...")
     generator = QueryGenerator(generation)  # its load counts as time spent; the generate stage reuses it
     size = max(1, min(generation.batch_size, len(passages) // 2 or 1))
+    drawn = spread(passages, 2 * size)  # from across the corpus: its first passages need not be typical
     kept = sampled_passages = 0
     per_passage = []
-    for batch in (passages[:size], passages[size:2 * size] or passages[:size]):
+    for batch in (drawn[:size], drawn[size:2 * size] or drawn[:size]):
         sampling = time.perf_counter()
         sampled = generator.sample(batch, seed=generation.seed)
         per_passage.append((time.perf_counter() - sampling) / len(batch))
@@ -231,9 +242,9 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
 
     say(f"  measuring training ({PROBE_STEPS} steps) ...")
     rows = max(PROBE_STEPS * training.batch_size, 8)
-    sample = [passages[i % len(passages)] for i in range(rows)]
+    sample = spread(passages, rows)
     probe_pairs = work_dir / "probe-pairs.jsonl"
-    write_jsonl_atomic(probe_pairs, ({"query": " ".join(p["text"].split()[:10]) + f" {number}",
+    write_jsonl_atomic(probe_pairs, ({"query": " ".join(p["text"].split()[:7]) + f" {number}",
                                       "passage_id": f"{p['_id']}~{number}", "passage": p["text"],
                                       "title": p.get("title", "")} for number, p in enumerate(sample)))
     probe_model = work_dir / "probe-model"
@@ -247,8 +258,7 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
 
     say("  measuring encoding (one batch) ...")
     encoder = Encoder(training.base_model, device=training.device, dtype=dtype, batch_size=encode_batch_size)
-    stride = max(1, len(passages) // (4 * encode_batch_size))
-    drawn = passages[::stride][:4 * encode_batch_size]
+    drawn = spread(passages, 4 * encode_batch_size)
     encoder.encode_passages(drawn[:8])  # warm-up, not timed
     encoding = time.perf_counter()
     encoder.encode_passages(drawn)

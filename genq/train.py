@@ -71,6 +71,7 @@ class TrainConfig:
     no_duplicates: bool = True
     group_by_length: bool = True  # batches of similar passage length: less padding, same no-duplicates rule
     max_steps: int = -1
+    time_limit: float | None = None  # seconds of optimizer steps; training stops at the step that would pass it
     save_steps: int = 500
     logging_steps: int = 10
     device: str | None = None
@@ -84,6 +85,8 @@ class TrainConfig:
             raise GenqError("--eval-share must be in [0, 0.5)")
         if self.batch_size < 2:
             raise GenqError("--batch-size must be at least 2: in-batch negatives need company")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise GenqError("--time-limit must be positive")
 
 
 @dataclass
@@ -97,7 +100,8 @@ class TrainSummary:
     duplicates_a_plain_batch_would_hold: int = 0
     steps: int = 0
     seconds: float = 0.0
-    seconds_per_step: float | None = None  # median over the run's steps (warm-up steps left out)
+    seconds_per_step: float | None = None  # mean over the run's steps (warm-up steps left out): predicts totals
+    stopped_at_time_limit: bool = False  # fewer steps than planned: the next one would have passed --time-limit
     bf16: bool = False
     max_seq_length: int = 0
     padding_share: float | None = None  # share of the passage tokens in a batch that are padding
@@ -489,11 +493,15 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
     elif checkpoint is not None:
         logger.warning("resuming from %s", checkpoint)
     _quiet_trainer(trainer)
-    timer = StepTimer()
+    timer = StepTimer(config.time_limit, processes)
     trainer.add_callback(timer.callback)
     output_of_training = trainer.train(resume_from_checkpoint=checkpoint)
     summary.steps = trainer.state.global_step
-    summary.seconds_per_step = timer.median()
+    summary.seconds_per_step = timer.steady_mean()
+    summary.stopped_at_time_limit = timer.stopped
+    if timer.stopped and processes.main:
+        logger.warning("stopped after step %d of %d: the next step would have passed the time limit (%s)",
+                       summary.steps, trainer.state.max_steps, f"{config.time_limit:.0f}s")
     if not processes.main:
         return
     summary.padding_share = padding_share(model.tokenizer, [r["passage"] for r in train_rows], batch_size,
@@ -560,9 +568,15 @@ def _trainer_class(config: TrainConfig, rows: list[dict], negatives_per_pair: in
 
 
 class StepTimer:
-    """Wall seconds of each optimizer step, for the summary and for planning runs by measured rates."""
+    """Wall seconds of each optimizer step (for the summary and for planning runs by measured rates),
+    and the time limit: a run sized to a budget from a probe's rate stops at the step that
+    would pass its limit rather than overrun when the probe was optimistic.
 
-    def __init__(self) -> None:
+    The limit counts optimizer steps only (the model load and the save are outside it). Under
+    ``torchrun`` the main process decides and every process follows, so all stop at one step.
+    """
+
+    def __init__(self, time_limit: float | None = None, processes: Processes | None = None) -> None:
         from transformers import TrainerCallback
 
         # a TrainerCallback subclass is made here so that importing genq.train stays free of transformers
@@ -571,19 +585,38 @@ class StepTimer:
         class Callback(TrainerCallback):
             def on_step_begin(self, args, state, control, **kwargs):
                 timer._began = time.perf_counter()
+                if timer._first is None:
+                    timer._first = timer._began
 
             def on_step_end(self, args, state, control, **kwargs):
                 if timer._began is not None:
                     timer.seconds.append(time.perf_counter() - timer._began)
+                if timer.time_limit is not None and state.global_step < state.max_steps:
+                    stop = (timer.processes or Processes()).agree(timer._next_step_passes_limit)
+                    if stop:
+                        timer.stopped = control.should_training_stop = True
 
+        self.time_limit = time_limit
+        self.processes = processes
         self.seconds: list[float] = []
+        self.stopped = False
         self._began: float | None = None
+        self._first: float | None = None
         self.callback = Callback()
 
-    def median(self) -> float | None:
-        """The median step, leaving out the first (the first two from four steps on): warm-up, not rate."""
-        steady = self.seconds[2:] if len(self.seconds) >= 4 else (self.seconds[1:] or self.seconds)
-        return round(float(sorted(steady)[len(steady) // 2]), 4) if steady else None
+    def _next_step_passes_limit(self) -> bool:
+        spent = time.perf_counter() - (self._first or time.perf_counter())
+        recent = self.seconds[-5:]
+        return spent + sum(recent) / max(len(recent), 1) > self.time_limit
+
+    def _steady(self) -> list[float]:
+        """The steps after warm-up: the first (the first two from four steps on) pays one-off costs."""
+        return self.seconds[2:] if len(self.seconds) >= 4 else (self.seconds[1:] or self.seconds)
+
+    def steady_mean(self) -> float | None:
+        """The mean step after warm-up: with length-grouped batches steps differ, and totals are sums."""
+        steady = self._steady()
+        return round(sum(steady) / len(steady), 4) if steady else None
 
 
 def padding_share(tokenizer, passages: list[str], batch_size: int, max_length: int, grouped: bool,

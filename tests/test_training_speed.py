@@ -100,3 +100,24 @@ def test_bf16_training_runs_and_is_recorded(tmp_path, tiny_encoder_dir):
     assert summary.bf16 and summary.max_seq_length == 32
     record = json.loads((tmp_path / "model" / "genq_training.json").read_text())
     assert record["precision"] == "bf16 autocast"
+
+
+def test_a_time_limit_stops_at_the_step_that_would_pass_it_and_saves_the_model(tmp_path, tiny_encoder_dir):
+    from click.testing import CliRunner
+
+    from genq.cli import main
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"query": f"question {i}", "passage_id": f"p{i}", "passage": f"passage {i} text"} for i in range(16)])
+    # any step takes longer than a millisecond: the limit is passed once the first step is done
+    result = CliRunner().invoke(main, ["train", str(pairs), "-o", str(tmp_path / "model"), "--base-model",
+                                       str(tiny_encoder_dir), "--train-batch-size", "4", "--max-steps", "4",
+                                       "--eval-share", "0", "--time-limit", "0.001s", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "stopped at the time limit (0.001s) after 1 step" in result.output
+    record = json.loads((tmp_path / "model" / "genq_training.json").read_text())
+    assert record["complete"] and record["summary"]["steps"] == 1 and record["summary"]["stopped_at_time_limit"]
+    assert (tmp_path / "model" / "config.json").exists()
+
+    result = CliRunner().invoke(main, ["train", str(pairs), "-o", str(tmp_path / "other"), "--time-limit", "soon"])
+    assert result.exit_code != 0 and "cannot read the duration 'soon'" in result.output
