@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,8 +30,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 SYSTEMS = ("BM25", "base", "adapted", "hybrid(base)", "hybrid(adapted)")
 
 
-def run_budget(collection: str, budget: str) -> dict:
+def run_budget(collection: str, budget: str, fresh: bool) -> dict:
     run_dir = ROOT / "runs" / f"budget-{collection}-{budget}"
+    if fresh and run_dir.exists():  # this benchmark's own run directory: a rerun measures a whole run again
+        shutil.rmtree(run_dir)
     resumed = (run_dir / "manifest.json").exists()
     command = [sys.executable, "-m", "genq", "adapt", str(SHARED / collection / "corpus.jsonl"), "-o", str(run_dir),
                "--time-budget", budget, "--eval-data", str(SHARED / collection)]
@@ -50,6 +53,7 @@ def run_budget(collection: str, budget: str) -> dict:
             "resumed": resumed, "plan": plan["plan"], "rates": plan["rates"],
             "plan_vs_actual": manifest.get("plan_vs_actual"), "stage_seconds": stage_seconds,
             "train_steps": manifest["stages"]["train"]["summary"]["steps"],
+            "train_stopped_at_time_limit": manifest["stages"]["train"]["summary"].get("stopped_at_time_limit", False),
             "pairs_trained": manifest["stages"]["train"]["summary"]["train_pairs"],
             "ndcg@10": {s["name"]: s["metrics"]["ndcg@10"] for s in report["systems"]},
             "command": " ".join(["genq", *command[3:]])}
@@ -71,7 +75,8 @@ def write(collection: str, rows: list[dict], machine: str) -> None:
         lines.append(f"| {r['budget']} | {r['wall_seconds'] / 60:.1f} min{' (resumed)' if r['resumed'] else ''} | "
                      f"{r['wall_seconds'] / r['budget_seconds']:.0%} | {plan['passages']:,} of "
                      f"{plan['passages_total']:,} | {plan['queries_per_passage']} | {r['pairs_trained']:,} | "
-                     f"{r['train_steps']:,} | {1 / rates['generate_seconds_per_passage']:.2f}, "
+                     f"{r['train_steps']:,}{' (time limit)' if r.get('train_stopped_at_time_limit') else ''} | "
+                     f"{1 / rates['generate_seconds_per_passage']:.2f}, "
                      f"{rates['train_seconds_per_step']:.1f} |")
     lines += ["", "Estimate against actual, per stage (seconds):", "",
               "| budget | " + " | ".join(("plan", "generate", "filter", "train", "index", "evaluate")) + " |",
@@ -110,7 +115,7 @@ def main() -> None:
         if budget in previous and not args.rerun:
             print(f"{budget}: recorded already (--rerun runs it again)", file=sys.stderr)
             continue
-        rows.append(run_budget(args.collection, budget))
+        rows.append(run_budget(args.collection, budget, fresh=args.rerun))
         previous[budget] = rows[-1]
         write(args.collection, [previous[b] for b in args.budgets if b in previous], machine)  # after every run
 

@@ -529,6 +529,67 @@ def train(pairs, output, device, resume, overwrite, time_limit, eval_beir, **opt
         click.echo(format_table(report))
 
 
+@main.command("train-reranker")
+@click.argument("pairs", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Reranker directory to write.")
+@click.option("--base-model", default=None,
+              help="An encoder (a new scoring head is added) or a cross-encoder to adapt further "
+                   "[default: all-MiniLM-L6-v2, available offline].")
+@click.option("--loss", type=click.Choice(["bce", "mnrl"]), default="bce", show_default=True,
+              help="bce: binary cross-entropy over (query, passage, 1/0); mnrl: softmax over the positive, the "
+                   "negatives and in-batch passages.")
+@click.option("--negatives-per-pair", "negatives", type=click.IntRange(1), default=3, show_default=True,
+              help="Negatives per pair: its mined ones (genq mine-negatives) first, then other pairs' passages at "
+                   "random.")
+@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--train-batch-size", type=click.IntRange(2), default=32, show_default=True,
+              help="Rows per step (bce: one per passage; mnrl: one per pair).")
+@click.option("--lr", type=float, default=2e-5, show_default=True)
+@click.option("--warmup-ratio", type=float, default=0.1, show_default=True)
+@click.option("--max-length", type=click.IntRange(16, 512), default=None,
+              help="Tokens of query and passage together [default: the model's own, at most 512].")
+@click.option("--train-seed", type=int, default=42, show_default=True)
+@click.option("--bf16/--no-bf16", default=None, help="bf16 mixed precision [default: where the device does it "
+                                                      "natively].")
+@click.option("--group-by-length/--no-group-by-length", default=True, show_default=True)
+@click.option("--max-steps", type=int, default=-1, help="Stop after N steps (overrides --epochs).")
+@click.option("--time-limit", help="Stop at the step that would pass this much training time (90s, 30m, 2h).")
+@click.option("--save-steps", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda, mps (default: the best available).")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output directory.")
+@click.option("--overwrite", is_flag=True,
+              help="Train again; the reranker at --output is replaced once the new one is complete.")
+@user_errors
+def train_reranker_command(pairs, output, base_model, loss, negatives, epochs, train_batch_size, lr, warmup_ratio,
+                           max_length, train_seed, bf16, group_by_length, max_steps, time_limit, save_steps, device,
+                           resume, overwrite):
+    """Train a cross-encoder reranker on PAIRS (InPars-light): rerank any search with --rerank OUTPUT.
+
+    \b
+    Best with mined negatives:
+      genq mine-negatives pairs.jsonl --corpus passages.jsonl -o pairs.negatives.jsonl \\
+          --neg-retriever bm25 --num-negatives 3
+      genq train-reranker pairs.negatives.jsonl -o models/reranker
+    """
+    from genq.planning import parse_duration
+    from genq.train import DEFAULT_BASE_MODEL
+    from genq.train_reranker import RerankerConfig, train_reranker
+
+    config = RerankerConfig(base_model=base_model or DEFAULT_BASE_MODEL, loss=loss, negatives=negatives,
+                            epochs=epochs, batch_size=train_batch_size, lr=lr, warmup_ratio=warmup_ratio,
+                            max_length=max_length, seed=train_seed, bf16=bf16, group_by_length=group_by_length,
+                            max_steps=max_steps, save_steps=save_steps, device=device,
+                            time_limit=parse_duration(time_limit) if time_limit else None)
+    summary = train_reranker(pairs, output, config, resume=resume, overwrite=overwrite, progress=show_progress())
+    say(f"trained a reranker {summary.steps:,} steps on {summary.rows:,} rows ({summary.pairs:,} pairs, "
+        f"{summary.hard_negatives:,} mined and {summary.random_negatives:,} random negatives) in "
+        f"{summary.seconds:.0f}s; final loss {summary.final_loss}"
+        + (" (stopped at the time limit)" if summary.stopped_at_time_limit else ""))
+    for note in summary.notes:
+        say(f"  note: {note}")
+    say(f"  reranker saved to {output}: search with `genq search INDEX \"...\" --rerank {output}`")
+
+
 # --------------------------------------------------------------------------- index / search / serve
 
 

@@ -51,7 +51,8 @@ from genq.planning import (
 )
 from genq.pseudo_label import PseudoLabelConfig, pseudo_label
 from genq.retrieval import LexicalSettings
-from genq.train import RUN_RECORD, TrainConfig, last_checkpoint, train_bi_encoder
+from genq.train import RUN_RECORD, TrainConfig, train_bi_encoder
+from genq.training_run import last_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -34,14 +32,22 @@ from genq.hardware import resolve_device, training_bf16
 from genq.io import (
     DataError,
     GenqError,
-    check_output_dir,
     describe_error,
     finish_building,
-    read_json,
     start_building,
     write_json_atomic,
 )
 from genq.models import RUN_RECORD, resolve_model
+from genq.training_run import (
+    Processes,
+    StepTimer,
+    check_training_output,
+    last_checkpoint,
+    logging_steps_for,
+    plot_loss,
+    quiet_trainer,
+    warmup_arguments,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -243,78 +249,6 @@ def _ir_evaluator(train: list[dict], evaluation: list[dict], max_corpus: int = 2
 # --------------------------------------------------------------------------- the run
 
 
-def _check_output_dir(output: Path, settings: dict, resume: bool, overwrite: bool) -> bool:
-    """Whether an earlier genq run at ``output`` is to be replaced (the new one trains beside it).
-
-    Only a directory genq trained into (it holds ``genq_training.json``) is ever replaced,
-    and only with ``overwrite``; a run with the same settings may be resumed in place.
-    """
-    record = output / RUN_RECORD
-    if overwrite or not record.exists():
-        return check_output_dir(output, RUN_RECORD, "training run", overwrite=True)
-    previous = read_json(record, "training record")
-    changed = {k: (previous.get("settings", {}).get(k), v) for k, v in settings.items()
-               if previous.get("settings", {}).get(k) != v}
-    if changed:
-        details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-        raise GenqError(f"{output} holds a training run with other settings ({details})\n"
-                        "  fix: choose another --output, or pass --overwrite to replace it once the new one is done")
-    if previous.get("complete"):
-        raise GenqError(f"{output} already holds a finished training run with these settings\n"
-                        "  fix: use it as it is, or pass --overwrite to train again (the old model stays until "
-                        "the new one is complete)")
-    if not resume:
-        raise GenqError(f"{output} holds an unfinished training run with these settings\n"
-                        "  fix: pass --resume to continue it, or --overwrite to train again")
-    return False
-
-
-CHECKPOINT_PREFIX = "checkpoint-"
-
-
-def checkpoint_is_complete(directory: Path) -> bool:
-    """Whether every file a resume reads in a Trainer checkpoint was written whole.
-
-    The Trainer writes a checkpoint in place, ``trainer_state.json`` last; a kill mid-save
-    leaves a folder without it, or with a truncated weights/optimizer file: safetensors files
-    are checked against the sizes their header declares, torch files for their zip directory.
-    """
-    import zipfile
-
-    try:
-        json.loads((directory / "trainer_state.json").read_text(encoding="utf-8"))
-        for path in directory.rglob("*"):
-            if path.suffix == ".safetensors":
-                with open(path, "rb") as handle:
-                    header_size = int.from_bytes(handle.read(8), "little")
-                    header = json.loads(handle.read(header_size))
-                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-                if path.stat().st_size != 8 + header_size + end:
-                    return False
-            elif path.suffix in (".pt", ".pth", ".bin"):
-                with zipfile.ZipFile(path) as archive:
-                    archive.namelist()
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
-        return False
-    return True
-
-
-def last_checkpoint(output: Path) -> str | None:
-    """The newest complete checkpoint of a run; newer, partly written ones (a kill mid-save) are removed."""
-    folder = output / "checkpoints"
-    if not folder.is_dir():
-        return None
-    found = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
-                    and p.name[len(CHECKPOINT_PREFIX):].isdigit()),
-                   key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), reverse=True)
-    for checkpoint in found:
-        if checkpoint_is_complete(checkpoint):
-            return str(checkpoint)
-        logger.warning("removing %s: a save interrupted before it was complete", checkpoint)
-        shutil.rmtree(checkpoint, ignore_errors=True)
-    return None
-
-
 def train_bi_encoder(
     pairs_path: str | Path,
     output_dir: str | Path,
@@ -334,7 +268,7 @@ def train_bi_encoder(
                                                    max_tokens=config.max_seq_length or CLIP_TOKENS_UNTIL_LOADED)
     settings = {k: getattr(config, k) for k in RUN_KEYS}
     processes = Processes()
-    replacing = processes.agree(lambda: _check_output_dir(output, settings, resume, overwrite))
+    replacing = processes.agree(lambda: check_training_output(output, settings, resume, overwrite))
     if len(rows) < 2:
         raise DataError(pairs_path, f"holds {len(rows)} pair(s); training needs at least 2",
                         "generate more queries, or relax the filters")
@@ -399,52 +333,6 @@ def train_bi_encoder(
     return summary
 
 
-class Processes:
-    """Where this process stands in a ``torchrun`` / ``accelerate launch`` group (alone, otherwise).
-
-    The sentence-transformers trainer runs data-parallel by itself under those launchers;
-    what genq adds is that decisions about the output folder are taken once, by the main
-    process, and that only the main process writes genq's own files.
-    """
-
-    def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def agree(self, decide):
-        """``decide()`` on the main process; every process gets its result, or raises its GenqError."""
-        if self.world == 1:
-            return decide()
-        import torch
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
-        outcome: list = [None]
-        if self.main:
-            try:
-                outcome = [("ok", decide())]
-            except GenqError as exc:
-                outcome = [("error", str(exc))]
-        dist.broadcast_object_list(outcome, src=0, device=torch.device("cpu"))
-        kind, value = outcome[0]
-        if kind == "error":
-            raise GenqError(value)
-        return value
-
-    def finish(self) -> None:
-        """Wait for the main process's writes, then close the group (a group left open aborts at exit)."""
-        import torch.distributed as dist
-
-        if self.world > 1 and dist.is_available() and dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
-
-
 def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_size: int, negatives_per_pair: int,
          margin_mse: bool, config: TrainConfig, settings: dict, pairs_path: Path, summary: TrainSummary,
          resume: bool, progress: bool, started: float, processes: Processes) -> None:
@@ -468,7 +356,7 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size,
         learning_rate=config.lr,
-        **_warmup(config.warmup_ratio),
+        **warmup_arguments(config.warmup_ratio),
         seed=config.seed,
         bf16=summary.bf16,
         batch_sampler=_library_batch_sampler(config),
@@ -477,7 +365,7 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=2,
-        logging_steps=_logging_steps(config, len(train_rows), batch_size),
+        logging_steps=logging_steps_for(config, len(train_rows), batch_size),
         report_to="none",
         disable_tqdm=not progress,
         use_cpu=resolve_device(config.device) == "cpu",  # bf16 autocast on a CPU needs it said
@@ -492,7 +380,7 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
         logger.warning("no complete checkpoint in %s; training from the start", output / "checkpoints")
     elif checkpoint is not None:
         logger.warning("resuming from %s", checkpoint)
-    _quiet_trainer(trainer)
+    quiet_trainer(trainer)
     timer = StepTimer(config.time_limit, processes)
     trainer.add_callback(timer.callback)
     output_of_training = trainer.train(resume_from_checkpoint=checkpoint)
@@ -515,7 +403,7 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
     summary.final_loss = round(float(final), 4) if final is not None else None
     summary.seconds = round(time.perf_counter() - started, 2)
     write_json_atomic(output / "training_log.json", {"log_history": history, "summary": summary.to_dict()})
-    _plot_loss(history, output / "loss_curve.png")
+    plot_loss(history, output / "loss_curve.png")
     _append_model_card(output, config, pairs_path, summary)
     write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "pairs_file": str(pairs_path),
                                             "settings": settings, "precision": _precision(summary), "complete": True,
@@ -567,58 +455,6 @@ def _trainer_class(config: TrainConfig, rows: list[dict], negatives_per_pair: in
     return LengthGroupedTrainer
 
 
-class StepTimer:
-    """Wall seconds of each optimizer step (for the summary and for planning runs by measured rates),
-    and the time limit: a run sized to a budget from a probe's rate stops at the step that
-    would pass its limit rather than overrun when the probe was optimistic.
-
-    The limit counts optimizer steps only (the model load and the save are outside it). Under
-    ``torchrun`` the main process decides and every process follows, so all stop at one step.
-    """
-
-    def __init__(self, time_limit: float | None = None, processes: Processes | None = None) -> None:
-        from transformers import TrainerCallback
-
-        # a TrainerCallback subclass is made here so that importing genq.train stays free of transformers
-        timer = self
-
-        class Callback(TrainerCallback):
-            def on_step_begin(self, args, state, control, **kwargs):
-                timer._began = time.perf_counter()
-                if timer._first is None:
-                    timer._first = timer._began
-
-            def on_step_end(self, args, state, control, **kwargs):
-                if timer._began is not None:
-                    timer.seconds.append(time.perf_counter() - timer._began)
-                if timer.time_limit is not None and state.global_step < state.max_steps:
-                    stop = (timer.processes or Processes()).agree(timer._next_step_passes_limit)
-                    if stop:
-                        timer.stopped = control.should_training_stop = True
-
-        self.time_limit = time_limit
-        self.processes = processes
-        self.seconds: list[float] = []
-        self.stopped = False
-        self._began: float | None = None
-        self._first: float | None = None
-        self.callback = Callback()
-
-    def _next_step_passes_limit(self) -> bool:
-        spent = time.perf_counter() - (self._first or time.perf_counter())
-        recent = self.seconds[-5:]
-        return spent + sum(recent) / max(len(recent), 1) > self.time_limit
-
-    def _steady(self) -> list[float]:
-        """The steps after warm-up: the first (the first two from four steps on) pays one-off costs."""
-        return self.seconds[2:] if len(self.seconds) >= 4 else (self.seconds[1:] or self.seconds)
-
-    def steady_mean(self) -> float | None:
-        """The mean step after warm-up: with length-grouped batches steps differ, and totals are sums."""
-        steady = self._steady()
-        return round(sum(steady) / len(steady), 4) if steady else None
-
-
 def padding_share(tokenizer, passages: list[str], batch_size: int, max_length: int, grouped: bool,
                   seed: int) -> float | None:
     """Share of passage-column tokens that are padding under this batching (the cost grouping removes)."""
@@ -639,26 +475,6 @@ def padding_share(tokenizer, passages: list[str], batch_size: int, max_length: i
     return round(1 - sum(lengths) / padded, 4) if padded else None
 
 
-def _logging_steps(config: TrainConfig, train_pairs: int, batch_size: int) -> int:
-    """Log often enough that even a short run draws a loss curve (about ten points at least)."""
-    steps = config.max_steps if config.max_steps > 0 else \
-        max(1, int(math.ceil(train_pairs / batch_size) * config.epochs))
-    return max(1, min(config.logging_steps, steps // 10 or 1))
-
-
-def _quiet_trainer(trainer) -> None:
-    """No raw log dicts on the terminal (the summary says what matters); the bar stays."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    class BarOnly(ProgressCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            return None
-
-    trainer.remove_callback(PrinterCallback)
-    if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(BarOnly)
-
-
 class ScaledSimilarity:
     """``scale * similarity(a, b)``: puts cosine differences on the scale of cross-encoder margins."""
 
@@ -668,37 +484,6 @@ class ScaledSimilarity:
 
     def __call__(self, a, b):
         return self.scale * self.similarity(a, b)
-
-
-def _warmup(ratio: float) -> dict:
-    """transformers v5 takes the warmup ratio as a float ``warmup_steps``; v4 as ``warmup_ratio``."""
-    import transformers
-
-    if int(transformers.__version__.split(".")[0]) >= 5:
-        return {"warmup_steps": float(ratio)}
-    return {"warmup_ratio": ratio}
-
-
-def _plot_loss(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    if len(points) >= 2:
-        axis.plot(*zip(*points), marker="." if len(points) < 50 else None)
-    else:
-        axis.text(0.5, 0.5, f"too few steps to plot ({len(points)} logged)", ha="center", va="center",
-                  transform=axis.transAxes, color="#5f6b7a")
-    axis.set_xlabel("step")
-    axis.set_ylabel("training loss")
-    axis.set_title("genq train: loss")
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def _append_model_card(output: Path, config: TrainConfig, pairs_path: Path, summary: TrainSummary) -> None:

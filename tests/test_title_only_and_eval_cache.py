@@ -140,7 +140,7 @@ def _manifest(run_dir):
 ADAPT_SCRIPT = """
 import sys, time
 from genq.cli import main
-from genq.train import Processes
+from genq.training_run import Processes
 real = Processes.agree
 def slow(self, decide):  # the training stage starts, then waits to be signalled
     print("TRAINING", flush=True)
