@@ -703,8 +703,9 @@ def search_options(function):
                      help="Hybrid: minmax = per-query min-max scaled score sum; rrf = reciprocal-rank fusion (k=60)."),
         click.option("--candidates", type=click.IntRange(1), default=100, show_default=True,
                      help="Hybrid: how deep each side is searched before fusing."),
-        click.option("--rerank", "rerank_model", metavar="MODEL", is_flag=False, flag_value=DEFAULT_RERANKER,
-                     default=None, help=f"Rerank with a cross-encoder (bare --rerank: {DEFAULT_RERANKER})."),
+        click.option("--rerank", "rerank_model", metavar="MODEL", is_flag=False, flag_value="own",
+                     default=None, help="Rerank with a cross-encoder (bare --rerank: the run's own reranker, from "
+                                        f"`genq adapt --reranker`, else {DEFAULT_RERANKER})."),
         click.option("--rerank-depth", type=click.IntRange(1), default=50, show_default=True,
                      help="How many hits the cross-encoder rescores."),
     ]):
@@ -735,7 +736,7 @@ def search_settings(mode, alpha, fusion, candidates, rerank_depth):
 def search(index_dir, query, k, as_json, queries, run_out, ef_search, nprobe, model, mode, alpha, fusion, candidates,
            rerank_model, rerank_depth, device, dtype):
     """Search INDEX_DIR for QUERY (or every query of --queries); hybrid by default."""
-    from genq.search import Searcher, iter_run, read_queries, write_trec_run
+    from genq.search import Searcher, choose_reranker, iter_run, read_queries, write_trec_run
 
     if bool(query) == bool(queries):
         raise click.UsageError("give either a QUERY or --queries FILE")
@@ -743,7 +744,7 @@ def search(index_dir, query, k, as_json, queries, run_out, ef_search, nprobe, mo
         raise click.UsageError("--run writes a TREC run for every query of --queries FILE; add --queries")
     options = search_settings(mode, alpha, fusion, candidates, rerank_depth)
     searcher = Searcher.load(index_dir, model=model, device=device, dtype=dtype, ef_search=ef_search,
-                             nprobe=nprobe, reranker=rerank_model)
+                             nprobe=nprobe, reranker=choose_reranker(rerank_model, index_dir))
     searcher.resolve_options(options)
     if queries:
         items = read_queries(queries)
@@ -801,11 +802,12 @@ def serve(index_dir, host, port, allowed_hosts, docs, model, mode, alpha, fusion
 
     The search options set the server's defaults; each request may override mode, alpha and fusion.
     """
-    from genq.search import Searcher
+    from genq.search import Searcher, choose_reranker
     from genq.serve import run_server
 
     options = search_settings(mode, alpha, fusion, candidates, rerank_depth)
-    searcher = Searcher.load(index_dir, model=model, device=device, dtype=dtype, reranker=rerank_model)
+    searcher = Searcher.load(index_dir, model=model, device=device, dtype=dtype,
+                             reranker=choose_reranker(rerank_model, index_dir))
     searcher.resolve_options(options)
     say(f"serving {len(searcher):,} passages on http://{host}:{port}/  (modes: {', '.join(searcher.modes)}; "
         f"API: /search?q=...&k=10, /info, /health)")
@@ -840,8 +842,9 @@ def default_cache_dir(output: str | None) -> Path:
 @click.option("--alpha-sweep", metavar="LIST", help="nDCG@10 of hybrid search per alpha, e.g. 0,0.1,...,1.")
 @click.option("--candidates", type=click.IntRange(100), default=100, show_default=True,
               help="How deep each side is searched before fusing.")
-@click.option("--rerank", "rerank_model", metavar="MODEL", is_flag=False, flag_value=DEFAULT_RERANKER, default=None,
-              help="Also evaluate every system reranked by this cross-encoder.")
+@click.option("--rerank", "rerank_model", metavar="MODEL", is_flag=False, flag_value="own", default=None,
+              help="Also evaluate every system reranked by this cross-encoder (bare --rerank: the first --index's "
+                   f"run's own reranker, else {DEFAULT_RERANKER}).")
 @click.option("--rerank-depth", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=str),
               help="Where corpus embeddings are kept between runs, keyed by model weights and corpus content "
@@ -853,12 +856,14 @@ def evaluate(data_dir, models, bm25, index_dirs, names, split, output, hybrid, a
              rerank_model, rerank_depth, cache_dir, no_cache, device, dtype):
     """Compare BM25, models, hybrids and indexes on a labelled collection (nDCG@10, MRR@10, R@100, MAP@100, P@10)."""
     from genq.evaluate import evaluate_systems, format_sweep, format_table, parse_alphas
+    from genq.search import choose_reranker
 
     report = evaluate_systems(data_dir, models=list(models), bm25=bm25, index_dirs=list(index_dirs), output_dir=output,
                               split=split, names=list(names) or None, dtype=dtype, progress=show_progress(),
                               hybrid=hybrid, fusion=fusion, alpha=alpha,
                               alpha_sweep=parse_alphas(alpha_sweep) if alpha_sweep else None, candidates=candidates,
-                              reranker=rerank_model, rerank_depth=rerank_depth, device=device,
+                              reranker=choose_reranker(rerank_model, index_dirs[0] if index_dirs else None),
+                              rerank_depth=rerank_depth, device=device,
                               cache_dir=None if no_cache else cache_dir or default_cache_dir(output))
     click.echo(f"{report['collection']}: {report['corpus']:,} documents, {report['queries']:,} queries")
     click.echo(format_table(report))
@@ -1121,6 +1126,15 @@ def _load_config_file(ctx: click.Context, _param, value):
                    "options not given: 1 negative drawn from the top 50, no margin cut, batch 32, margin-mse).")
 @pseudo_label_options
 @training_options(batch_alias=False)
+@click.option("--reranker", "with_reranker", is_flag=True,
+              help="Also train a cross-encoder reranker on the pairs (InPars-light); `genq search RUN --rerank` and "
+                   "`genq serve RUN --rerank` then use it, and --eval-data adds reranked rows.")
+@click.option("--reranker-base-model", default=None,
+              help="An encoder or cross-encoder the reranker starts from [default: all-MiniLM-L6-v2].")
+@click.option("--reranker-loss", type=click.Choice(["bce", "mnrl"]), default="bce", show_default=True)
+@click.option("--reranker-epochs", type=float, default=1.0, show_default=True)
+@click.option("--reranker-negatives-per-pair", type=click.IntRange(1), default=3, show_default=True,
+              help="Negatives per pair for the reranker: the mined ones (BM25's when --num-negatives is 0).")
 @index_options
 @option("--encode-batch-size", "encode_batch_size", type=click.IntRange(1), default=64, show_default=True,
         help="Index stage: passages per encoding batch.")
@@ -1131,12 +1145,17 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
           overlap, on_error, keep_duplicates, limit, time_budget, filter_top_k, filter_min_score, filter_keep_top_share,
           filter_min_logprob, num_negatives, neg_range_min,
           neg_range_max, neg_relative_margin, neg_sampling, neg_retriever, neg_seed, gpl, cross_encoder, ce_batch_size,
-          ce_max_length, drop_inverted, encode_batch_size, eval_data, device, dtype, **options):
-    """Prepare, generate, [filter, mine negatives, pseudo-label,] train, index [and evaluate] in one resumable run."""
+          ce_max_length, drop_inverted, with_reranker, reranker_base_model, reranker_loss, reranker_epochs,
+          reranker_negatives_per_pair,
+          encode_batch_size, eval_data, device, dtype, **options):
+    """Prepare, generate, [filter, mine negatives, pseudo-label,] train, [train a reranker,] index [and evaluate] in
+    one resumable run."""
     from genq.negatives import MiningConfig
     from genq.pipeline import AdaptConfig, CorpusOptions, check_run_dir
     from genq.pipeline import adapt as run_adapt
     from genq.pseudo_label import PseudoLabelConfig
+    from genq.train import DEFAULT_BASE_MODEL
+    from genq.train_reranker import RerankerConfig
 
     hard_negatives, sampling = num_negatives, neg_sampling
     if not Path(corpus_path).exists():  # the input is named before any model question is asked
@@ -1181,7 +1200,10 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
                                                 max_length=ce_max_length, drop_inverted=drop_inverted,
                                                 device=device, dtype=dtype),
         training=training, index=index_params(options), lexical=lexical_settings(options), eval_data=eval_data,
-        limit=limit, dtype=dtype, encode_batch_size=encode_batch_size, time_budget=budget)
+        limit=limit, dtype=dtype, encode_batch_size=encode_batch_size, time_budget=budget,
+        reranker=RerankerConfig(base_model=reranker_base_model or DEFAULT_BASE_MODEL, loss=reranker_loss,
+                                epochs=reranker_epochs, negatives=reranker_negatives_per_pair,
+                                seed=training.seed, bf16=training.bf16, device=device) if with_reranker else None)
     started = time.perf_counter()
     run_adapt(corpus_path, run_dir, config, progress=show_progress(), say=say)
     elapsed = time.perf_counter() - started
@@ -1189,6 +1211,8 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
     say(f"done in {elapsed / 60:.1f} min. Run directory: {run_dir}")
     say(f"  model:  {Path(run_dir) / 'model'}")
     say(f"  index:  {Path(run_dir) / 'index'}")
+    if with_reranker:
+        say(f"  reranker: {Path(run_dir) / 'reranker'} (search with --rerank)")
     if eval_data:
         say(f"  report: {Path(run_dir) / 'eval' / 'results.md'}")
     say(f"  search it: genq search {run_dir} \"your query\"   serve it: genq serve {run_dir}")

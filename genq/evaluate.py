@@ -182,6 +182,12 @@ def index_run(collection: Collection, index_dir: str | Path, k: int = 100, mode:
                 doc = hit.doc_id or hit.id
                 pooled[doc] = max(pooled.get(doc, -1e9), hit.score)
             run[query_id] = pooled
+    known = {d["_id"] for d in collection.corpus}
+    foreign = next((doc for pooled in run.values() for doc in pooled if doc not in known), None)
+    if foreign is not None:
+        raise GenqError(f"the index {index_dir} holds documents the collection does not (e.g. {foreign!r}): its "
+                        "scores would mean nothing\n  fix: evaluate an index built from the collection's own "
+                        f"corpus ({Path(collection.path) / 'corpus.jsonl'})")
     return run
 
 
@@ -242,14 +248,17 @@ def evaluate_systems(
     candidates: int = 100,
     reranker: str | Reranker | None = None,
     rerank_depth: int = 50,
+    rerank_systems: list[str] | None = None,
+    rerank_label: str = "rerank",
     device: str | None = None,
     cache_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate every system on the collection; write results.json/.md and a chart if ``output_dir``.
 
     Rows: BM25, each model (dense), each model fused with BM25 (``hybrid``, on by default
-    when ``bm25`` is), each index, and with ``reranker`` each of those reranked. ``names``
-    name the BM25, model and index rows in that order; hybrid rows are ``hybrid(<name>)``.
+    when ``bm25`` is), each index, and with ``reranker`` each of those reranked (or only
+    ``rerank_systems``), named ``<system> + <rerank_label>``. ``names`` name the BM25, model
+    and index rows in that order; hybrid rows are ``hybrid(<name>)``.
     """
     models, index_dirs = list(models or []), list(index_dirs or [])
     if not (models or bm25 or index_dirs):
@@ -310,10 +319,14 @@ def evaluate_systems(
     for index_dir, name in zip(index_dirs, index_names):
         runs[name] = timed(name, lambda d=index_dir: index_run(collection, d, fusion=fusion, alpha=alpha))
     if reranker is not None:
-        for name in list(runs):
-            run, seconds = timed(f"{name} + rerank", lambda r=runs[name][0]: rerank_run(collection, r, reranker,
-                                                                                       rerank_depth, progress))
-            runs[f"{name} + rerank"] = (run, seconds + runs[name][1])
+        unknown = sorted(set(rerank_systems or []) - set(runs))
+        if unknown:
+            raise GenqError(f"cannot rerank {', '.join(unknown)}: the systems evaluated are {', '.join(runs)}")
+        for name in [n for n in runs if rerank_systems is None or n in rerank_systems]:
+            label = f"{name} + {rerank_label}"
+            run, seconds = timed(label, lambda r=runs[name][0]: rerank_run(collection, r, reranker, rerank_depth,
+                                                                           progress))
+            runs[label] = (run, seconds + runs[name][1])
     for name, (run, seconds) in runs.items():
         means, per_query = score_run(collection.qrels, run)
         report["systems"].append({"name": name, "metrics": means, "seconds": round(seconds, 2)})

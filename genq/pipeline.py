@@ -8,6 +8,8 @@
       pairs.negatives.jsonl mine-negatives   (when --hard-negatives N, or --gpl)
       pairs.labelled.jsonl  pseudo-label     (when --gpl: cross-encoder margins, then MarginMSE training)
       model/               train
+      pairs.reranker-negatives.jsonl  reranker negatives (when --reranker without --hard-negatives: BM25's)
+      reranker/            train-reranker    (when --reranker: a cross-encoder on the same pairs)
       index/               index
       eval/                evaluate          (when --eval-data)
 
@@ -27,7 +29,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from genq import __version__
@@ -52,6 +54,7 @@ from genq.planning import (
 from genq.pseudo_label import PseudoLabelConfig, pseudo_label
 from genq.retrieval import LexicalSettings
 from genq.train import RUN_RECORD, TrainConfig, train_bi_encoder
+from genq.train_reranker import RerankerConfig, train_reranker
 from genq.training_run import last_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -134,6 +137,7 @@ class AdaptConfig:
     limit: int | None = None
     dtype: str = "auto"
     time_budget: float | None = None  # seconds; size passages and steps the user left unset to fit it
+    reranker: RerankerConfig | None = None  # None: no reranker stage
 
 
 @dataclass
@@ -262,11 +266,14 @@ def adapt(
     resolve_model(config.training.base_model, what="base model")
     if config.gpl:
         resolve_model(config.pseudo_label.cross_encoder, what="cross-encoder")
+    if config.reranker:
+        resolve_model(config.reranker.base_model, what="reranker base model")
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(run_dir, str(corpus_path))
     paths = {"passages": run_dir / "passages.jsonl", "pairs": run_dir / "pairs.jsonl",
              "filtered": run_dir / "pairs.filtered.jsonl", "negatives": run_dir / "pairs.negatives.jsonl",
              "labelled": run_dir / "pairs.labelled.jsonl",
+             "reranker_negatives": run_dir / "pairs.reranker-negatives.jsonl", "reranker": run_dir / "reranker",
              "model": run_dir / "model", "index": run_dir / "index", "eval": run_dir / "eval",
              "cache": run_dir / ".genq-cache"}
     generation, training = config.generation, config.training
@@ -381,6 +388,7 @@ def adapt(
         stages.append(("negatives", mining_params, run_mining, [paths["negatives"]]))
         train_input = paths["negatives"]
 
+    pairs_for_negatives = train_input  # the pairs with mined negatives, if any, before GPL's labels
     # -- pseudo-label (GPL)
     if config.gpl:
         label_params = {**config.pseudo_label.settings(), "input": train_input.name}
@@ -418,6 +426,37 @@ def adapt(
 
     stages.append(("train", train_params, run_train, [paths["model"] / "config.json"]))
 
+    # -- reranker: a cross-encoder on the same pairs, with negatives of its own unless the run mined some
+    if config.reranker:
+        reranker_input = pairs_for_negatives if config.hard_negatives else paths["reranker_negatives"]
+        if not config.hard_negatives:
+            # the run's mining knobs (--neg-range-min ...), with BM25 as the retriever: no encoding, and
+            # lexical neighbours are the confusions a reranker over BM25 must learn to undo
+            reranker_mining = replace(config.mining, num_negatives=config.reranker.negatives, retriever="bm25")
+            pairs_in = pairs_for_negatives
+
+            def run_reranker_mining(_resume: bool, pairs_in=pairs_in) -> tuple[dict, str]:
+                summary = mine_negatives(pairs_in, paths["passages"], paths["reranker_negatives"], model=None,
+                                         config=reranker_mining, cache_dir=paths["cache"], dtype=config.dtype,
+                                         progress=progress)
+                return summary.to_dict(), "ran"
+
+            stages.append(("reranker negatives", {**_jsonable(reranker_mining), "pairs": pairs_in.name},
+                           run_reranker_mining, [paths["reranker_negatives"]]))
+        reranker_params = {**_jsonable(config.reranker), "pairs": reranker_input.name}
+        for execution_only in ("device", "save_steps", "logging_steps", "time_limit"):
+            reranker_params.pop(execution_only)
+
+        def run_reranker(resume: bool) -> tuple[dict, str]:
+            can_resume = resume and (paths["reranker"] / RUN_RECORD).exists() and last_checkpoint(paths["reranker"])
+            summary = train_reranker(reranker_input, paths["reranker"], config.reranker, resume=bool(can_resume),
+                                     overwrite=not can_resume, progress=progress)
+            for note in summary.notes:
+                say(f"  note: {note}")
+            return summary.to_dict(), "resumed" if summary.resumed_from else "ran"
+
+        stages.append(("reranker", reranker_params, run_reranker, [paths["reranker"] / RUN_RECORD]))
+
     # -- index
     index_params = {**_jsonable(config.index), "lexical": _jsonable(config.lexical) if config.lexical else None}
 
@@ -433,12 +472,17 @@ def adapt(
     if config.eval_data:
         eval_params = {"data": str(Path(config.eval_data).resolve()), "base_model": training.base_model,
                        "hybrid": True}
+        if config.reranker:
+            eval_params["reranker"] = list(RERANKED_SYSTEMS)
 
         def run_eval(_resume: bool) -> tuple[dict, str]:
-            # BM25 | base | adapted | hybrid(base) | hybrid(adapted): does adaptation help, and does fusion on top
+            # BM25 | base | adapted | hybrid(base) | hybrid(adapted): does adaptation help, and does fusion on top;
+            # with a reranker, it reranks BM25 alone and the best first stage
+            reranker = {"reranker": str(paths["reranker"]), "rerank_systems": list(RERANKED_SYSTEMS),
+                        "rerank_label": "adapted reranker", "rerank_depth": RERANK_DEPTH} if config.reranker else {}
             report = evaluate_systems(config.eval_data, models=[training.base_model, str(paths["model"])], bm25=True,
                                       hybrid=True, output_dir=paths["eval"], names=["BM25", "base", "adapted"],
-                                      dtype=config.dtype, progress=progress, cache_dir=paths["cache"])
+                                      dtype=config.dtype, progress=progress, cache_dir=paths["cache"], **reranker)
             say(format_table(report))
             say(f"  base = {training.base_model}; adapted = {paths['model']}; hybrid = fused with BM25 "
                 f"({report['settings']['fusion']}, alpha {report['settings']['alpha']})")
@@ -501,6 +545,8 @@ def _filtering(config: AdaptConfig) -> bool:
 
 MODEL_LOAD_SECONDS = 2.0  # a bi-encoder from the local cache (measured: 1-3 s for MiniLM on 2 cores)
 STEP_HEADROOM = 0.85  # steps planned as if a step took this share of the probe's time; the time limit ends it
+RERANKED_SYSTEMS = ("BM25", "hybrid(adapted)")  # the reranker over the plainest and over the best first stage
+RERANK_DEPTH = 100  # InPars-light reranks BM25's top 100
 FILTER_KEEP_PRIOR = 0.5  # the share of pairs a round-trip filter keeps, before the filter has run (measured: 35-60%)
 
 
@@ -543,6 +589,8 @@ def _make_plan(config: AdaptConfig, paths: dict, started: float, say: Callable[[
         say(f"  note: {note}")
     if config.gpl:
         say("  note: pseudo-labelling is not costed in the plan")
+    if config.reranker:
+        say("  note: the reranker's training is not costed in the plan")
     return plan, rates, measured.generator
 
 
@@ -577,6 +625,11 @@ def _replan_training(manifest: Manifest, pairs_path: Path, training: TrainConfig
     spent = sum(entry.get("seconds") or 0 for name, entry in manifest.data["stages"].items()
                 if entry.get("status") == "done")
     after = sum(seconds for name, seconds in plan["estimates"].items() if name in ("index", "evaluate"))
+    filtered = manifest.data["stages"].get("filter", {})
+    if filtered.get("status") == "done" and plan["estimates"].get("filter"):
+        # the filter encoded the whole corpus with the base model, as index and evaluate will: its real time
+        # corrects the probe's encoding rate (one batch) for the stages still to come
+        after *= min(max(filtered["seconds"] / plan["estimates"]["filter"], 0.5), 2.0)
     left = plan["budget_seconds"] * SAFETY - spent - after - rates.get("train_overhead_seconds", 0)
     training.time_limit = max(left, 1.0)
     if resuming and replanned:
@@ -589,7 +642,7 @@ def _replan_training(manifest: Manifest, pairs_path: Path, training: TrainConfig
     steps = max(min(steps, MAX_EPOCHS * per_epoch), per_epoch)
     training.max_steps = steps
     manifest.data["replanned_training"] = {"steps": steps, "planned_steps": plan["steps"], "pairs": pairs,
-                                           "seconds_left": round(left, 1),
+                                           "seconds_left": round(left, 1), "seconds_after": round(after, 1),
                                            "estimate": round(min(steps * rates["train_seconds_per_step"], left), 1)}
     write_json_atomic(manifest.path, manifest.data)
     say(f"  training re-planned: up to {steps:,} steps for the {pairs:,} pairs there are, stopping at "

@@ -89,6 +89,37 @@ class SearchOptions:
         return self
 
 
+OWN_RERANKER = "own"  # what a bare --rerank asks for: the run's own reranker, else the hub's MS MARCO one
+RUN_RERANKER_DIR = "reranker"  # beside the index in a `genq adapt --reranker` run directory
+
+
+def own_reranker(index_dir: str | Path) -> Path | None:
+    """The reranker trained on this index's own corpus (RUN/reranker beside RUN/index), when complete."""
+    from genq.models import RUN_RECORD
+
+    candidate = locate_index(index_dir).resolve().parent / RUN_RERANKER_DIR
+    try:
+        record = json.loads((candidate / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return candidate if isinstance(record, dict) and record.get("kind") == "reranker" and record.get("complete") \
+        else None
+
+
+def choose_reranker(requested: str | None, index_dir: str | Path | None = None) -> str | None:
+    """The cross-encoder to load for ``--rerank``: as named, or for a bare ``--rerank`` the index's own."""
+    from genq.retrieval import DEFAULT_RERANKER
+
+    if requested != OWN_RERANKER or Path(requested).exists():
+        return requested
+    own = own_reranker(index_dir) if index_dir is not None else None
+    if own is not None:
+        return str(own)
+    logger.warning("note: %s has no reranker of its own (`genq adapt --reranker` or `genq train-reranker` trains "
+                   "one): reranking with %s", index_dir or "the evaluation", DEFAULT_RERANKER)
+    return DEFAULT_RERANKER
+
+
 class PassageStore:
     """Random access to the index's passages by row, one seek per hit; nothing loaded up front."""
 
@@ -244,6 +275,8 @@ class Searcher:
                 "params": self.meta.get("params", {}), "similarity": self.meta.get("similarity"),
                 "modes": list(self.modes), "default_mode": self.default_mode, "lexical": self.meta.get("lexical"),
                 "reranker": model_label(self.reranker.name) if self.reranker else None,
+                "reranker_adapted": bool(self.reranker) and own_reranker(self.directory) is not None
+                and Path(self.reranker.name).resolve() == own_reranker(self.directory),
                 "genq_version": self.meta.get("genq_version")}
 
 

@@ -128,8 +128,8 @@ def _negative_text(negative) -> str | None:
     return negative if isinstance(negative, str) else None
 
 
-def read_training_pairs(path: str | Path, need_margins: bool = False, max_tokens: int | None = None
-                        ) -> tuple[list[dict], int]:
+def read_training_pairs(path: str | Path, need_margins: bool = False, max_tokens: int | None = None,
+                        uneven_negatives_warning: bool = True) -> tuple[list[dict], int]:
     """Validated pairs as ``{"query", "passage", "passage_id", "negatives": [str], "margins": [float]}``
     plus negatives per pair.
 
@@ -178,7 +178,7 @@ def read_training_pairs(path: str | Path, need_margins: bool = False, max_tokens
                        "before tokenizing", path, clipped, max_tokens, max_tokens * MAX_CHARS_PER_TOKEN)
     counts = {len(r["negatives"]) for r in rows}
     negatives_per_pair = min(counts) if counts else 0
-    if negatives_per_pair == 0 and max(counts, default=0) > 0:
+    if uneven_negatives_warning and negatives_per_pair == 0 and max(counts, default=0) > 0:
         logger.warning("some pairs have no negatives; training on (query, passage) pairs only")
     return rows, negatives_per_pair
 

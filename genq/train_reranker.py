@@ -183,7 +183,8 @@ def train_reranker(
     started = time.perf_counter()
     pairs_path, output = Path(pairs_path), Path(output_dir)
     location = resolve_model(config.base_model, what="reranker base model")
-    rows, _ = read_training_pairs(pairs_path, max_tokens=config.max_length or MAX_LENGTH_CAP)
+    rows, _ = read_training_pairs(pairs_path, max_tokens=config.max_length or MAX_LENGTH_CAP,
+                                  uneven_negatives_warning=False)  # each pair's own are used, then topped up
     settings = {k: getattr(config, k) for k in RUN_KEYS}
     processes = Processes()
     replacing = processes.agree(lambda: check_training_output(output, settings, resume, overwrite))

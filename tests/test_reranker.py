@@ -136,3 +136,77 @@ def test_bad_input_is_named_before_any_model_loads(tmp_path, tiny_encoder_dir):
     result = CliRunner().invoke(main, ["train-reranker", str(lonely), "-o", str(tmp_path / "r"), "--base-model",
                                        str(tiny_encoder_dir)])
     assert result.exit_code != 0 and "at least 2 passages" in result.output and "Traceback" not in result.output
+
+
+def test_adapt_trains_a_reranker_and_every_surface_uses_it(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir,
+                                                          tiny_cross_encoder_dir):
+    from fastapi.testclient import TestClient
+
+    from genq.retrieval import DEFAULT_RERANKER
+    from genq.search import OWN_RERANKER, Searcher, choose_reranker
+    from genq.serve.app import create_app
+
+    from .test_pipeline import adapt_args, stage_status
+
+    eval_dir = tmp_path / "eval-data"  # the corpus itself, labelled: an index of the run is comparable
+    (eval_dir / "qrels").mkdir(parents=True)
+    documents = [json.loads(line) for line in raw_corpus.read_text().splitlines()]
+    write_jsonl(eval_dir / "corpus.jsonl", [{"_id": d["id"], "title": d["title"], "text": d["text"]}
+                                            for d in documents])
+    write_jsonl(eval_dir / "queries.jsonl", [{"_id": "q", "text": "chain oil"}, {"_id": "r", "text": "brake"}])
+    (eval_dir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\td0\t1\nr\td1\t1\n")
+    run_dir = tmp_path / "run"
+    args = adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--queries-per-passage", "2", "--reranker",
+                      "--neg-range-min", "0", "--neg-relative-margin", "none", "--reranker-base-model",
+                      str(tiny_cross_encoder_dir), "--eval-data", str(eval_dir))
+    runner = CliRunner()
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    statuses = stage_status(result.output)
+    assert statuses["reranker negatives"] == "ran" and statuses["reranker"] == "ran"
+    mined = [json.loads(line) for line in (run_dir / "pairs.reranker-negatives.jsonl").read_text().splitlines()]
+    assert all("negatives" in pair for pair in mined)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["reranker"]["summary"]["hard_negatives"] > 0
+    report = json.loads((run_dir / "eval" / "results.json").read_text())
+    names = [s["name"] for s in report["systems"]]
+    assert names[-2:] == ["BM25 + adapted reranker", "hybrid(adapted) + adapted reranker"]
+    assert "hybrid(base) + adapted reranker" not in names
+
+    assert set(stage_status(runner.invoke(main, args).output).values()) == {"skipped"}
+
+    # search: a bare --rerank takes the run's own reranker
+    assert choose_reranker(OWN_RERANKER, run_dir) == str((run_dir / "reranker").resolve())
+    result = runner.invoke(main, ["search", str(run_dir), "oil the chain", "--rerank", "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    assert hits["hits"] and all("rerank_score" in hit for hit in hits["hits"])
+
+    # serve: the page and /info say the run's own reranker is on
+    searcher = Searcher.load(run_dir, device="cpu", reranker=choose_reranker(OWN_RERANKER, run_dir))
+    info = TestClient(create_app(searcher)).get("/info").json()
+    assert info["reranker_adapted"] and info["reranker"] == "run/reranker" and info["defaults"]["rerank"]
+
+    # evaluate: --rerank RUN/reranker over an index
+    result = runner.invoke(main, ["evaluate", "--eval-data", str(eval_dir), "--index", str(run_dir), "--rerank",
+                                  str(run_dir / "reranker"), "--device", "cpu", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert "+ rerank" in result.output
+
+    foreign = tmp_path / "foreign-data"  # labels for other documents than the index holds: refused, not a KeyError
+    (foreign / "qrels").mkdir(parents=True)
+    write_jsonl(foreign / "corpus.jsonl", [{"_id": "a", "title": "", "text": "oil the chain"},
+                                           {"_id": "b", "title": "", "text": "brake pad"}])
+    write_jsonl(foreign / "queries.jsonl", [{"_id": "q", "text": "chain oil"}])
+    (foreign / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\t1\n")
+    result = runner.invoke(main, ["evaluate", "--eval-data", str(foreign), "--index", str(run_dir), "--no-cache"])
+    assert result.exit_code != 0 and "holds documents the collection does not" in result.output
+    assert "Traceback" not in result.output
+
+    # an index without one falls back to the hub's reranker, and says so
+    other = tmp_path / "plain-index"
+    result = runner.invoke(main, ["index", str(run_dir / "passages.jsonl"), "-o", str(other), "-m",
+                                  str(tiny_encoder_dir), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert choose_reranker(OWN_RERANKER, other) == DEFAULT_RERANKER
+    assert choose_reranker("some/cross-encoder", run_dir) == "some/cross-encoder"
