@@ -402,7 +402,7 @@ def kills(work: Path, models: dict[str, Path], per_command: int, passages_count:
     result = kill_until_done("index", ["index", corpus, "-m", models["encoder"], "-o", work / "index", "--dtype",
                                        "float32", "--overwrite", "--encode-batch-size", "4"], work, per_command,
                              (3.5, 7.0), rng, check_between=index_loads)
-    leftovers = [p.name for p in work.iterdir() if p.name.startswith(".index.")]
+    leftovers = [p.name for p in work.iterdir() if p.name.startswith(".index.") and p.name != ".index.lock"]
     rows.append({"command": "index --overwrite", **result, "lost": result["between_failures"],
                  "doubled": len(leftovers), "extra": 0, "counters_wrong": int(not index_loads())})
 

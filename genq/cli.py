@@ -520,6 +520,8 @@ def train(pairs, output, device, resume, overwrite, time_limit, eval_beir, **opt
     for key, value in summary.eval_metrics.items():
         if "ndcg@10" in key or "mrr@10" in key:
             say(f"  held-out {key}: {value}")
+    for note in summary.notes:
+        say(f"  note: {note}")
     say(f"  model saved to {output} (training_log.json, loss_curve.png, README.md model card)")
     if eval_beir:
         from genq.evaluate import evaluate_systems, format_table

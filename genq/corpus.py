@@ -38,6 +38,7 @@ from genq.io import (
     refuse_same_path,
     require_file,
 )
+from genq.locks import one_writer
 from genq.models import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -722,6 +723,7 @@ def iter_passages(
             yield {"_id": passage_id, "title": title, "text": chunk, "doc_id": document.id}
 
 
+@one_writer("output_path", "passages file")
 def prepare_corpus(
     input_path: str | Path,
     output_path: str | Path,

@@ -51,6 +51,7 @@ from genq.io import (
     refuse_same_path,
     write_json_atomic,
 )
+from genq.locks import one_writer
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class ShardGenerator:
         return {"number": batch["number"], "count": batch["count"], "pairs": outputs}
 
 
+@one_writer("output_path", "pairs file")
 def generate_pairs_ray(
     passages_path: str | Path,
     output_path: str | Path,

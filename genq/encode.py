@@ -41,9 +41,10 @@ class Encoder:
         self.dtype = resolve_dtype(dtype, self.device)
         if self.dtype == torch.float16 and self.device == "cpu":
             self.dtype = torch.float32
+        self.location: str | None = None  # the model folder, when loaded from one (its files identify the model)
         if isinstance(model, str):
             self.name = model
-            location = resolve_model(model)
+            location = self.location = str(resolve_model(model))
             try:
                 model = SentenceTransformer(location, device=self.device)
             except Exception as exc:

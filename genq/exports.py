@@ -29,6 +29,7 @@ from genq.io import (
     replacing_directory,
     write_json_atomic,
 )
+from genq.locks import one_writer
 
 EXPORT_FORMATS = ("beir", "dpr", "flag", "simpletransformers", "hf")
 EXPORT_MARKER = "genq_export.json"  # marks a folder genq exported into, so a later export may replace it
@@ -153,6 +154,7 @@ def export_hf(pairs_path, out_path) -> dict:
     return {"format": "hf", "output": str(out_path), "rows": len(dataset)}
 
 
+@one_writer("out", "export")
 def export_pairs(pairs_path: str | Path, format: str, out: str | Path, overwrite: bool = False) -> dict:
     """Export ``pairs_path`` to ``out`` in ``format``; returns a small summary.
 

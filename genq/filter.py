@@ -24,6 +24,7 @@ from genq.corpus import load_passages
 from genq.encode import Encoder
 from genq.generate import SCORE_FIELD, iter_pairs
 from genq.io import DataError, GenqError, atomic_write, dumps_line, refuse_same_path, write_json_atomic
+from genq.locks import one_writer
 from genq.quality import ROUND_TRIP_DEPTHS, QualityReport, QualityTally, Reservoir, own_ranks
 from genq.retrieval import DenseCorpus
 
@@ -62,6 +63,7 @@ def report_path_for(output: str | Path) -> Path:
     return output.with_name(output.name.removesuffix(".jsonl") + ".report.json")
 
 
+@one_writer("output_path", "filtered pairs file")
 def filter_pairs(
     pairs_path: str | Path,
     corpus_path: str | Path,

@@ -55,6 +55,7 @@ from genq.io import (
     repair_torn_tail,
     write_json_atomic,
 )
+from genq.locks import one_writer
 from genq.models import resolve_model
 from genq.quality import LONG_QUERY_WORDS, QualityReport, strip_template_echo
 
@@ -919,6 +920,7 @@ def _read_journal(journal: Path) -> tuple[dict | None, _Progress]:
     return header, progress
 
 
+@one_writer("output_path", "pairs file")
 def generate_pairs(
     passages_path: str | Path,
     output_path: str | Path,

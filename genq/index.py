@@ -33,7 +33,18 @@ import numpy as np
 from genq import __version__
 from genq.corpus import iter_passage_file
 from genq.encode import Encoder
-from genq.io import DataError, GenqError, check_output_dir, read_json, recover_interrupted_swap, replacing_directory
+from genq.io import (
+    DataError,
+    GenqError,
+    check_output_dir,
+    describe_error,
+    read_json,
+    recover_interrupted_swap,
+    replacing_directory,
+    sample_fingerprint,
+)
+from genq.locks import one_writer
+from genq.models import model_files_fingerprint
 from genq.retrieval import LexicalIndex, LexicalSettings
 
 logger = logging.getLogger(__name__)
@@ -204,6 +215,7 @@ def _unique(passages_path: Path, seen_ids: set[str]):
         yield passage
 
 
+@one_writer("output_dir", "index")
 def build_index(
     passages_path: str | Path,
     model: str | Encoder,
@@ -342,14 +354,102 @@ def _write_index(directory: Path, index, encoder: Encoder, params: IndexParams, 
         "embeddings_saved": embeddings_kept,
         "lexical": _lexical_meta(lexical),
         "max_seq_length": int(encoder.model.max_seq_length),
+        "model_fingerprint": model_files_fingerprint(encoder.location) if encoder.location else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    meta["files"] = record_files(directory, with_embeddings=embeddings_kept)
     (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+def record_files(directory: Path, with_embeddings: bool) -> dict[str, str]:
+    """Every file of the index but index.json, by relative path, with its sampled fingerprint."""
+    return {path.relative_to(directory).as_posix(): sample_fingerprint(path)
+            for path in sorted(directory.rglob("*")) if path.is_file() and path.name != META_FILE
+            and (with_embeddings or path.name != EMBEDDINGS_FILE)}
+
+
+def rebuild_hint(index_dir: Path, meta: dict | None = None) -> str:
+    model = (meta or {}).get("model") if isinstance(meta, dict) else None
+    return (f"rebuild it: genq index PASSAGES -m {model if isinstance(model, str) else 'MODEL'} -o {index_dir} "
+            "--overwrite (PASSAGES: the passages it was built from)")
+
+
+def check_index_meta(index_dir: Path, meta) -> dict:
+    """index.json holds what opening needs, in the types genq wrote; otherwise it is named as damaged."""
+    problems = []
+    if not isinstance(meta, dict):
+        problems.append(f"it holds a {type(meta).__name__}, not an object")
+    else:
+        for key, kind in (("model", str), ("dimension", int), ("passages", int), ("index_type", str),
+                          ("params", dict)):
+            value = meta.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                problems.append(f"{key!r} is {'missing' if key not in meta else repr(value)[:40]}")
+        if isinstance(meta.get("dimension"), int) and meta["dimension"] < 1 or \
+                isinstance(meta.get("passages"), int) and meta["passages"] < 0:
+            problems.append("a count is out of range")
+        if isinstance(meta.get("params"), dict):
+            try:
+                IndexParams(**meta["params"])
+            except TypeError:
+                problems.append("'params' holds unknown settings")
+    if problems:
+        raise DataError(index_dir / META_FILE, f"is damaged: {'; '.join(problems)}", rebuild_hint(index_dir))
+    return meta
+
+
+def verify_index_files(index_dir: Path, meta: dict) -> None:
+    """Every file index.json recorded is there with the size and sampled content it had when built."""
+    recorded = meta.get("files")
+    if not isinstance(recorded, dict):
+        return  # an index built before genq recorded its files: the structural checks still apply
+    for name, fingerprint in recorded.items():
+        path = index_dir / name
+        if not path.is_file():
+            raise DataError(path, "is missing from the index", rebuild_hint(index_dir, meta))
+        if sample_fingerprint(path) != fingerprint:
+            raise DataError(path, "is not the file this index was built with (changed, truncated or damaged "
+                            "since)", rebuild_hint(index_dir, meta))
+
+
+def check_opened_index(index_dir: Path, meta: dict, index, offsets: np.ndarray, store_path: Path) -> None:
+    """What the parts say about each other agrees with index.json: counts, dimension, store offsets."""
+    hint = rebuild_hint(index_dir, meta)
+    if index.d != meta["dimension"]:
+        raise DataError(index_dir / INDEX_FILE, f"holds {index.d}-d vectors but index.json says {meta['dimension']}",
+                        hint)
+    if index.ntotal != meta["passages"]:
+        raise DataError(index_dir / INDEX_FILE, f"holds {index.ntotal} vectors but index.json says "
+                        f"{meta['passages']} passages", hint)
+    if offsets.ndim != 1 or len(offsets) != meta["passages"] or not np.issubdtype(offsets.dtype, np.integer):
+        raise DataError(index_dir / OFFSETS_FILE, f"does not hold one offset per passage ({meta['passages']})", hint)
+    size = store_path.stat().st_size
+    if len(offsets) and (int(offsets.min()) < 0 or int(offsets.max()) >= size or np.any(np.diff(offsets) <= 0)):
+        raise DataError(index_dir / OFFSETS_FILE, f"points outside the passage store ({size} bytes)", hint)
+
+
+def check_index_model(index_dir: Path, meta: dict, encoder: Encoder) -> None:
+    """Refuse to search with a model other than the one that built the index (same dimension, other space)."""
+    built = meta.get("model_fingerprint")
+    if not built or not encoder.location:
+        return
+    current = model_files_fingerprint(encoder.location)
+    if current and current != built:
+        raise GenqError(f"{index_dir} was built by {meta['model']} but the query model {encoder.name} is another "
+                        "model (or was retrained since): its vectors would live in another space\n"
+                        "  fix: search with the model that built the index, or rebuild the index with this one: "
+                        f"genq index PASSAGES -m {encoder.name} -o {index_dir} --overwrite")
 
 
 def read_index_meta(index_dir: str | Path) -> dict:
     index_dir = Path(index_dir)
     recover_interrupted_swap(index_dir)  # a swap killed between its renames left the index beside its path
+    if not index_dir.exists():
+        raise DataError(index_dir, "does not exist", "check the path, or build an index with `genq index PASSAGES "
+                        "-m MODEL -o DIR`")
     if not index_dir.is_dir():
         raise DataError(index_dir, "is not an index directory", "build one with `genq index PASSAGES -o DIR`")
     if (index_dir / "manifest.json").exists() and not (index_dir / META_FILE).exists():
@@ -359,9 +459,12 @@ def read_index_meta(index_dir: str | Path) -> dict:
         if not (index_dir / name).exists():
             raise DataError(index_dir, f"is missing {name}; it is not a complete genq index",
                             "rebuild it with `genq index`")
-    return read_json(index_dir / META_FILE, "index metadata")
+    meta = check_index_meta(index_dir, read_json(index_dir / META_FILE, "index metadata"))
+    verify_index_files(index_dir, meta)
+    return meta
 
 
+@one_writer("index_dir", "index")
 def add_to_index(
     index_dir: str | Path,
     passages_path: str | Path,
@@ -376,7 +479,14 @@ def add_to_index(
     started = time.perf_counter()
     index_dir, passages_path = Path(index_dir), Path(passages_path)
     meta = read_index_meta(index_dir)
+    try:
+        offsets = np.load(index_dir / OFFSETS_FILE)
+        existing = faiss.read_index(str(index_dir / INDEX_FILE))
+    except (ValueError, OSError, EOFError, RuntimeError) as exc:
+        raise DataError(index_dir, f"cannot be read ({describe_error(exc)})", rebuild_hint(index_dir, meta)) from None
+    check_opened_index(index_dir, meta, existing, offsets, index_dir / STORE_FILE)
     encoder = Encoder(index_model(meta, index_dir), device=device, dtype=dtype, batch_size=batch_size)
+    check_index_model(index_dir, meta, encoder)
     if encoder.dimension != meta["dimension"]:
         raise GenqError(f"the index holds {meta['dimension']}-d vectors but {meta['model']} makes "
                         f"{encoder.dimension}-d ones")
@@ -385,13 +495,13 @@ def add_to_index(
     total = sum(1 for _ in iter_passage_file(passages_path))
     with replacing_directory(index_dir) as tmp:
         shutil.copyfile(index_dir / STORE_FILE, tmp / STORE_FILE)
-        store = _StoreWriter(tmp / STORE_FILE, np.load(index_dir / OFFSETS_FILE))
+        store = _StoreWriter(tmp / STORE_FILE, offsets)
         encode_started = time.perf_counter()
         added = _encode_into(passages_path, encoder, store, seen_ids, tmp / "new.npy", progress, total)
         encode_seconds = time.perf_counter() - encode_started
         np.save(tmp / OFFSETS_FILE, store.close())
         new_vectors = np.load(tmp / "new.npy")
-        index = faiss.read_index(str(index_dir / INDEX_FILE))
+        index = existing
         index.add(new_vectors)
         params = IndexParams(**meta["params"])
         count = meta["passages"] + added
@@ -436,6 +546,7 @@ def reindex(index_dir: str | Path, output_dir: str | Path, params: IndexParams, 
         index = build_faiss_index(embeddings, resolved)
         meta.update({"index_type": resolved.index_type, "params": asdict(resolved)})
         faiss.write_index(index, str(tmp / INDEX_FILE))
+        meta["files"] = record_files(tmp, with_embeddings=True)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return IndexSummary(str(out_dir), passages=len(embeddings), dimension=embeddings.shape[1],
                         index_type=resolved.index_type, params=asdict(resolved),

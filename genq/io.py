@@ -261,6 +261,24 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def sample_fingerprint(path: str | os.PathLike, window: int = 1 << 16) -> str:
+    """A cheap digest of a file: its size and its first and last ``window`` bytes.
+
+    Reads at most 128 KiB whatever the file's size, so opening a large index or model
+    checks every part of it in milliseconds; a truncated, rotated, replaced or retrained
+    file changes it (a change confined to the middle of a large file may not).
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    size = Path(path).stat().st_size
+    digest.update(str(size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(window))
+        if size > window:
+            handle.seek(max(window, size - window))
+            digest.update(handle.read(window))
+    return digest.hexdigest()
+
+
 def describe_file(path: str | os.PathLike) -> dict:
     """What a finished output's metadata records about it, so a later run knows it is still that file."""
     return {"bytes": Path(path).stat().st_size, "fingerprint": file_fingerprint(path)}
@@ -445,6 +463,15 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def follow_umask(directory: str | os.PathLike) -> None:
+    """Give a model folder's files the permissions ``open()`` would (safetensors writes 0600 via mkstemp),
+    so a service running as another user can load what genq trained."""
+    mask = current_umask()
+    for path in Path(directory).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o666 & ~mask)
 
 
 @contextlib.contextmanager

@@ -198,3 +198,33 @@ def resolve_model(name: str, what: str = "model") -> str:
         raise GenqError(f"the {what} {name!r} is not on this machine and the model hub cannot be reached\n"
                         f"  fix: {fix}")
     return name
+
+
+MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".txt", ".model")
+NOT_MODEL_FILES = ("genq_training.json", "training_log.json", "genq_export.json")
+NOT_MODEL_DIRS = ("checkpoints", "eval")
+
+
+def model_files_fingerprint(location: str | Path) -> str | None:
+    """A digest of what a model folder computes with (weights, configs, tokenizer), None for no folder.
+
+    Sampled per file (see ``sample_fingerprint``) and independent of where the folder lies,
+    so it is cheap at every load, survives a moved run directory, and changes when a model
+    is retrained or replaced in place. An index records it, and a search with another
+    model is refused instead of comparing vectors from two spaces.
+    """
+    import hashlib
+
+    from genq.io import sample_fingerprint
+
+    root = Path(location)
+    if not root.is_dir():
+        return None
+    digest = hashlib.blake2b(digest_size=12)
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if not path.is_file() or path.suffix not in MODEL_FILE_SUFFIXES or path.name in NOT_MODEL_FILES \
+                or any(part.startswith(".") or part in NOT_MODEL_DIRS for part in relative.parts):
+            continue
+        digest.update(f"{relative.as_posix()}:{sample_fingerprint(path)};".encode())
+    return digest.hexdigest()

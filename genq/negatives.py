@@ -23,6 +23,7 @@ from genq.corpus import load_passages
 from genq.encode import Encoder
 from genq.generate import iter_pairs
 from genq.io import DataError, GenqError, atomic_write, dumps_line, refuse_same_path
+from genq.locks import one_writer
 from genq.retrieval import DenseCorpus, LexicalCorpus
 
 SAMPLING = ("top", "random")
@@ -69,6 +70,7 @@ def _text_key(passage: dict) -> bytes:
     return hashlib.blake2b(" ".join(passage["text"].lower().split()).encode(), digest_size=12).digest()
 
 
+@one_writer("output_path", "pairs file")
 def mine_negatives(
     pairs_path: str | Path,
     corpus_path: str | Path,

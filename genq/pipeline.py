@@ -39,6 +39,7 @@ from genq.filter import filter_pairs
 from genq.generate import GenerationConfig, QualityCheck, generate_pairs, generator_family, meta_path_for
 from genq.index import IndexParams, build_index
 from genq.io import GenqError, describe_error, pid_alive, read_json, terminate_as_interrupt, write_json_atomic
+from genq.locks import one_writer
 from genq.models import resolve_model
 from genq.negatives import MiningConfig, mine_negatives
 from genq.planning import (
@@ -246,6 +247,7 @@ def check_run_dir(run_dir: Path) -> None:
                         "never writes into a folder it did not make\n  fix: name a new or empty folder with -o")
 
 
+@one_writer("run_dir", "run directory")
 def adapt(
     corpus_path: str | Path,
     run_dir: str | Path,
@@ -422,6 +424,8 @@ def adapt(
             _replan_training(manifest, train_input, training, bool(can_resume), say)
         summary = train_bi_encoder(train_input, paths["model"], training, resume=bool(can_resume),
                                    overwrite=not can_resume, progress=progress)
+        for note in summary.notes:
+            say(f"  note: {note}")
         return summary.to_dict(), "resumed" if summary.resumed_from else "ran"
 
     stages.append(("train", train_params, run_train, [paths["model"] / "config.json"]))

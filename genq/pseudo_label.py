@@ -50,6 +50,7 @@ from genq.io import (
     refuse_same_path,
     write_json_atomic,
 )
+from genq.locks import one_writer
 from genq.retrieval import DEFAULT_RERANKER, Reranker
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ def _records(path: Path, skip: int) -> Iterator[tuple[int, dict]]:
             yield line, record
 
 
+@one_writer("output_path", "labelled pairs file")
 def pseudo_label(
     pairs_path: str | Path,
     output_path: str | Path,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -30,12 +31,15 @@ from genq.index import (
     OFFSETS_FILE,
     STORE_FILE,
     apply_search_params,
+    check_index_model,
+    check_opened_index,
     index_model,
     lexical_settings_of,
     locate_index,
     read_index_meta,
+    rebuild_hint,
 )
-from genq.io import DataError, ErrorTally, GenqError, atomic_write, iter_jsonl
+from genq.io import DataError, ErrorTally, GenqError, atomic_write, describe_error, iter_jsonl
 from genq.retrieval import RRF_K, SEARCH_MODES, Fused, LexicalIndex, Reranker, check_fusion, fuse, single
 
 logger = logging.getLogger(__name__)
@@ -141,6 +145,56 @@ class PassageStore:
         self._handle.close()
 
 
+def _directory_version(directory: Path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(directory)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _open_parts(directory: Path, ef_search: int | None, nprobe: int | None, lexical: bool):
+    """index.json, the Faiss index, the passage store and the BM25 part, each checked against the others."""
+    import faiss
+
+    meta = read_index_meta(directory)
+    try:
+        index = faiss.read_index(str(directory / INDEX_FILE))
+    except RuntimeError as exc:
+        raise DataError(directory / INDEX_FILE, f"Faiss could not read it ({str(exc).splitlines()[0]})",
+                        rebuild_hint(directory, meta)) from None
+    params = dict(meta.get("params", {}))
+    if ef_search:
+        params["ef_search"] = ef_search
+    if nprobe:
+        params["nprobe"] = nprobe
+    apply_search_params(index, params)
+    try:
+        store = PassageStore(directory)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(directory / OFFSETS_FILE, f"cannot be read ({describe_error(exc)})",
+                        rebuild_hint(directory, meta)) from None
+    try:
+        check_opened_index(directory, meta, index, store.offsets, store.path)
+        lexical_index = None
+        if lexical and lexical_settings_of(meta) is not None and (directory / LEXICAL_DIR).is_dir():
+            try:
+                lexical_index = LexicalIndex.load(directory / LEXICAL_DIR)
+            except (ValueError, OSError, KeyError, TypeError) as exc:
+                raise DataError(directory / LEXICAL_DIR, f"cannot be read ({describe_error(exc)})",
+                                rebuild_hint(directory, meta)) from None
+            if len(lexical_index) != index.ntotal:
+                raise DataError(directory / LEXICAL_DIR, f"the BM25 index holds {len(lexical_index)} passages but "
+                                f"the dense index {index.ntotal}", rebuild_hint(directory, meta))
+        elif lexical:
+            logger.warning("note: %s has no BM25 part (built before hybrid search, or with --no-lexical): dense "
+                           "search only; rebuild it with `genq index` for hybrid search", directory)
+    except BaseException:
+        store.close()
+        raise
+    return meta, index, store, lexical_index
+
+
 class Searcher:
     """A loaded index, its passage store and its model; thread-safe for concurrent searches."""
 
@@ -175,39 +229,29 @@ class Searcher:
         built before genq had hybrid search opens dense-only, with a note. ``reranker`` loads
         a cross-encoder (a hub id or directory) that then reranks every search.
         """
-        import faiss
-
         directory = locate_index(index_dir)
-        meta = read_index_meta(directory)
-        try:
-            index = faiss.read_index(str(directory / INDEX_FILE))
-        except RuntimeError as exc:
-            raise DataError(directory / INDEX_FILE, f"Faiss could not read it ({str(exc).splitlines()[0]})",
-                            "rebuild the index with `genq index`") from None
-        params = dict(meta.get("params", {}))
-        if ef_search:
-            params["ef_search"] = ef_search
-        if nprobe:
-            params["nprobe"] = nprobe
-        apply_search_params(index, params)
-        store = PassageStore(directory)
-        if len(store) != index.ntotal:
-            raise DataError(directory, f"the index holds {index.ntotal} vectors but the store {len(store)} passages",
-                            "rebuild the index with `genq index`")
+        # an `index --overwrite` may swap the directory while it is being opened: the parts would then come
+        # from two versions. The swap renames the directory, so its inode tells; the open is retried once.
+        for attempt in range(2):
+            version = _directory_version(directory)
+            try:
+                meta, index, store, lexical_index = _open_parts(directory, ef_search, nprobe, lexical)
+            except DataError:
+                if attempt or _directory_version(directory) == version:
+                    raise
+                time.sleep(0.2)  # between the swap's two renames the path may be missing for a moment
+                continue
+            if attempt or _directory_version(directory) == version:
+                break
+            store.close()
+        else:  # pragma: no cover (the loop breaks or raises)
+            raise AssertionError
         encoder = model if isinstance(model, Encoder) else Encoder(model or index_model(meta, directory),
                                                                    device=device, dtype=dtype)
+        check_index_model(directory, meta, encoder)
         if encoder.dimension != meta["dimension"]:
             raise GenqError(f"the model makes {encoder.dimension}-d vectors but the index holds "
                             f"{meta['dimension']}-d ones; search with the model that built the index")
-        lexical_index = None
-        if lexical and lexical_settings_of(meta) is not None and (directory / LEXICAL_DIR).is_dir():
-            lexical_index = LexicalIndex.load(directory / LEXICAL_DIR)
-            if len(lexical_index) != index.ntotal:
-                raise DataError(directory / LEXICAL_DIR, f"the BM25 index holds {len(lexical_index)} passages but "
-                                f"the dense index {index.ntotal}", "rebuild the index with `genq index`")
-        elif lexical:
-            logger.warning("note: %s has no BM25 part (built before hybrid search, or with --no-lexical): dense "
-                           "search only; rebuild it with `genq index` for hybrid search", directory)
         if isinstance(reranker, str):
             reranker = Reranker(reranker, device=device, dtype=dtype)
         return cls(index, store, encoder, meta, directory, lexical_index, reranker)

@@ -34,9 +34,11 @@ from genq.io import (
     GenqError,
     describe_error,
     finish_building,
+    follow_umask,
     start_building,
     write_json_atomic,
 )
+from genq.locks import one_writer
 from genq.models import RUN_RECORD, resolve_model
 from genq.training_run import (
     Processes,
@@ -114,6 +116,7 @@ class TrainSummary:
     final_loss: float | None = None
     eval_metrics: dict = field(default_factory=dict)
     resumed_from: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the user should know about this run (said by the CLI)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -249,6 +252,7 @@ def _ir_evaluator(train: list[dict], evaluation: list[dict], max_corpus: int = 2
 # --------------------------------------------------------------------------- the run
 
 
+@one_writer("output_dir", "model directory")
 def train_bi_encoder(
     pairs_path: str | Path,
     output_dir: str | Path,
@@ -283,6 +287,13 @@ def train_bi_encoder(
                            passages=len({r["passage_id"] for r in rows}), negatives_per_pair=negatives_per_pair)
     summary.duplicates_a_plain_batch_would_hold = in_batch_duplicates(
         [r["passage_id"] for r in train_rows], config.batch_size, config.seed)
+    planned = config.max_steps if config.max_steps > 0 else \
+        math.ceil(len(train_rows) / min(config.batch_size, len(train_rows))) * config.epochs
+    if planned < FEW_STEPS or len(train_rows) < FEW_PAIRS:
+        summary.notes.append(
+            f"only {len(train_rows):,} pairs and {math.ceil(planned)} optimizer step(s): too little to move the model "
+            "reliably (it may end up no better than the base model); more helps: generate for more passages or "
+            "more queries per passage, loosen the filter, or train more epochs")
 
     try:
         model = SentenceTransformer(location, device=config.device)
@@ -405,6 +416,7 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
     write_json_atomic(output / "training_log.json", {"log_history": history, "summary": summary.to_dict()})
     plot_loss(history, output / "loss_curve.png")
     _append_model_card(output, config, pairs_path, summary)
+    follow_umask(output)
     write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "pairs_file": str(pairs_path),
                                             "settings": settings, "precision": _precision(summary), "complete": True,
                                             "summary": summary.to_dict()})
@@ -413,6 +425,7 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
 
 
 MIN_HELDOUT_PAIRS = 20  # fewer held-out queries than this make an nDCG that says nothing
+FEW_STEPS, FEW_PAIRS = 20, 100  # below either, fine-tuning barely moves a pretrained bi-encoder
 
 
 def _precision(summary: TrainSummary) -> str:

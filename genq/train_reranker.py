@@ -27,7 +27,16 @@ from pathlib import Path
 
 from genq import __version__
 from genq.hardware import resolve_device, training_bf16
-from genq.io import DataError, GenqError, describe_error, finish_building, start_building, write_json_atomic
+from genq.io import (
+    DataError,
+    GenqError,
+    describe_error,
+    finish_building,
+    follow_umask,
+    start_building,
+    write_json_atomic,
+)
+from genq.locks import one_writer
 from genq.models import RUN_RECORD, resolve_model
 from genq.train import DEFAULT_BASE_MODEL, read_training_pairs
 from genq.training_run import (
@@ -169,6 +178,7 @@ def load_cross_encoder(location: str, name: str, max_length: int | None, device:
     return model, "cross-encoder" if is_cross_encoder else "encoder"
 
 
+@one_writer("output_dir", "reranker directory")
 def train_reranker(
     pairs_path: str | Path,
     output_dir: str | Path,
@@ -290,6 +300,7 @@ def _fit(output: Path, *, model, rows: list[dict], negatives: list[list[str]], c
     write_json_atomic(output / "training_log.json", {"log_history": history, "summary": summary.to_dict()})
     plot_loss(history, output / "loss_curve.png")
     _append_model_card(output, config, pairs_path, summary)
+    follow_umask(output)
     write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "kind": "reranker",
                                             "pairs_file": str(pairs_path), "settings": settings, "complete": True,
                                             "summary": summary.to_dict()})

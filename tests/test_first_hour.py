@@ -223,7 +223,9 @@ def test_quiet_search_draws_no_bars(tmp_path, tiny_encoder_dir, bike_passages):
 # 14. one option vocabulary: adapt takes every stage's options under the stage command's own names
 STAGE_ONLY = {"output", "overwrite", "corpus", "resume", "add", "save_embeddings", "export_", "model", "help",
               # Ray runs stage by stage for now: `genq adapt` does not take --ray yet (said in the README)
-              "use_ray", "ray_address", "workers", "cpus_per_worker", "gpus_per_worker", "shard_size"}
+              "use_ray", "ray_address", "workers", "cpus_per_worker", "gpus_per_worker", "shard_size",
+              # adapt's --time-budget sets the training's time limit from the time left
+              "time_limit"}
 
 
 def test_adapt_accepts_every_stage_option_under_the_same_name():

@@ -89,7 +89,7 @@ def test_the_cli_trains_resumes_and_swaps_only_when_complete(tmp_path, reranker_
     assert record["complete"] and record["settings"]["seed"] == 42
     if before is not None:
         assert (output / "model.safetensors").read_bytes() == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".reranker") or "building" in p.name]
+    assert not [p for p in tmp_path.iterdir() if "building" in p.name or ".old-" in p.name]
 
     result = runner.invoke(main, [*args, "--overwrite", "--train-seed", "7"])
     assert result.exit_code == 0, result.output

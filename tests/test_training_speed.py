@@ -121,3 +121,36 @@ def test_a_time_limit_stops_at_the_step_that_would_pass_it_and_saves_the_model(t
 
     result = CliRunner().invoke(main, ["train", str(pairs), "-o", str(tmp_path / "other"), "--time-limit", "soon"])
     assert result.exit_code != 0 and "cannot read the duration 'soon'" in result.output
+
+
+def test_trained_model_files_follow_the_umask(tmp_path, tiny_encoder_dir):
+    import os
+
+    from genq.train import TrainConfig, train_bi_encoder
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"query": f"question {i}", "passage_id": f"p{i}", "passage": f"passage {i} text"} for i in range(8)])
+    previous = os.umask(0o022)
+    try:
+        train_bi_encoder(pairs, tmp_path / "model", TrainConfig(base_model=str(tiny_encoder_dir), batch_size=4,
+                                                                eval_share=0.0, device="cpu", bf16=False),
+                         progress=False)
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "model").rglob("*") if p.is_file()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}  # readable by a service user
+
+
+def test_too_little_training_is_said_aloud(tmp_path, tiny_encoder_dir):
+    from click.testing import CliRunner
+
+    from genq.cli import main
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"query": f"question {i}", "passage_id": f"p{i}", "passage": f"passage {i} text"} for i in range(7)])
+    result = CliRunner().invoke(main, ["train", str(pairs), "-o", str(tmp_path / "model"), "--base-model",
+                                       str(tiny_encoder_dir), "--eval-share", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "only 7 pairs and 1 optimizer step(s): too little to move the model" in result.output
+    record = json.loads((tmp_path / "model" / "genq_training.json").read_text())
+    assert record["summary"]["notes"]

@@ -64,6 +64,13 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
         message = f"invalid request: {where + ': ' if where else ''}{first.get('msg', 'bad input')}"
         return JSONResponse({"error": message}, status_code=422)
 
+    @app.exception_handler(Exception)
+    async def failed(_request: Request, exc: Exception):
+        # whatever went wrong while answering (a passage store damaged after the start, a disk error), the
+        # client gets JSON it can read, and the server goes on serving
+        message = str(exc).splitlines()[0][:300] if isinstance(exc, GenqError) else type(exc).__name__
+        return JSONResponse({"error": f"the search failed: {message}"}, status_code=500)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
