@@ -202,6 +202,9 @@ def corpus_prepare(input_path, output, format_, id_field, text_field, title_fiel
         f"duplicates dropped: {summary.duplicates_dropped:,}   bad records skipped: {summary.bad_records_skipped:,}")
     for example in summary.bad_record_examples:
         say(f"  skipped: {example}")
+    if summary.ids_renamed:
+        say(f"  {summary.ids_renamed:,} passage id(s) were taken already and got a suffix to stay unique, e.g. "
+            + ", ".join(summary.renamed_id_examples[:3]))
 
 
 @corpus.command("stats")
@@ -982,6 +985,10 @@ def _ray_corpus_vectors(corpus: str, model: str | None, output: str, ray, dtype:
                              dtype=dtype, progress=show_progress())
 
 
+NO_NEGATIVES = ("no negatives were found for any pair: the corpus may hold little besides the positives, or every "
+                "candidate was cut; try --neg-range-min 0, --neg-relative-margin none, or another --neg-retriever")
+
+
 @main.command("mine-negatives")
 @click.argument("pairs", type=click.Path(path_type=str))
 @click.option("--corpus", required=True, type=click.Path(path_type=str), help="The passages to mine from.")
@@ -1005,6 +1012,8 @@ def mine_negatives_command(pairs, corpus, model, output, num_negatives, neg_rang
     say(f"mined {summary.negatives:,} negatives for {summary.pairs:,} pairs in {summary.seconds:.1f}s -> {output}")
     say(f"  excluded: {summary.excluded_as_positive_copies:,} positive copies, {summary.excluded_by_margin:,} by "
         f"margin; pairs short of negatives: {summary.pairs_short_of_negatives:,}")
+    if summary.pairs and not summary.negatives:
+        say(f"  note: {NO_NEGATIVES}")
 
 
 @main.command("pseudo-label")

@@ -156,10 +156,28 @@ class FieldMap:
                         _field_text(record.get(self.text_field), "text", self.text_field, path, line), where)
 
 
+# characters that end a line in some reader (TREC run files, `\n`-split query files, str.splitlines) or a C string
+_ID_BREAKERS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
 def _id_text(value, field_name: str, path: Path, line: int | None) -> str:
-    """An id as text: a string or a whole number; anything else would become an id nobody meant."""
+    """An id as text: a string or a whole number; anything else would become an id nobody meant.
+
+    An empty id, or one holding a tab, a line break (U+0085, U+2028, U+2029 included) or
+    NUL, would break the TREC runs and TSV files genq writes with it: refused here, where the
+    line is known.
+    """
     if isinstance(value, str):
-        return value.strip()
+        text = value.strip()
+        if not text:
+            raise DataError(path, f"the id in field {field_name!r} is empty",
+                            "give every record an id, or pass --on-error skip to drop such records", line)
+        breaker = _ID_BREAKERS.search(text)
+        if breaker:
+            raise DataError(path, f"the id {text[:40]!r} holds the control character U+{ord(breaker.group()):04X}, "
+                                  "which would break the run and TSV files written with it",
+                            "remove tabs, line breaks and NUL from ids, or pass --on-error skip", line)
+        return text
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float) and value.is_integer():
@@ -689,6 +707,8 @@ class PrepareSummary:
     tokenizer: str = ""
     max_tokens: int = DEFAULT_MAX_TOKENS
     overlap: int = DEFAULT_OVERLAP
+    ids_renamed: int = 0  # passages whose id another passage had already (see _unique_id)
+    renamed_id_examples: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -700,6 +720,7 @@ def iter_passages(
 ) -> Iterator[dict]:
     """Chunk, normalise and deduplicate documents into passage records (counts go to ``summary``)."""
     seen_texts: set[bytes] = set()
+    seen_ids: set[bytes] = set()
     for document in documents:
         summary.documents += 1
         chunks = chunker.chunk(document.text)
@@ -719,8 +740,24 @@ def iter_passages(
                     continue
                 seen_texts.add(digest)
             passage_id = document.id if len(chunks) == 1 else f"{document.id}#{number}"
+            passage_id = _unique_id(passage_id, seen_ids, summary)
             summary.passages += 1
             yield {"_id": passage_id, "title": title, "text": chunk, "doc_id": document.id}
+
+
+def _unique_id(passage_id: str, seen: set[bytes], summary: PrepareSummary) -> str:
+    """The id, or when another passage already has it (a document named ``a#1`` beside chunk 1 of ``a``,
+    or two documents with one id) the first free ``ID~2``, ``ID~3``, ... (counted, and said by the CLI)."""
+    candidate, number = passage_id, 1
+    while (key := hashlib.blake2b(candidate.encode(), digest_size=12).digest()) in seen:
+        number += 1
+        candidate = f"{passage_id}~{number}"
+    seen.add(key)
+    if number > 1:
+        summary.ids_renamed += 1
+        if len(summary.renamed_id_examples) < 5:
+            summary.renamed_id_examples.append(f"{passage_id} -> {candidate}")
+    return candidate
 
 
 @one_writer("output_path", "passages file")

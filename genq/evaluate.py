@@ -408,13 +408,28 @@ def write_report(report: dict, output_dir: Path) -> None:
     _chart(report, output_dir / "ndcg10.png")
 
 
+def chart_label(name: str, width: int = 24) -> str:
+    """A system's name short enough for a bar, its role kept: ``hybrid(/runs/a/model) + rerank`` reads
+    ``hybrid(a/model)`` over ``+ rerank``, so a hybrid and a dense bar of one model stay apart."""
+    import re
+
+    def last_parts(match: re.Match) -> str:  # a path or hub id: its last part (two when the last is generic)
+        parts = [p for p in match.group(0).split("/") if p]
+        return "/".join(parts[-2:]) if parts and parts[-1] in ("model", "index", "reranker") else parts[-1]
+
+    short = re.sub(r"[^\s()+:]*/[^\s()+:]*", last_parts, name)
+    lines = short.replace(" + ", "\n+ ").split("\n")
+    return "\n".join(line if len(line) <= width else line[:width // 2 - 1] + "…" + line[-(width - width // 2):]
+                     for line in lines)
+
+
 def _chart(report: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [s["name"] if len(s["name"]) <= 28 else "…" + s["name"][-27:] for s in report["systems"]]
+    names = [chart_label(s["name"]) for s in report["systems"]]
     values = [s["metrics"]["ndcg@10"] for s in report["systems"]]
     figure, axis = plt.subplots(figsize=(max(4, 1.6 * len(names)), 3.6))
     bars = axis.bar(range(len(values)), values, color="#2463eb")

@@ -353,7 +353,8 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
                 raise DataError(path, "query record has no \"text\"", "use BEIR's {\"_id\", \"text\"} layout", line)
             queries.append((str(record.get("_id", line)), str(record["text"])))
         return queries
-    lines = [x.strip() for x in path.read_text(encoding="utf-8").splitlines()]
+    # by "\n" only: a query may hold U+2028 or a form feed, which str.splitlines would cut it at
+    lines = [x.strip() for x in path.read_text(encoding="utf-8").replace("\r\n", "\n").split("\n")]
     queries = [(str(n), text) for n, text in enumerate((x for x in lines if x), start=1)]
     if not queries:
         raise DataError(path, "holds no queries", "put one query per line")
@@ -377,6 +378,11 @@ def write_trec_run(searcher: Searcher, queries: list[tuple[str, str]], out_path:
         searcher.resolve_options(options)  # a bad mode fails before the file is opened
     with atomic_write(out_path) as handle:
         for query_id, hits in iter_run(searcher, queries, k, options=options):
+            for name in (query_id, *(hit.id for hit in hits)):
+                if not name or any(character.isspace() for character in name):
+                    raise GenqError(f"the id {name!r} is empty or holds whitespace, which a TREC run file (columns "
+                                    "split by whitespace) cannot carry\n  fix: write ids without spaces, or use "
+                                    "--json output instead")
             for hit in hits:
                 handle.write(f"{query_id} Q0 {hit.id} {hit.rank} {hit.score:.6f} {run_name}\n")
                 count += 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import math
 import random
@@ -132,7 +133,8 @@ def _negative_text(negative) -> str | None:
 
 
 def read_training_pairs(path: str | Path, need_margins: bool = False, max_tokens: int | None = None,
-                        uneven_negatives_warning: bool = True) -> tuple[list[dict], int]:
+                        uneven_negatives_warning: bool = True, notes: list[str] | None = None
+                        ) -> tuple[list[dict], int]:
     """Validated pairs as ``{"query", "passage", "passage_id", "negatives": [str], "margins": [float]}``
     plus negatives per pair.
 
@@ -140,9 +142,12 @@ def read_training_pairs(path: str | Path, need_margins: bool = False, max_tokens
     count present, since every row needs the same columns. ``need_margins`` (MarginMSE)
     requires every negative to carry the cross-encoder margin ``genq pseudo-label`` writes.
     ``max_tokens`` clips texts far longer than the model reads before any tokenizer sees them.
+    Degenerate data is said in ``notes``: identical pairs are kept once (a copy teaches nothing
+    and, in one batch, would be its own in-batch negative), negatives with no text are dropped.
     """
     rows = []
-    clipped = 0
+    clipped = repeated = empty_negatives = 0
+    seen: set[bytes] = set()
 
     def clip(text: str) -> str:
         nonlocal clipped
@@ -162,6 +167,9 @@ def read_training_pairs(path: str | Path, need_margins: bool = False, max_tokens
             if text is None:
                 raise DataError(path, "a negative is neither a string nor {\"text\": ...}",
                                 "write negatives as [{\"passage_id\", \"title\", \"text\"}, ...]", line)
+            if not text.strip():
+                empty_negatives += 1
+                continue
             texts.append(text)
             if need_margins:
                 margin = negative.get("margin") if isinstance(negative, dict) else None
@@ -173,12 +181,24 @@ def read_training_pairs(path: str | Path, need_margins: bool = False, max_tokens
         if need_margins and not texts:
             raise DataError(path, "margin-mse needs negatives with cross-encoder margins; this pair has none",
                             "run `genq mine-negatives`, then `genq pseudo-label`, and train on that output", line)
+        key = hashlib.blake2b(json.dumps([record["query"], record["passage"], texts]).encode(),
+                              digest_size=16).digest()
+        if key in seen:
+            repeated += 1
+            continue
+        seen.add(key)
         rows.append({"query": clip(record["query"]), "passage": clip(record["passage"]),
                      "passage_id": str(record.get("passage_id", record["passage"][:200])),
                      "negatives": [clip(t) for t in texts], "margins": margins})
     if clipped:
         logger.warning("%s: %d text(s) are far longer than the model reads (%d tokens): cut to %d characters "
                        "before tokenizing", path, clipped, max_tokens, max_tokens * MAX_CHARS_PER_TOKEN)
+    said = notes if notes is not None else []
+    if repeated:
+        said.append(f"{repeated:,} pair(s) repeat another exactly (query, passage and negatives): each is trained on "
+                    "once")
+    if empty_negatives:
+        said.append(f"{empty_negatives:,} negative(s) have no text: dropped")
     counts = {len(r["negatives"]) for r in rows}
     negatives_per_pair = min(counts) if counts else 0
     if uneven_negatives_warning and negatives_per_pair == 0 and max(counts, default=0) > 0:
@@ -268,8 +288,10 @@ def train_bi_encoder(
     pairs_path, output = Path(pairs_path), Path(output_dir)
     location = resolve_model(config.base_model, what="base model")  # a wrong name fails before anything is touched
     margin_mse = config.loss == "margin-mse"
+    notes: list[str] = []
     rows, negatives_per_pair = read_training_pairs(pairs_path, need_margins=margin_mse,
-                                                   max_tokens=config.max_seq_length or CLIP_TOKENS_UNTIL_LOADED)
+                                                   max_tokens=config.max_seq_length or CLIP_TOKENS_UNTIL_LOADED,
+                                                   notes=notes)
     settings = {k: getattr(config, k) for k in RUN_KEYS}
     processes = Processes()
     replacing = processes.agree(lambda: check_training_output(output, settings, resume, overwrite))
@@ -284,7 +306,8 @@ def train_bi_encoder(
     torch.manual_seed(config.seed)
     train_rows, eval_rows = split_by_passage(rows, config.eval_share, config.seed)
     summary = TrainSummary(str(output), pairs=len(rows), train_pairs=len(train_rows), eval_pairs=len(eval_rows),
-                           passages=len({r["passage_id"] for r in rows}), negatives_per_pair=negatives_per_pair)
+                           passages=len({r["passage_id"] for r in rows}), negatives_per_pair=negatives_per_pair,
+                           notes=notes)
     summary.duplicates_a_plain_batch_would_hold = in_batch_duplicates(
         [r["passage_id"] for r in train_rows], config.batch_size, config.seed)
     planned = config.max_steps if config.max_steps > 0 else \

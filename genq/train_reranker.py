@@ -193,8 +193,9 @@ def train_reranker(
     started = time.perf_counter()
     pairs_path, output = Path(pairs_path), Path(output_dir)
     location = resolve_model(config.base_model, what="reranker base model")
+    notes: list[str] = []
     rows, _ = read_training_pairs(pairs_path, max_tokens=config.max_length or MAX_LENGTH_CAP,
-                                  uneven_negatives_warning=False)  # each pair's own are used, then topped up
+                                  uneven_negatives_warning=False, notes=notes)  # each pair's own, then topped up
     settings = {k: getattr(config, k) for k in RUN_KEYS}
     processes = Processes()
     replacing = processes.agree(lambda: check_training_output(output, settings, resume, overwrite))
@@ -206,7 +207,7 @@ def train_reranker(
     import torch
 
     torch.manual_seed(config.seed)
-    summary = RerankerSummary(str(output), pairs=len(rows), passages=passages)
+    summary = RerankerSummary(str(output), pairs=len(rows), passages=passages, notes=notes)
     negatives, summary.hard_negatives, summary.random_negatives = negatives_for(rows, config.negatives, config.seed)
     if not summary.hard_negatives:
         summary.notes.append("the pairs carry no mined negatives: all negatives are passages of other pairs drawn "

@@ -302,3 +302,25 @@ def test_csv_without_a_known_text_column_names_the_option(tmp_path, content, mes
                                        "--tokenizer", "words"])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
     assert not isinstance(result.exception, UnboundLocalError)
+
+
+def test_passage_ids_stay_unique_and_ids_that_break_files_are_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from genq.cli import main
+
+    long_text = " ".join(f"word{i}" for i in range(120))
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"_id": "a", "text": long_text},  # chunks a#0, a#1, ...
+                                                   {"_id": "a#1", "text": "a document really named a#1"}])
+    out = tmp_path / "passages.jsonl"
+    result = CliRunner().invoke(main, ["corpus", "prepare", str(source), "-o", str(out), "--tokenizer", "words",
+                                       "--max-tokens", "50", "--overlap", "0"])
+    assert result.exit_code == 0, result.output
+    ids = [json.loads(line)["_id"] for line in out.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) and "a#1~2" in ids and "got a suffix to stay unique" in result.output
+
+    for bad in ("", "   ", "tab\there", "line\nbreak", "nul\x00", "sep\u2028arator", "next\x85line"):
+        source = write_jsonl(tmp_path / "bad.jsonl", [{"_id": bad, "text": "some text"}])
+        result = CliRunner().invoke(main, ["corpus", "prepare", str(source), "-o", str(tmp_path / "p.jsonl"),
+                                           "--tokenizer", "words"])
+        assert result.exit_code == 2 and "bad.jsonl:1" in result.output and "Traceback" not in result.output, bad

@@ -108,3 +108,12 @@ def test_evaluate_index_pools_passages_to_documents(tmp_path, tiny_encoder_dir):
 def test_nothing_to_evaluate(tmp_path):
     result = CliRunner().invoke(main, ["evaluate", "--data", str(make_collection(tmp_path / "c"))])
     assert result.exit_code == 2 and "nothing to evaluate" in result.output
+
+
+def test_chart_labels_keep_the_role_of_each_bar():
+    from genq.evaluate import chart_label
+
+    dense, hybrid = chart_label("/home/me/runs/bike/model"), chart_label("hybrid(/home/me/runs/bike/model)")
+    assert dense == "bike/model" and hybrid == "hybrid(bike/model)"
+    assert chart_label("hybrid(adapted) + adapted reranker") == "hybrid(adapted)\n+ adapted reranker"
+    assert all(len(line) <= 24 for line in chart_label("/x/" + "a" * 80).split("\n"))

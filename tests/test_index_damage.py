@@ -164,3 +164,19 @@ def test_the_server_answers_json_when_reading_fails_after_start(index_dir):
 def test_a_missing_index_path_is_said_to_be_missing(tmp_path):
     result = CliRunner().invoke(main, ["search", str(tmp_path / "nowhere"), "chain"])
     assert result.exit_code != 0 and "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_a_trec_run_refuses_ids_it_cannot_carry_and_queries_split_on_newlines_only(tmp_path, tiny_encoder_dir):
+    from genq.search import read_queries
+
+    spaced = tmp_path / "spaced"
+    build_index(write_jsonl(tmp_path / "p.jsonl", [{"_id": "doc 1", "title": "", "text": "chain text"},
+                                                   {"_id": "doc2", "title": "", "text": "brake text"}]),
+                str(tiny_encoder_dir), spaced, dtype="float32", progress=False)
+    queries = tmp_path / "queries.txt"
+    queries.write_text("chain\u2028oil\nbrake\n")
+    assert [text for _, text in read_queries(queries)] == ["chain\u2028oil", "brake"]
+    result = CliRunner().invoke(main, ["search", str(spaced), "--queries", str(queries), "--run",
+                                       str(tmp_path / "out.trec"), "--device", "cpu"])
+    assert result.exit_code != 0 and "'doc 1'" in result.output and "TREC run" in result.output
+    assert not (tmp_path / "out.trec").exists()

@@ -108,11 +108,25 @@ def test_post_needs_json_content_type(client):
 
 
 def test_host_header_is_checked(live):
-    for host, expected in ((f"127.0.0.1:{live}", 200), (f"localhost:{live}", 200), ("evil.example", 400),
-                           (f"evil.example:{live}", 400)):
-        status, _ = raw_request(live, f"GET /health HTTP/1.1\nHost: {host}\nConnection: close\n")
+    for host, expected in ((f"127.0.0.1:{live}", 200), (f"localhost:{live}", 200), (f"[::1]:{live}", 200),
+                           ("evil.example", 400), (f"evil.example:{live}", 400)):
+        status, response = raw_request(live, f"GET /health HTTP/1.1\nHost: {host}\nConnection: close\n")
         assert status == expected, host
+        if status == 400:  # JSON like every other error of the API
+            assert b"content-type: application/json" in response.lower()
     assert hosts_for("0.0.0.0") is None and hosts_for("0.0.0.0", ["search.example"]) == ["search.example"]
+
+
+def test_no_favicon_404(client):
+    assert client.get("/favicon.ico").status_code == 204
+
+
+def test_a_foreign_host_gets_a_json_error(searcher):
+    from fastapi.testclient import TestClient
+
+    guarded = TestClient(create_app(searcher, allowed_hosts=["127.0.0.1"]))  # TestClient says Host: testserver
+    response = guarded.get("/health")
+    assert response.status_code == 400 and response.json() == {"error": "invalid Host header"}
 
 
 def test_docs_only_when_asked(searcher, client):

@@ -221,3 +221,27 @@ def test_two_process_data_parallel_training(tmp_path, tiny_encoder_dir):
     from sentence_transformers import SentenceTransformer
 
     assert SentenceTransformer(str(out), device="cpu").encode(["oil the chain"]).shape == (1, 32)
+
+
+def test_degenerate_training_data_is_counted_and_said(tmp_path, tiny_encoder_dir):
+    from click.testing import CliRunner
+
+    from genq.cli import main
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl",
+                        [{"query": "same", "passage_id": "p", "passage": "same passage",
+                          "negatives": [{"passage_id": "n", "text": ""}]}] * 40
+                        + [{"query": f"q{i}", "passage_id": f"p{i}", "passage": f"passage {i}"} for i in range(3)])
+    result = CliRunner().invoke(main, ["train", str(pairs), "-o", str(tmp_path / "model"), "--base-model",
+                                       str(tiny_encoder_dir), "--eval-share", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "39 pair(s) repeat another exactly" in result.output and "40 negative(s) have no text" in result.output
+    record = json.loads((tmp_path / "model" / "genq_training.json").read_text())
+    assert record["summary"]["pairs"] == 4
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"_id": "p", "title": "", "text": "same passage"}])
+    lonely = write_jsonl(tmp_path / "lonely.jsonl", [{"query": "same", "passage_id": "p", "passage": "same passage"}])
+    result = CliRunner().invoke(main, ["mine-negatives", str(lonely), "--corpus", str(corpus), "-o",
+                                       str(tmp_path / "neg.jsonl"), "--neg-retriever", "bm25"])
+    assert result.exit_code == 0, result.output
+    assert "no negatives were found for any pair" in result.output

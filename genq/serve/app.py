@@ -16,7 +16,7 @@ from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,6 +27,30 @@ from genq.search import Searcher, SearchOptions
 MAX_QUERY_CHARS = 1000
 MAX_K = 100
 MAX_BATCH = 64
+
+
+class JsonTrustedHost:
+    """Starlette's TrustedHostMiddleware rule (exact names, ``*.example.org``, ``*``), answered in JSON like every
+    other error of this API rather than as plain text."""
+
+    def __init__(self, app, allowed_hosts: list[str]):
+        self.app, self.allowed = app, list(allowed_hosts)
+
+    def _allowed(self, host: str) -> bool:
+        return any(pattern == "*" or host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+                   for pattern in self.allowed)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            from starlette.datastructures import Headers
+
+            host = Headers(scope=scope).get("host", "")
+            host = host[:host.index("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
+            if not self._allowed(host):
+                response = JSONResponse({"error": "invalid Host header"}, status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MAX_QUERY_CHARS,
@@ -43,9 +67,7 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
                   description="Semantic search over a genq index.", docs_url="/docs" if docs else None,
                   redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     if allowed_hosts:
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
-
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+        app.add_middleware(JsonTrustedHost, allowed_hosts=allowed_hosts)
     max_body = max_batch * (max_query_chars * 4 + 64) + 4096  # the largest valid request, in UTF-8 bytes
     page = resources.files("genq.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
 
@@ -146,6 +168,10 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index_page():
         return page
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(status_code=204)  # no icon, and no 404 in every browser's first request
 
     @app.get("/health")
     def health():
