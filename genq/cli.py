@@ -123,13 +123,18 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
     \b
     The stages, each a command:
-      corpus prepare   raw documents -> passages.jsonl
+      corpus prepare   raw documents -> passages.jsonl   (corpus stats: lengths first)
       generate         passages -> synthetic (query, passage) pairs
+      filter           keep the pairs worth training on (round trip, generator score)
+      mine-negatives   add hard negatives to each pair (dense, BM25 or both)
+      pseudo-label     GPL: cross-encoder margins for each negative
       train            pairs -> a fine-tuned sentence-transformers model
-      index / search   model + passages -> Faiss index -> ranked results
+      train-reranker   pairs -> a cross-encoder reranker
+      index / search   model + passages -> Faiss + BM25 index -> ranked results
       serve            HTTP API and a web page over an index
-      evaluate         BM25 / base / adapted on a labelled BEIR collection
-      adapt            all of the above in one resumable run
+      evaluate         BM25 / base / adapted / hybrid on a labelled BEIR collection
+      export           pairs for BEIR, DPR, FlagEmbedding, simpletransformers, HF datasets
+      adapt            the stages in one resumable run (--time-budget fits it to your time)
     """
     ctx.obj = {"quiet": quiet, "verbose": verbose}
     if quiet:  # the libraries' own bars too ("Loading weights", "Writing model shards", downloads)
@@ -440,17 +445,20 @@ def training_options(function=None, batch_alias: bool = True):
         click.option("--mini-batch-size", type=click.IntRange(1), default=32, show_default=True,
                      help="cached-mnrl: sub-batch that fits in memory."),
         click.option("--scale", type=float, default=20.0, show_default=True, help="MNRL similarity scale."),
-        click.option("--similarity", type=click.Choice(["cos", "dot"]), default="cos", show_default=True),
+        click.option("--similarity", type=click.Choice(["cos", "dot"]), default="cos", show_default=True,
+                     help="How the loss compares query and passage vectors (genq indexes cosine)."),
         click.option("--epochs", type=float, default=1.0, show_default=batch_alias,
                      help=None if batch_alias else "[default: by pair count: >= 1,000 steps, 1 to 10 epochs]"),
         option("--train-batch-size", "train_batch_size", old=batch_old, type=click.IntRange(2), default=64,
                show_default=True, help="Pairs per step, per device (under torchrun: times the processes)."),
-        click.option("--lr", type=float, default=2e-5, show_default=True),
-        click.option("--warmup-ratio", type=float, default=0.1, show_default=True),
+        click.option("--lr", type=float, default=2e-5, show_default=True, help="Peak learning rate (AdamW)."),
+        click.option("--warmup-ratio", type=float, default=0.1, show_default=True,
+                     help="Share of the steps over which the learning rate rises to --lr, then decays linearly."),
         click.option("--max-seq-length", type=click.IntRange(8), default=None,
                      help="Tokens of a passage the model reads in training [default: the base model's own, 256 for "
                           "all-MiniLM-L6-v2]."),
-        click.option("--train-seed", "train_seed", type=int, default=42, show_default=True),
+        click.option("--train-seed", "train_seed", type=int, default=42, show_default=True,
+                     help="Seed of the batch order, held-out split and any new weights."),
         click.option("--bf16/--no-bf16", default=None,
                      help="bf16 mixed precision [default: on where the device does bf16 natively: CUDA cards with "
                           "bf16, CPUs with AMX or AVX512-BF16]."),
@@ -604,7 +612,8 @@ def index_options(function):
     for decorator in reversed([
         click.option("--index-type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
                      help="auto: flat up to 100k passages, hnsw up to 2M, ivf-pq beyond."),
-        click.option("--hnsw-m", type=click.IntRange(4), default=32, show_default=True),
+        click.option("--hnsw-m", type=click.IntRange(4), default=32, show_default=True,
+                     help="HNSW: links per vector (more: better recall, more memory)."),
         click.option("--ef-construction", type=click.IntRange(8), default=200, show_default=True),
         click.option("--ef-search", type=click.IntRange(1), default=128, show_default=True),
         click.option("--nlist", type=click.IntRange(1), help="IVF lists (default ~4*sqrt(N))."),
@@ -891,7 +900,9 @@ def filter_options(function=None, default_top_k: int | None = None):
     return stack(function, [
         option("--filter-top-k", "filter_top_k", old=("--top-k",) if default_top_k else (), type=click.IntRange(0),
                default=default_top_k, show_default=default_top_k is not None,
-               help="Keep a pair if its passage ranks within the base model's top k (0: rank not checked)."),
+               help="Keep a pair if its passage ranks within the base model's top k (0: rank not checked)."
+                    + ("" if default_top_k else " [default in adapt: no filter with a T5 generator; 3 with the "
+                                                "offline SmolLM2 stand-in]")),
         option("--filter-min-score", "filter_min_score", old=("--min-score",) if default_top_k else (), type=float,
                help="Also require this similarity between query and passage."),
         option("--filter-keep-top-share", "filter_keep_top_share", old=("--keep-top-share",) if default_top_k else (),
@@ -922,7 +933,8 @@ def negatives_options(function=None, in_adapt: bool = False):
                default="top", show_default=True, help="Take the best candidates, or draw at random among them."),
         option("--neg-retriever", "neg_retriever", old=old("--retriever"), type=click.Choice(["dense", "bm25", "both"]),
                default="dense", show_default=True, help="both: dense and BM25 candidates taken in turns."),
-        option("--neg-seed", "neg_seed", old=old("--seed"), type=int, default=42, show_default=True),
+        option("--neg-seed", "neg_seed", old=old("--seed"), type=int, default=42, show_default=True,
+               help="Seed of --neg-sampling random."),
     ])
 
 
@@ -1120,9 +1132,12 @@ def _load_config_file(ctx: click.Context, _param, value):
               callback=_load_config_file, help="TOML/YAML file of option values (names as on the command line).")
 @reader_options
 @click.option("--tokenizer", default=None, help="Chunking tokenizer (default: the generator's).")
-@click.option("--max-tokens", type=click.IntRange(8), default=350, show_default=True)
-@click.option("--overlap", type=click.IntRange(0), default=50, show_default=True)
-@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True)
+@click.option("--max-tokens", type=click.IntRange(8), default=350, show_default=True,
+              help="Longest passage, in the chunking tokenizer's tokens; longer documents are cut into chunks.")
+@click.option("--overlap", type=click.IntRange(0), default=50, show_default=True,
+              help="Tokens shared by consecutive chunks of a document.")
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+              help="A malformed record stops the run (raise) or is counted and skipped.")
 @click.option("--keep-duplicates", is_flag=True, help="Keep passages whose text repeats another's.")
 @click.option("--limit", type=click.IntRange(1), help="Generate for the first N passages only (a trial run).")
 @click.option("--time-budget", metavar="DURATION",

@@ -34,9 +34,7 @@ from genq.io import (
     DataError,
     GenqError,
     describe_error,
-    finish_building,
     follow_umask,
-    start_building,
     write_json_atomic,
 )
 from genq.locks import one_writer
@@ -49,7 +47,9 @@ from genq.training_run import (
     logging_steps_for,
     plot_loss,
     quiet_trainer,
+    train_in_place_or_beside,
     warmup_arguments,
+    with_length_grouped_batches,
 )
 
 logger = logging.getLogger(__name__)
@@ -349,21 +349,7 @@ def train_bi_encoder(
                             batch_size=batch_size, negatives_per_pair=negatives_per_pair, margin_mse=margin_mse,
                             config=config, settings=settings, pairs_path=pairs_path, summary=summary,
                             progress=progress, started=started, processes=processes)
-    if not replacing:
-        fit(output, resume=resume)
-        processes.finish()
-        return summary
-    # the old model stays usable until the new one is complete: train beside it, swap at the end
-    building = Path(processes.agree(lambda: str(start_building(output))))
-    try:
-        fit(building, resume=False)
-    except BaseException:
-        if processes.main:
-            shutil.rmtree(building, ignore_errors=True)
-        raise
-    if processes.main:
-        finish_building(building, output)
-    processes.finish()
+    train_in_place_or_beside(output, replacing, fit, resume, processes)
     return summary
 
 
@@ -466,29 +452,14 @@ def _library_batch_sampler(config: TrainConfig):
 
 
 def _trainer_class(config: TrainConfig, rows: list[dict], negatives_per_pair: int):
-    """The sentence-transformers trainer, with genq's length-grouped batches when asked.
-
-    The sampler is handed over by overriding ``get_batch_sampler`` (the library's documented
-    hook) rather than through the arguments, which are pickled into every checkpoint.
-    """
+    """The sentence-transformers trainer, with genq's length-grouped batches when asked."""
     from sentence_transformers import SentenceTransformerTrainer
 
     if not config.group_by_length:
         return SentenceTransformerTrainer
-    from genq.batching import length_grouped_sampler
-
-    sampler_class = length_grouped_sampler([[r["query"], r["passage"], *r["negatives"][:negatives_per_pair]]
-                                            for r in rows], config.no_duplicates)
-
-    class LengthGroupedTrainer(SentenceTransformerTrainer):
-        def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None,
-                              seed=0):
-            if dataset is not self.train_dataset:
-                return super().get_batch_sampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
-            return sampler_class(dataset, batch_size=batch_size, drop_last=drop_last,
-                                 valid_label_columns=valid_label_columns, generator=generator, seed=seed)
-
-    return LengthGroupedTrainer
+    return with_length_grouped_batches(SentenceTransformerTrainer,
+                                       [[r["query"], r["passage"], *r["negatives"][:negatives_per_pair]] for r in rows],
+                                       config.no_duplicates)
 
 
 def padding_share(tokenizer, passages: list[str], batch_size: int, max_length: int, grouped: bool,

@@ -31,9 +31,7 @@ from genq.io import (
     DataError,
     GenqError,
     describe_error,
-    finish_building,
     follow_umask,
-    start_building,
     write_json_atomic,
 )
 from genq.locks import one_writer
@@ -47,7 +45,9 @@ from genq.training_run import (
     logging_steps_for,
     plot_loss,
     quiet_trainer,
+    train_in_place_or_beside,
     warmup_arguments,
+    with_length_grouped_batches,
 )
 
 logger = logging.getLogger(__name__)
@@ -220,20 +220,7 @@ def train_reranker(
     fit = functools.partial(_fit, model=model, rows=rows, negatives=negatives, config=config, settings=settings,
                             pairs_path=pairs_path, summary=summary, progress=progress, started=started,
                             processes=processes)
-    if not replacing:
-        fit(output, resume=resume)
-        processes.finish()
-        return summary
-    building = Path(processes.agree(lambda: str(start_building(output))))
-    try:
-        fit(building, resume=False)
-    except BaseException:
-        if processes.main:
-            shutil.rmtree(building, ignore_errors=True)
-        raise
-    if processes.main:
-        finish_building(building, output)
-    processes.finish()
+    train_in_place_or_beside(output, replacing, fit, resume, processes)
     return summary
 
 
@@ -314,20 +301,8 @@ def _trainer_class(config: RerankerConfig, texts: list[list[str]]):
 
     if not config.group_by_length:
         return CrossEncoderTrainer
-    from genq.batching import length_grouped_sampler
-
     # bce rows repeat a query beside each of its passages, and that is fine; mnrl keeps in-batch negatives honest
-    sampler_class = length_grouped_sampler(texts, no_duplicates=config.loss == "mnrl")
-
-    class LengthGroupedTrainer(CrossEncoderTrainer):
-        def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None,
-                              seed=0):
-            if dataset is not self.train_dataset:
-                return super().get_batch_sampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
-            return sampler_class(dataset, batch_size=batch_size, drop_last=drop_last,
-                                 valid_label_columns=valid_label_columns, generator=generator, seed=seed)
-
-    return LengthGroupedTrainer
+    return with_length_grouped_batches(CrossEncoderTrainer, texts, no_duplicates=config.loss == "mnrl")
 
 
 def _append_model_card(output: Path, config: RerankerConfig, pairs_path: Path, summary: RerankerSummary) -> None:

@@ -241,3 +241,46 @@ def plot_loss(history: list[dict], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def train_in_place_or_beside(output: Path, replacing: bool, fit, resume: bool, processes: Processes) -> None:
+    """Run ``fit(directory, resume=...)`` into ``output``; when replacing an earlier run, into a folder beside
+    it that is swapped in only once complete, so the old model stays usable until then (and after a kill)."""
+    from genq.io import finish_building, start_building
+
+    if not replacing:
+        fit(output, resume=resume)
+        processes.finish()
+        return
+    building = Path(processes.agree(lambda: str(start_building(output))))
+    try:
+        fit(building, resume=False)
+    except BaseException:
+        if processes.main:
+            shutil.rmtree(building, ignore_errors=True)
+        raise
+    if processes.main:
+        finish_building(building, output)
+    processes.finish()
+
+
+def with_length_grouped_batches(trainer_class, texts: list[list[str]], no_duplicates: bool):
+    """``trainer_class`` (a sentence-transformers trainer) drawing its training batches from genq's
+    length-grouped sampler over each row's ``texts``.
+
+    The sampler is handed over by overriding ``get_batch_sampler`` (the library's documented
+    hook) rather than through the arguments, which are pickled into every checkpoint.
+    """
+    from genq.batching import length_grouped_sampler
+
+    sampler_class = length_grouped_sampler(texts, no_duplicates)
+
+    class LengthGroupedTrainer(trainer_class):
+        def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None,
+                              seed=0):
+            if dataset is not self.train_dataset:
+                return super().get_batch_sampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
+            return sampler_class(dataset, batch_size=batch_size, drop_last=drop_last,
+                                 valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+
+    return LengthGroupedTrainer

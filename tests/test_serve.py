@@ -70,6 +70,10 @@ def test_post_batch(client):
     ("get", {"params": {"q": "chain", "k": 0}}, 400, "between 1 and 50"),
     ("get", {"params": {"q": "chain", "k": 51}}, 400, "between 1 and 50"),
     ("get", {"params": {"q": "chain", "k": "ten"}}, 400, "integer"),
+    ("get", {"params": {"q": "chain", "k": "5_0"}}, 400, "ASCII digits"),
+    ("get", {"params": {"q": "chain", "k": "\u0665"}}, 400, "ASCII digits"),
+    ("get", {"url": "/search?q=%00"}, 400, "NUL"),
+    ("get", {"url": "/search?q=chain%ff%fe%c0"}, 400, "not valid UTF-8"),
     ("post", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
     ("post", {"json": ["chain"]}, 400, "JSON object"),
     ("post", {"json": {"queries": []}}, 400, "non-empty list"),
@@ -133,7 +137,8 @@ def test_web_page_in_headless_chromium(live_server, tmp_path):
             assert hits.count() == 4
             first = hits.nth(0)
             assert first.locator(".title").inner_text().startswith("1. ")
-            assert "score" in first.locator(".score").inner_text()
+            # a fused score is relative to its list; the page shows what each side said instead
+            assert "cosine" in first.locator(".score").inner_text() and "BM25" in first.locator(".score").inner_text()
             # a passage that fits the snippet is shown whole, from its first word
             snippet = first.locator(".snippet").inner_text()
             assert not snippet.startswith("…") and snippet.split()[0] in {"clean", "replace", "inflate", "adjust"}
@@ -153,9 +158,27 @@ def test_web_page_in_headless_chromium(live_server, tmp_path):
             page.wait_for_function("document.getElementById('status').textContent.includes('bm25')")
             assert page.locator("li.hit").nth(0).get_attribute("data-id") == "brake"
             page.screenshot(path=str(screenshot_dir / "search-page.png"), full_page=True)
+            # mode and k are kept in the URL, so a reload or a shared link shows the same search
+            assert "mode=bm25" in page.url and "k=10" in page.url and "q=squeak" in page.url
+            page.reload()
+            page.wait_for_selector("li.hit")
+            assert page.locator("#mode").input_value() == "bm25"
+            assert page.locator("#q").input_value().startswith("squeak")
+            # nothing found is said, not a blank page
+            page.fill("#q", "zyxwvut")
+            page.click("#go")
+            page.wait_for_selector("li.empty")
+            assert "Nothing matched" in page.locator("li.empty").inner_text()
             # an empty query is answered on the page, not with a broken request
             page.fill("#q", "   ")
             page.click("#go")
             assert "Type a query" in page.locator("#status").inner_text()
+            # a phone's width: every control stays on screen
+            for width in (390, 1280):
+                page.set_viewport_size({"width": width, "height": 800})
+                for control in ("#q", "#mode", "#k", "#go"):
+                    box = page.locator(control).bounding_box()
+                    assert box["x"] >= 0 and box["x"] + box["width"] <= width, (width, control, box)
+                page.screenshot(path=str(screenshot_dir / f"search-page-{width}.png"), full_page=True)
         finally:
             browser.close()

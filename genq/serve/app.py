@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import replace
 from importlib import resources
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -107,6 +108,8 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
             query.encode("utf-8")
         except UnicodeEncodeError:
             raise BadInput("the query holds a lone UTF-16 surrogate (like \\ud800), which is not text") from None
+        if "\x00" in query:
+            raise BadInput("the query holds a NUL character, which is not text")
         if len(query) > max_query_chars:
             raise BadInput(f"the query is longer than {max_query_chars} characters", 413)
         return query
@@ -186,12 +189,15 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
                 "limits": {"max_k": max_k, "max_query_chars": max_query_chars, "max_batch": max_batch}}
 
     @app.get("/search")
-    def search_get(q: str = "", k: str = "10", mode: str | None = None, alpha: str | None = None,
+    def search_get(request: Request, q: str = "", k: str = "10", mode: str | None = None, alpha: str | None = None,
                    fusion: str | None = None, rerank: str | None = None):
-        try:
-            k_value = int(k)
-        except ValueError:
-            raise BadInput("k must be an integer") from None
+        try:  # the framework decodes bad UTF-8 into U+FFFD; the raw query string says what was sent
+            parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), encoding="utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise BadInput("the query string is not valid UTF-8") from None
+        if not (k.isascii() and k.isdigit()):  # int() would take "5_0" as 50 and "٥" as 5
+            raise BadInput("k must be an integer written in ASCII digits")
+        k_value = int(k)
         query = check_query(q)
         options = check_options(mode, alpha, fusion, rerank)
         results, ms = run([query], check_k(k_value), options)
