@@ -583,7 +583,7 @@ def _make_plan(config: AdaptConfig, paths: dict, started: float, say: Callable[[
                     batch_size=training.batch_size, queries_per_passage=generation.queries_per_passage,
                     limit=config.limit, epochs=None if config.auto_epochs else training.epochs,
                     max_steps=training.max_steps if training.max_steps > 0 else None,
-                    min_passages=generation.batch_size)
+                    min_passages=generation.batch_size, size_queries=config.auto_queries_per_passage)
     say(f"  rates here: {1 / max(rates.generate_seconds_per_passage, 1e-9):.2f} passages/s generating "
         f"({rates.pairs_per_passage:.1f} pairs kept per passage{', after the filter (assumed 50%)' if keep < 1 else ''}"
         f"), {rates.train_seconds_per_step:.1f} s per training step, "

@@ -25,6 +25,7 @@ from genq.io import GenqError
 MAX_EPOCHS = 10  # past this, more passages beat more passes (the same cap as sizing by corpus)
 SAFETY = 0.97  # plan to this share of the budget: the stages after training are estimates, with tails
 BUDGET_QUERIES_PER_PASSAGE = 3  # GenQ's: under a budget, breadth (passages covered) beats depth
+MAX_BUDGET_QUERIES_PER_PASSAGE = 10  # when the whole corpus is covered with time to spare, up to this many
 PROBE_STEPS = 5  # the first two steps pay one-off costs (kernels picked for new shapes); the rest are steady
 
 
@@ -119,12 +120,15 @@ def steps_per_epoch(passages: int, rates: Rates, batch_size: int) -> int:
 
 def plan_run(budget_seconds: float, elapsed_seconds: float, passages_total: int, rates: Rates, fixed: Fixed, *,
              batch_size: int, queries_per_passage: int, limit: int | None = None, epochs: float | None = None,
-             max_steps: int | None = None, min_passages: int = 1) -> Plan:
+             max_steps: int | None = None, min_passages: int = 1, size_queries: bool = False) -> Plan:
     """Size the passages to generate for and the training steps so the whole run fits the budget.
 
     ``limit``, ``epochs`` and ``max_steps`` are what the user set (None: genq sizes it);
     a value the user set is never changed, even when the budget cannot hold it (the plan
-    then says so in its notes).
+    then says so in its notes). With ``size_queries`` (the user left ``--queries-per-passage``
+    unset; ``rates`` were measured at ``queries_per_passage``) a budget that covers every
+    passage and the epoch cap with time to spare buys more queries per passage, up to
+    ``MAX_BUDGET_QUERIES_PER_PASSAGE``, as GPL generates more per passage for small corpora.
     """
     available = budget_seconds * SAFETY - elapsed_seconds - fixed.total - rates.generator_load_seconds \
         - rates.train_overhead_seconds
@@ -169,6 +173,21 @@ def plan_run(budget_seconds: float, elapsed_seconds: float, passages_total: int,
         steps = int(spare / per_step) if per_step > 0 else per_epoch
         steps = max(min(steps, MAX_EPOCHS * per_epoch), per_epoch)
         chosen.append("steps")
+    capped = "steps" in chosen and steps == MAX_EPOCHS * per_epoch and passages == passages_total
+    if size_queries and capped and limit is None:
+        # the corpus is used up and more passes would not help: more queries per passage, sampled and trained
+        # on at the rates measured (both grow about linearly with the samples per passage)
+        per_query = (per_passage + MAX_EPOCHS * pairs_step) / queries_per_passage
+        more = min(int(available / (passages * per_query)) if per_query > 0 else queries_per_passage,
+                   MAX_BUDGET_QUERIES_PER_PASSAGE)
+        if more > queries_per_passage:
+            scale = more / queries_per_passage
+            per_passage *= scale
+            per_epoch = max(1, math.ceil(passages * rates.pairs_per_passage * scale / batch_size))
+            steps = max(min(int((available - passages * per_passage) / per_step) if per_step > 0 else per_epoch,
+                            MAX_EPOCHS * per_epoch), per_epoch)
+            queries_per_passage = more
+            chosen.append("queries per passage")
     estimates = {"generate": passages * per_passage + rates.generator_load_seconds,
                  "train": steps * per_step + rates.train_overhead_seconds, **fixed.stages}
     plan = Plan(budget_seconds, elapsed_seconds, passages_total, passages, queries_per_passage, steps, batch_size,

@@ -7,7 +7,16 @@ from click.testing import CliRunner
 
 from genq.cli import main
 from genq.io import GenqError
-from genq.planning import MAX_EPOCHS, SAFETY, Fixed, Rates, format_duration, parse_duration, plan_run
+from genq.planning import (
+    MAX_BUDGET_QUERIES_PER_PASSAGE,
+    MAX_EPOCHS,
+    SAFETY,
+    Fixed,
+    Rates,
+    format_duration,
+    parse_duration,
+    plan_run,
+)
 
 from .test_pipeline import adapt_args, stage_status
 
@@ -38,6 +47,21 @@ def test_a_small_corpus_gets_all_its_passages_and_at_most_the_epoch_cap():
     assert plan.passages == 100
     assert plan.steps == MAX_EPOCHS * 5  # 300 pairs / 64 = 5 steps per epoch
     assert plan.estimated_total < 7200 * SAFETY  # the rest of the budget is not spent for nothing
+
+
+def test_a_covered_corpus_with_time_to_spare_buys_more_queries_per_passage_when_unset():
+    fixed = Fixed({"index": 40.0})
+    tight = plan_run(3600, 60, 1500, RATES, fixed, batch_size=64, queries_per_passage=3, size_queries=True)
+    roomy = plan_run(36000, 60, 1500, RATES, fixed, batch_size=64, queries_per_passage=3, size_queries=True)
+    assert tight.queries_per_passage == 3 and "queries per passage" not in tight.chosen  # the corpus is not covered
+    assert roomy.passages == 1500 and 3 < roomy.queries_per_passage <= MAX_BUDGET_QUERIES_PER_PASSAGE
+    assert "queries per passage" in roomy.chosen and "x " + str(roomy.queries_per_passage) in roomy.describe()
+    assert roomy.estimated_total <= 36000 * SAFETY + 1
+    per_epoch = -(-int(1500 * 3.0 * roomy.queries_per_passage / 3) // 64)
+    assert roomy.steps <= MAX_EPOCHS * per_epoch
+    # a user's --queries-per-passage is theirs: the corpus is covered and the rest of the budget left
+    kept = plan_run(36000, 60, 1500, RATES, fixed, batch_size=64, queries_per_passage=3, size_queries=False)
+    assert kept.queries_per_passage == 3 and kept.estimated_total < roomy.estimated_total
 
 
 def test_one_epoch_must_fit_so_fewer_passages_are_generated_for():
@@ -83,7 +107,11 @@ def test_adapt_plans_records_and_reuses_the_plan(tmp_path, raw_corpus, tiny_t5_d
     assert manifest["stages"]["plan"]["summary"]["plan"]["elapsed_seconds"] >= manifest["stages"]["prepare"]["seconds"]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     plan = manifest["stages"]["plan"]["summary"]["plan"]
-    assert plan["queries_per_passage"] == 3 and plan["passages_total"] == 10
+    # ten passages leave a 10-minute budget spare time: every passage, and more queries each (it was left unset)
+    assert plan["passages_total"] == 10 and plan["queries_per_passage"] == MAX_BUDGET_QUERIES_PER_PASSAGE
+    assert "queries per passage" in plan["chosen"]
+    assert json.loads((run_dir / "pairs.meta.json").read_text())["parameters"]["queries_per_passage"] == \
+        MAX_BUDGET_QUERIES_PER_PASSAGE
     assert set(manifest["stages"]["plan"]["summary"]["rates"]) >= {"generate_seconds_per_passage",
                                                                    "train_seconds_per_step"}
     assert manifest["plan_vs_actual"]["stages"]["train"]["actual"] > 0
