@@ -177,9 +177,19 @@ def plan_run(budget_seconds: float, elapsed_seconds: float, passages_total: int,
     if size_queries and capped and limit is None:
         # the corpus is used up and more passes would not help: more queries per passage, sampled and trained
         # on at the rates measured (both grow about linearly with the samples per passage)
+        # rounded up, so that the budget is spent: training then gets what generation leaves (fewer than ten
+        # epochs), provided one epoch still fits
         per_query = (per_passage + MAX_EPOCHS * pairs_step) / queries_per_passage
-        more = min(int(available / (passages * per_query)) if per_query > 0 else queries_per_passage,
+        more = min(math.ceil(available / (passages * per_query)) if per_query > 0 else queries_per_passage,
                    MAX_BUDGET_QUERIES_PER_PASSAGE)
+
+        def one_epoch_fits(q: int) -> bool:
+            scale = q / queries_per_passage
+            epoch = max(1, math.ceil(passages * rates.pairs_per_passage * scale / batch_size)) * per_step
+            return passages * per_passage * scale + epoch <= available
+
+        while more > queries_per_passage and not one_epoch_fits(more):
+            more -= 1
         if more > queries_per_passage:
             scale = more / queries_per_passage
             per_passage *= scale
