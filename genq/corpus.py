@@ -745,6 +745,15 @@ def iter_passages(
             yield {"_id": passage_id, "title": title, "text": chunk, "doc_id": document.id}
 
 
+def check_pair_passage(pair: dict, passage: dict, pairs_path: Path, corpus_path: Path, line: int) -> None:
+    """A pair's passage must be the corpus passage of its id: the same ids over other texts (pairs from
+    another corpus) would be judged and mined against passages they were never written for."""
+    if " ".join(str(pair.get("passage", "")).split()) != " ".join(passage["text"].split()):
+        raise DataError(pairs_path, f"the pair's passage differs from passage {passage['_id']!r} of {corpus_path}: "
+                                    "the pairs come from another corpus",
+                        "use the passages file the pairs were generated from", line)
+
+
 def _unique_id(passage_id: str, seen: set[bytes], summary: PrepareSummary) -> str:
     """The id, or when another passage already has it (a document named ``a#1`` beside chunk 1 of ``a``,
     or two documents with one id) the first free ``ID~2``, ``ID~3``, ... (counted, and said by the CLI)."""

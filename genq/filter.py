@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genq.corpus import load_passages
+from genq.corpus import check_pair_passage, load_passages
 from genq.encode import Encoder
 from genq.generate import SCORE_FIELD, iter_pairs
 from genq.io import DataError, GenqError, atomic_write, dumps_line, refuse_same_path, write_json_atomic
@@ -141,6 +141,7 @@ def filter_pairs(
                 raise DataError(pairs_path, f"passage_id {pair.get('passage_id')!r} is not in {corpus_path}",
                                 "filter against the passages file the pairs were generated from", line)
             pair["passage_id"] = str(pair["passage_id"])
+            check_pair_passage(pair, passages[dense.row_of[pair["passage_id"]]], pairs_path, corpus_path, line)
             batch.append((line, pair))
             if len(batch) >= batch_size:
                 judge(batch, handle)

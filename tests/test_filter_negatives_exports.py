@@ -177,3 +177,17 @@ def test_export_cli(tmp_path):
     result = CliRunner().invoke(main, ["export", str(pairs_with_negatives(tmp_path)), "--format", "flag", "-o",
                                        str(tmp_path / "f.jsonl")])
     assert result.exit_code == 0 and (tmp_path / "f.jsonl").exists()
+
+
+def test_pairs_from_another_corpus_are_refused_by_filter_and_mining(tmp_path, tiny_encoder_dir):
+    corpus_b = write_jsonl(tmp_path / "b.jsonl", [{"_id": f"p{i}", "title": "", "text": f"other text {i}"}
+                                                 for i in range(6)])
+    pairs_a = write_jsonl(tmp_path / "pairs.jsonl", [{"query": f"q{i}", "passage_id": f"p{i}",
+                                                      "passage": f"the text of corpus a {i}"} for i in range(6)])
+    for command in (["filter", str(pairs_a), "--corpus", str(corpus_b), "-m", str(tiny_encoder_dir), "-o",
+                     str(tmp_path / "f.jsonl")],
+                    ["mine-negatives", str(pairs_a), "--corpus", str(corpus_b), "--neg-retriever", "bm25", "-o",
+                     str(tmp_path / "n.jsonl")]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2 and "pairs.jsonl:1" in result.output and "another corpus" in result.output
+        assert not (tmp_path / command[-1]).exists()
