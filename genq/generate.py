@@ -45,6 +45,7 @@ from genq.io import (
     DataError,
     GenqError,
     JsonlAppender,
+    atomic_write,
     describe_error,
     describe_file,
     file_fingerprint,
@@ -891,6 +892,8 @@ class _Progress:
     emptied_runaway: int = 0
     emptied_not_a_query: int = 0
     wall_seconds: float = 0.0
+    last_check: str = ""  # the chained checksum of the last verified journal line (the next one continues it)
+    entries_dropped: int = 0  # journal lines that did not verify, with every line after them: their batches redo
 
     def add(self, entry: dict) -> None:
         self.done.update(entry["ids"])
@@ -901,22 +904,71 @@ class _Progress:
         self.wall_seconds += entry.get("seconds", 0.0)
 
 
-def _read_journal(journal: Path) -> tuple[dict | None, _Progress]:
-    """The header (settings and input) and the summed progress of a journal; a torn last entry is cut."""
+def journal_check(entry: dict, previous: str) -> str:
+    """A journal line's checksum, chained to the line before it: an edited, reordered or dropped line breaks it."""
+    body = json.dumps({k: v for k, v in entry.items() if k != "check"}, sort_keys=True, ensure_ascii=False)
+    return hashlib.blake2b((previous + body).encode("utf-8"), digest_size=8).hexdigest()
+
+
+def _read_journal(journal: Path, partial: Path) -> tuple[dict | None, _Progress]:
+    """The header (settings and input) and the summed progress of a journal, as far as it verifies.
+
+    Every line carries a checksum chained to the one before, and every batch line the digest
+    of the bytes it appended to the partial output. The first line that is not JSON, fails its
+    checksum or vouches for bytes the partial does not hold ends what is believed: that line
+    and all after it are dropped from the journal, and their batches are generated again, so a
+    damaged journal costs time, never a doubled or lost pair. (A journal written before genq
+    kept checksums is read as before, up to its first line that is not JSON.)
+    """
     progress = _Progress(set())
     if not journal.exists():
         return None, progress
     repair_torn_tail(journal)
-    header = None
-    with open(journal, encoding="utf-8") as handle:
-        for number, line in enumerate(handle):
-            entry = json.loads(line)
+    lines = journal.read_bytes().splitlines(keepends=True)
+    header, previous, verified, checked = None, "", 0, None
+    data = open(partial, "rb") if partial.exists() else None  # noqa: SIM115 (closed below)
+    try:
+        for number, raw in enumerate(lines):
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                break
+            if not isinstance(entry, dict):
+                break
+            checked = ("check" in entry) if checked is None else checked
+            if checked:
+                if entry.get("check") != journal_check(entry, previous):
+                    break
+                previous = entry["check"]
             if number == 0:
                 header = entry if "settings" in entry else None
                 if header is None:
                     return None, progress
             else:
-                progress.add(entry)
+                try:
+                    ids, end = list(entry["ids"]), int(entry["bytes"])
+                except (KeyError, TypeError, ValueError):
+                    break
+                if checked:
+                    if data is None or end < progress.valid_bytes:
+                        break
+                    data.seek(progress.valid_bytes)
+                    appended = data.read(end - progress.valid_bytes)
+                    if len(appended) != end - progress.valid_bytes or \
+                            hashlib.blake2b(appended, digest_size=8).hexdigest() != entry.get("data"):
+                        break
+                progress.add({**entry, "ids": ids, "bytes": end})
+            verified = number + 1
+    finally:
+        if data is not None:
+            data.close()
+    progress.last_check = previous
+    if verified < len(lines):
+        progress.entries_dropped = len(lines) - verified
+        logger.warning("%s: %d line(s) of the journal do not verify (edited or damaged): their batches are generated "
+                       "again", journal, progress.entries_dropped)
+        with atomic_write(journal, "wb", encoding=None) as handle:
+            handle.write(b"".join(lines[:verified]))
     return header, progress
 
 
@@ -962,7 +1014,7 @@ def generate_pairs(
         return summary
     judge = quality.load() if quality and quality.sample else None  # before the long part: a bad model shows now
 
-    header, done = _read_journal(journal)
+    header, done = _read_journal(journal, partial)
     usable = header is not None and partial.exists() and partial.stat().st_size >= done.valid_bytes
     if usable and not overwrite:
         _refuse_other_run(partial, header["settings"], header["source"], settings, source, "is an interrupted run",
@@ -985,7 +1037,9 @@ def generate_pairs(
     if header is None:
         partial.parent.mkdir(parents=True, exist_ok=True)
         with JsonlAppender(journal) as log:
-            log.write_batch([{"settings": settings, "source": source, "genq_version": __version__}])
+            first = {"settings": settings, "source": source, "genq_version": __version__}
+            first["check"] = done.last_check = journal_check(first, "")
+            log.write_batch([first])
     todo = (p for p in _limited(iter_passage_file(passages_path), limit) if p["_id"] not in done.done)
     bar = tqdm(total=total, initial=len(done.done), desc="generating", unit=" passages", disable=not progress,
                file=sys.stderr, smoothing=0.1)
@@ -1011,8 +1065,11 @@ def generate_pairs(
                 setattr(summary, f"filtered_{reason}", getattr(summary, f"filtered_{reason}") + emptied)
             entry["pairs"] = appender.write_batch(records)
             entry["bytes"] = appender.position
+            entry["data"] = appender.last_digest
             entry["seconds"] = round(time.perf_counter() - batch_started, 3)
+            entry["check"] = journal_check(entry, done.last_check)
             log.write_batch([entry])  # only now is the batch done: a crash before this line redoes it
+            done.last_check = entry["check"]
             done.add(entry)
             for key in ("queries_sampled", "duplicates_dropped", "filtered_out", "passages_without_query"):
                 setattr(summary, key, getattr(summary, key) + entry[key])

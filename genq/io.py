@@ -566,10 +566,12 @@ class JsonlAppender:
         make_parent(self.path)
         self.torn_bytes_dropped = repair_torn_tail(self.path)
         self._fsync = fsync
+        self.last_digest = ""  # of the last batch's bytes: a journal records it to vouch for exactly those bytes
         self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
 
     def write_batch(self, records: Iterable[dict]) -> int:
         text = "".join(dumps_line(r) for r in records)
+        self.last_digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
         if not text:
             return 0
         self._handle.write(text)

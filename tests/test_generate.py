@@ -260,3 +260,45 @@ def test_greedy_decoding_matches_transformers_generate(tiny_t5_dir, tiny_gpt2_di
                     expected = expected[:ends[0]] if ends else expected
             assert queries[0] == expected, (model_dir.name, passage["_id"])
     assert generator._prefix and len(generator._prefix[0]) >= 16  # the decoder-only run did use the cached prefix
+
+
+def _damage_middle_json(lines):
+    lines[2] = b'{"ids": ["chain", "bra\n'
+    return lines
+
+
+def _damage_middle_ids(lines):
+    entry = json.loads(lines[2])
+    entry["ids"] = ["someone", "else"]
+    lines[2] = (json.dumps(entry) + "\n").encode()
+    return lines
+
+
+def _damage_last_bytes(lines):
+    entry = json.loads(lines[-1])
+    entry["bytes"] -= 50
+    lines[-1] = (json.dumps(entry) + "\n").encode()
+    return lines
+
+
+@pytest.mark.parametrize("damage", [_damage_middle_json, _damage_middle_ids, _damage_last_bytes])
+def test_a_damaged_journal_costs_time_never_a_doubled_or_lost_pair(tmp_path, tiny_t5_dir, bike_passages, damage):
+    """The journal is genq's own file; an edited or damaged line must not make a resume trust it (issue 24)."""
+    from genq.generate import run_paths
+
+    reference = tmp_path / "reference.jsonl"
+    generate_pairs(bike_passages, reference, config_for(tiny_t5_dir, batch_size=2), progress=False)
+    out = tmp_path / "pairs.jsonl"
+    config = config_for(tiny_t5_dir, batch_size=2)
+    real = QueryGenerator(config)
+    with pytest.raises(KeyboardInterrupt):
+        generate_pairs(bike_passages, out, config, progress=False, generator=StopAfter(real, 3))
+    _, journal = run_paths(out)
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 4  # the header and three batches
+    journal.write_bytes(b"".join(damage(lines)))
+    summary = generate_pairs(bike_passages, out, config, progress=False, generator=real)
+    assert sorted_lines(out) == sorted_lines(reference)  # nothing doubled, nothing lost
+    assert summary.passages_skipped_as_done < 6  # the batches the journal no longer vouched for were redone
+    counts, expected = (json.loads(meta_path_for(path).read_text())["counts"] for path in (out, reference))
+    assert counts == expected
