@@ -401,10 +401,22 @@ def _title_from_file(path: Path, text: str) -> tuple[str, str]:
     return re.sub(r"[_\-]+", " ", path.stem).strip(), text
 
 
+FOLDER_SUFFIXES = (".txt", ".md", ".markdown")
+
+
 def _read_folder(path: Path, errors: ErrorTally) -> Iterator[Document]:
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md", ".markdown"))
+    everything = sorted(p for p in path.rglob("*") if p.is_file()
+                        and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    files = [p for p in everything if p.suffix.lower() in FOLDER_SUFFIXES]
+    others = [p for p in everything if p.suffix.lower() not in FOLDER_SUFFIXES]
+    if others:  # every file is read or named: a .jsonl or .csv beside the documents is not silently left out
+        names = ", ".join(p.relative_to(path).as_posix() for p in others[:5]) + (", ..." if len(others) > 5 else "")
+        logger.warning("%s: %d file(s) that are not .txt or .md are not read: %s (a folder input reads .txt and .md "
+                       "documents; pass a JSONL, CSV or other corpus file on its own)", path, len(others), names)
     if not files:
-        raise DataError(path, "folder holds no .txt or .md files", "point at a folder of .txt/.md documents")
+        raise DataError(path, "folder holds no .txt or .md files"
+                        + (f" ({len(others)} other file(s), e.g. {others[0].name})" if others else ""),
+                        "point at a folder of .txt/.md documents, or pass a corpus file on its own")
     for file in files:
         try:
             text = file.read_bytes().decode("utf-8-sig")

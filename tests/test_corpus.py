@@ -324,3 +324,22 @@ def test_passage_ids_stay_unique_and_ids_that_break_files_are_refused(tmp_path):
         result = CliRunner().invoke(main, ["corpus", "prepare", str(source), "-o", str(tmp_path / "p.jsonl"),
                                            "--tokenizer", "words"])
         assert result.exit_code == 2 and "bad.jsonl:1" in result.output and "Traceback" not in result.output, bad
+
+
+def test_a_folder_names_the_files_it_does_not_read(tmp_path, caplog):
+    import logging
+
+    from genq.corpus import prepare_corpus
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.md").write_text("# Chain\nclean the chain")
+    (folder / "b.txt").write_text("brake pads wear out")
+    (folder / "c.jsonl").write_text('{"_id": "x", "text": "three documents"}\n')
+    (folder / "d.csv").write_text("id,text\n1,hello\n")
+    (folder / ".DS_Store").write_bytes(b"\x00")
+    with caplog.at_level(logging.WARNING, logger="genq"):
+        summary = prepare_corpus(folder, tmp_path / "p.jsonl", tokenizer="words", progress=False)
+    assert summary.documents == 2
+    assert "2 file(s) that are not .txt or .md are not read: c.jsonl, d.csv" in caplog.text
+    assert ".DS_Store" not in caplog.text
