@@ -341,6 +341,10 @@ def adapt(
         summary = generate_pairs(paths["passages"], paths["pairs"], generation, overwrite=not resume,
                                  progress=progress, limit=config.limit, quality=config.quality,
                                  generator=probe.pop("generator", None))
+        runaway = f" ({summary.filtered_runaway:,} runaway)" if summary.filtered_runaway else ""
+        say(f"  {summary.pairs_in_file:,} pairs; {summary.filtered_out:,} of {summary.queries_sampled:,} samples "
+            f"dropped{runaway}, {summary.duplicates_dropped:,} duplicates; {summary.passages_without_query:,} "
+            "passages left without a query")
         if summary.quality:
             say(f"  quality: {summary.quality.headline()}")
         return summary.to_dict(), "resumed" if summary.passages_skipped_as_done else "ran"
