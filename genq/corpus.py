@@ -766,6 +766,19 @@ def check_pair_passage(pair: dict, passage: dict, pairs_path: Path, corpus_path:
                         "use the passages file the pairs were generated from", line)
 
 
+def check_pairs_against(pairs: Iterable[tuple[int, dict]], passages: list[dict], pairs_path: Path,
+                        corpus_path: Path) -> None:
+    """Every pair names a passage of the corpus, with that passage's text: checked in one cheap pass before a
+    model loads and the corpus is encoded, so a wrong file fails in seconds, not after minutes."""
+    by_id = {p["_id"]: p for p in passages}
+    for line, pair in pairs:
+        passage = by_id.get(str(pair.get("passage_id")))
+        if passage is None:
+            raise DataError(pairs_path, f"passage_id {pair.get('passage_id')!r} is not in {corpus_path}",
+                            "use the passages file the pairs were generated from", line)
+        check_pair_passage(pair, passage, pairs_path, corpus_path, line)
+
+
 def _unique_id(passage_id: str, seen: set[bytes], summary: PrepareSummary) -> str:
     """The id, or when another passage already has it (a document named ``a#1`` beside chunk 1 of ``a``,
     or two documents with one id) the first free ``ID~2``, ``ID~3``, ... (counted, and said by the CLI)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genq.corpus import check_pair_passage, load_passages
+from genq.corpus import check_pairs_against, load_passages
 from genq.encode import Encoder
 from genq.generate import SCORE_FIELD, iter_pairs
 from genq.io import DataError, GenqError, atomic_write, dumps_line, refuse_same_path, write_json_atomic
@@ -96,6 +96,7 @@ def filter_pairs(
     refuse_same_path([pairs_path, corpus_path], output_path)
     score_keep, logprob_cut = _generator_score_cut(pairs_path, keep_top_share, min_logprob)
     passages = load_passages(corpus_path)
+    check_pairs_against(iter_pairs(pairs_path), passages, pairs_path, Path(corpus_path))
     encoder = model if isinstance(model, Encoder) else Encoder(model, dtype=dtype)
     cache_dir = cache_dir if cache_dir is not None else output_path.parent / ".genq-cache"
     dense = DenseCorpus(passages, encoder, cache_dir=cache_dir, progress=progress, vectors=corpus_vectors)
@@ -141,7 +142,6 @@ def filter_pairs(
                 raise DataError(pairs_path, f"passage_id {pair.get('passage_id')!r} is not in {corpus_path}",
                                 "filter against the passages file the pairs were generated from", line)
             pair["passage_id"] = str(pair["passage_id"])
-            check_pair_passage(pair, passages[dense.row_of[pair["passage_id"]]], pairs_path, corpus_path, line)
             batch.append((line, pair))
             if len(batch) >= batch_size:
                 judge(batch, handle)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genq.corpus import check_pair_passage, load_passages
+from genq.corpus import check_pairs_against, load_passages
 from genq.encode import Encoder
 from genq.generate import iter_pairs
 from genq.io import DataError, GenqError, atomic_write, dumps_line, refuse_same_path
@@ -92,6 +92,7 @@ def mine_negatives(
     pairs_path, output_path = Path(pairs_path), Path(output_path)
     refuse_same_path([pairs_path, corpus_path], output_path)
     passages = load_passages(corpus_path)
+    check_pairs_against(iter_pairs(pairs_path), passages, pairs_path, Path(corpus_path))
     retrievers = []
     if config.retriever in ("dense", "both"):
         if model is None:
@@ -162,7 +163,6 @@ def mine_negatives(
                 raise DataError(pairs_path, f"passage_id {passage_id!r} is not in {corpus_path}",
                                 "mine against the passages file the pairs were generated from", line)
             pair["passage_id"] = passage_id
-            check_pair_passage(pair, passages[row_of[passage_id]], pairs_path, corpus_path, line)
             batch.append(pair)
             if len(batch) >= config.batch_size:
                 mine(batch, handle)

@@ -184,7 +184,8 @@ def test_pairs_from_another_corpus_are_refused_by_filter_and_mining(tmp_path, ti
                                                  for i in range(6)])
     pairs_a = write_jsonl(tmp_path / "pairs.jsonl", [{"query": f"q{i}", "passage_id": f"p{i}",
                                                       "passage": f"the text of corpus a {i}"} for i in range(6)])
-    for command in (["filter", str(pairs_a), "--corpus", str(corpus_b), "-m", str(tiny_encoder_dir), "-o",
+    # the model named does not exist: the pairs are checked before any model loads, so the pairs are the error
+    for command in (["filter", str(pairs_a), "--corpus", str(corpus_b), "-m", str(tmp_path / "no-model"), "-o",
                      str(tmp_path / "f.jsonl")],
                     ["mine-negatives", str(pairs_a), "--corpus", str(corpus_b), "--neg-retriever", "bm25", "-o",
                      str(tmp_path / "n.jsonl")]):
