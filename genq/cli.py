@@ -87,6 +87,35 @@ def _close_bars() -> None:
         bar.close()
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk: an OSError with ENOSPC, or a library's wrapping of one
+    (safetensors says "StorageFull", torch's zip writer "file write failed")."""
+    import errno
+
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc)
+        if "No space left on device" in text or "StorageFull" in text or "file write failed" in text:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _free_space(path) -> str:
+    import shutil
+
+    folder = Path(path).resolve()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown"
+    return f"{free / 2**20:,.0f} MiB" if free < 2**30 else f"{free / 2**30:,.1f} GiB"
+
+
 def user_errors(function):
     """Turn a GenqError into a one-paragraph message and its exit code, never a traceback."""
 
@@ -98,12 +127,23 @@ def user_errors(function):
             _close_bars()
             click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
             sys.exit(exc.exit_code)
-        except OSError as exc:  # unwritable folder, full disk, a file vanished: the system's word, not a traceback
+        except Exception as exc:  # a full disk, however the library that was writing words it; any other OSError
+            if not disk_full(exc):
+                if not isinstance(exc, OSError):
+                    raise
+                # unwritable folder, a file vanished: the system's word, not a traceback
+                _close_bars()
+                where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+                click.echo(click.style("error: ", fg="red", bold=True) + f"{exc.strerror or exc}{where}\n"
+                           "  fix: check that the path exists, that you may read/write it, and that the disk has room",
+                           err=True)
+                sys.exit(1)
             _close_bars()
-            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            click.echo(click.style("error: ", fg="red", bold=True) + f"{exc.strerror or exc}{where}\n"
-                       "  fix: check that the path exists, that you may read/write it, and that the disk has room",
-                       err=True)
+            output = next((kwargs[k] for k in ("output", "run_dir", "output_dir") if kwargs.get(k)), None)
+            click.echo(click.style("error: ", fg="red", bold=True) + "the disk is full (no space left on device)"
+                       + (f" while writing {output}: {_free_space(output)} free there" if output else "")
+                       + "\n  fix: free some space, or choose an output on another disk, and rerun the same command: "
+                         "what was finished before is intact, and an interrupted run resumes", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             _close_bars()

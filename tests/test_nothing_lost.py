@@ -306,3 +306,39 @@ def test_a_huge_record_is_tokenized_in_bounded_pieces(tmp_path):
     assert max(counter.count(chunks)) <= 64 and len(chunks) > 1000
     assert "".join(chunks).count("x") >= 200_000  # the giant word is cut, not dropped
     assert len(clip_for_model(text, 256)) == 256 * MAX_CHARS_PER_TOKEN and clip_for_model("short", 256) == "short"
+
+
+def test_a_full_disk_is_one_line_and_what_was_finished_stays(tmp_path, tiny_encoder_dir, bike_passages, tiny_t5_dir,
+                                                             monkeypatch):
+    import errno
+
+    from sentence_transformers import SentenceTransformer
+
+    from genq.io import JsonlAppender
+
+    runner = CliRunner()
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"query": f"question {i}", "passage_id": f"p{i}",
+                                                    "passage": f"passage {i} text"} for i in range(8)])
+    train = ["train", str(pairs), "-o", str(tmp_path / "model"), "--base-model", str(tiny_encoder_dir),
+             "--train-batch-size", "4", "--eval-share", "0", "--device", "cpu"]
+    assert runner.invoke(main, train).exit_code == 0
+    before = (tmp_path / "model" / "model.safetensors").read_bytes()
+
+    def full(*_args, **_kwargs):  # how safetensors words a full disk
+        raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space '
+                           'left on device" })')
+
+    monkeypatch.setattr(SentenceTransformer, "save", full)
+    result = runner.invoke(main, [*train, "--overwrite", "--train-seed", "7"])
+    assert result.exit_code == 1 and "the disk is full" in result.output and "free there" in result.output
+    assert "Traceback" not in result.output and result.output.count("error:") == 1
+    assert (tmp_path / "model" / "model.safetensors").read_bytes() == before  # the finished model is intact
+    monkeypatch.undo()
+
+    def no_space(self, records):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(JsonlAppender, "write_batch", no_space)
+    result = runner.invoke(main, ["generate", str(bike_passages), "-o", str(tmp_path / "gen.jsonl"), "--generator",
+                                  str(tiny_t5_dir), "--max-length", "6", "--device", "cpu"])
+    assert result.exit_code == 1 and "the disk is full" in result.output and "Traceback" not in result.output
