@@ -568,9 +568,13 @@ def train(pairs, output, device, resume, overwrite, time_limit, eval_beir, **opt
     say(f"  no-duplicates sampler kept {summary.duplicates_a_plain_batch_would_hold:,} same-passage pairs out of "
         "shared batches" if config.no_duplicates else
         f"  plain batches: ~{summary.duplicates_a_plain_batch_would_hold:,} pairs share a batch with their passage")
-    for key, value in summary.eval_metrics.items():
-        if "ndcg@10" in key or "mrr@10" in key:
-            say(f"  held-out {key}: {value}")
+    verdict = summary.verdict()
+    if verdict:
+        say(f"  {verdict}")
+    else:
+        for key, value in summary.eval_metrics.items():
+            if "ndcg@10" in key or "mrr@10" in key:
+                say(f"  held-out {key}: {value}")
     for note in summary.notes:
         say(f"  note: {note}")
     say(f"  model saved to {output} (training_log.json, loss_curve.png, README.md model card)")
@@ -1271,11 +1275,16 @@ def adapt(corpus_path, run_dir, format_, id_field, text_field, title_field, txt_
                                 epochs=reranker_epochs, negatives=reranker_negatives_per_pair,
                                 seed=training.seed, bf16=training.bf16, device=device) if with_reranker else None)
     started = time.perf_counter()
-    run_adapt(corpus_path, run_dir, config, progress=show_progress(), say=say)
+    manifest = run_adapt(corpus_path, run_dir, config, progress=show_progress(), say=say)
     elapsed = time.perf_counter() - started
     say("")
     say(f"done in {elapsed / 60:.1f} min. Run directory: {run_dir}")
-    say(f"  model:  {Path(run_dir) / 'model'}")
+    trained = (manifest.get("stages", {}).get("train") or {}).get("summary") or {}
+    from genq.train import TrainSummary
+
+    verdict = TrainSummary(**{k: v for k, v in trained.items() if k in TrainSummary.__dataclass_fields__}
+                           ).verdict() if trained else None
+    say(f"  model:  {Path(run_dir) / 'model'}" + (f"; {verdict}" if verdict else ""))
     say(f"  index:  {Path(run_dir) / 'index'}")
     if with_reranker:
         say(f"  reranker: {Path(run_dir) / 'reranker'} (search with --rerank)")

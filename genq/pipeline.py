@@ -430,6 +430,8 @@ def adapt(
                                    overwrite=not can_resume, progress=progress)
         for note in summary.notes:
             say(f"  note: {note}")
+        if summary.verdict():
+            say(f"  {summary.verdict()}")
         return summary.to_dict(), "resumed" if summary.resumed_from else "ran"
 
     stages.append(("train", train_params, run_train, [paths["model"] / "config.json"]))

@@ -116,6 +116,21 @@ class TrainSummary:
     padding_share: float | None = None  # share of the passage tokens in a batch that are padding
     final_loss: float | None = None
     eval_metrics: dict = field(default_factory=dict)
+    base_eval_metrics: dict = field(default_factory=dict)  # the same held-out queries, before training
+
+    def verdict(self) -> str | None:
+        """Base against adapted on held-out synthetic queries: the label-free sign of whether training helped."""
+        def ndcg(metrics: dict) -> float | None:
+            return next((v for k, v in metrics.items() if k.endswith("ndcg@10")), None)
+
+        before, after = ndcg(self.base_eval_metrics), ndcg(self.eval_metrics)
+        if before is None or after is None:
+            return None
+        outlook = ("expected to search this corpus better than the base model" if after > before + 0.005 else
+                   "not measurably better than the base model on them: more pairs or steps, or a stronger "
+                   "generator, would help")
+        return (f"held-out synthetic queries ({self.eval_pairs}): nDCG@10 base {before:.3f} -> adapted {after:.3f} "
+                f"({after - before:+.3f}): {outlook}")
     resumed_from: str | None = None
     notes: list[str] = field(default_factory=list)  # what the user should know about this run (said by the CLI)
 
@@ -344,6 +359,9 @@ def train_bi_encoder(
         train_rows, eval_rows = rows, []
         summary.train_pairs, summary.eval_pairs = len(rows), 0
     evaluator = _ir_evaluator(train_rows, eval_rows) if eval_rows else None
+    if evaluator is not None and processes.main and len(evaluator.corpus) <= BASE_EVAL_MAX_PASSAGES:
+        # the base model on the same held-out queries: what the adapted model's figure is worth
+        summary.base_eval_metrics = {k: round(float(v), 4) for k, v in evaluator(model).items()}
     batch_size = min(config.batch_size, len(train_rows))
     fit = functools.partial(_fit, model=model, loss=loss, evaluator=evaluator, train_rows=train_rows,
                             batch_size=batch_size, negatives_per_pair=negatives_per_pair, margin_mse=margin_mse,
@@ -435,6 +453,7 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
 
 MIN_HELDOUT_PAIRS = 20  # fewer held-out queries than this make an nDCG that says nothing
 FEW_STEPS, FEW_PAIRS = 20, 100  # below either, fine-tuning barely moves a pretrained bi-encoder
+BASE_EVAL_MAX_PASSAGES = 5000  # the base model is scored on the held-out queries too where that is cheap
 
 
 def _precision(summary: TrainSummary) -> str:

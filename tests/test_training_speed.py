@@ -154,3 +154,20 @@ def test_too_little_training_is_said_aloud(tmp_path, tiny_encoder_dir):
     assert "only 7 pairs and 1 optimizer step(s): too little to move the model" in result.output
     record = json.loads((tmp_path / "model" / "genq_training.json").read_text())
     assert record["summary"]["notes"]
+
+
+def test_the_base_model_is_scored_on_the_held_out_queries_too(tmp_path, tiny_encoder_dir):
+    from click.testing import CliRunner
+
+    from genq.cli import main
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"query": f"question {i}", "passage_id": f"p{i % 100}", "passage": f"passage {i % 100} text"}
+        for i in range(200)])
+    result = CliRunner().invoke(main, ["train", str(pairs), "-o", str(tmp_path / "model"), "--base-model",
+                                       str(tiny_encoder_dir), "--eval-share", "0.3", "--max-steps", "2",
+                                       "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "held-out synthetic queries" in result.output and "base" in result.output and "-> adapted" in result.output
+    record = json.loads((tmp_path / "model" / "genq_training.json").read_text())["summary"]
+    assert set(record["base_eval_metrics"]) == set(record["eval_metrics"])
