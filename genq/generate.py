@@ -446,6 +446,16 @@ class QueryGenerator:
         n = config.queries_per_passage
         return [scored[i * n:(i + 1) * n] for i in range(len(passages))]
 
+    def use_settings(self, config: GenerationConfig) -> None:
+        """Sample with ``config``'s settings from now on (a run may size queries per passage after the model
+        loaded); the model, its file and precision must be the ones loaded."""
+        wanted = config.for_family(self.family)
+        for key in ("model", "gguf_file", "dtype"):
+            if getattr(wanted, key) != getattr(self.config, key):
+                raise GenqError(f"the loaded generator has {key}={getattr(self.config, key)!r}, the run "
+                                f"{getattr(wanted, key)!r}")
+        self.config = wanted
+
     def _query_in(self, text: str, ended: bool) -> str:
         """The query in a decoder-only sample, or "" (counted in ``emptied``) when it holds none.
 
@@ -1029,7 +1039,10 @@ def generate_pairs(
         with open(partial, "rb+") as handle:  # cut a batch written but not yet logged, and any torn line
             handle.truncate(done.valid_bytes)
 
-    generator = generator or QueryGenerator(config)
+    if generator is None:
+        generator = QueryGenerator(config)
+    elif hasattr(generator, "use_settings"):
+        generator.use_settings(config)  # one loaded earlier (a budget's probe) samples with this run's settings
     summary.family, summary.device, summary.dtype = generator.family, generator.device, dtype_name(generator.dtype)
     summary.prompt_style = getattr(generator, "prompt_style", "")
     summary.passages = total

@@ -112,6 +112,8 @@ def test_adapt_plans_records_and_reuses_the_plan(tmp_path, raw_corpus, tiny_t5_d
     assert "queries per passage" in plan["chosen"]
     assert json.loads((run_dir / "pairs.meta.json").read_text())["parameters"]["queries_per_passage"] == \
         MAX_BUDGET_QUERIES_PER_PASSAGE
+    # and sampled that many (the probe's generator, reused, was loaded at 3)
+    assert manifest["stages"]["generate"]["summary"]["queries_sampled"] == 10 * MAX_BUDGET_QUERIES_PER_PASSAGE
     assert set(manifest["stages"]["plan"]["summary"]["rates"]) >= {"generate_seconds_per_passage",
                                                                    "train_seconds_per_step"}
     assert manifest["plan_vs_actual"]["stages"]["train"]["actual"] > 0
