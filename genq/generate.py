@@ -1029,7 +1029,7 @@ def generate_pairs(
     if usable and not overwrite:
         _refuse_other_run(partial, header["settings"], header["source"], settings, source, "is an interrupted run",
                           resume=True)
-    if not usable or header["settings"] != settings or header["source"] != source:
+    if not usable or header["settings"] != settings or not _same_source(header["source"], source):
         # no usable journal, or one for other settings (only reached with --overwrite): both files are genq's own
         partial.unlink(missing_ok=True)
         journal.unlink(missing_ok=True)
@@ -1213,6 +1213,11 @@ def check_quality(pairs_file: Path, passages_path: Path, check: QualityCheck, en
     report.sampled_from = pairs.seen if pairs.seen > len(pairs.items) else None
     report.seconds = round(time.perf_counter() - started, 2)
     return report
+
+
+def _same_source(old: dict, new: dict) -> bool:
+    """The same passages, wherever they now lie: a run directory that was moved resumes instead of starting over."""
+    return old.get("fingerprint") == new["fingerprint"] and old.get("limit") == new["limit"]
 
 
 def _refuse_other_run(path: Path, old_settings: dict, old_source: dict, settings: dict, source: dict, what: str,

@@ -78,6 +78,28 @@ def test_resume_after_crash_equals_an_uninterrupted_run(tmp_path, tiny_t5_dir, b
     assert counts == expected and counts["pairs"] == len(out.read_text().splitlines())
 
 
+def test_an_interrupted_run_moved_elsewhere_resumes_instead_of_starting_over(tmp_path, tiny_t5_dir, bike_passages):
+    """A run directory moved between the interruption and the rerun (passages beside the pairs, as in an adapt
+    run) keeps the passages it had finished: the journal names the same passages, by content, at another path."""
+    import shutil
+
+    from genq.generate import run_paths
+
+    first = tmp_path / "first"
+    first.mkdir()
+    passages = first / "passages.jsonl"
+    shutil.copy(bike_passages, passages)
+    config = config_for(tiny_t5_dir, batch_size=2)
+    real = QueryGenerator(config)
+    with pytest.raises(KeyboardInterrupt):
+        generate_pairs(passages, first / "pairs.jsonl", config, progress=False, generator=StopAfter(real, 2))
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    summary = generate_pairs(moved / "passages.jsonl", moved / "pairs.jsonl", config, progress=False, generator=real)
+    assert summary.passages_skipped_as_done == 4 and summary.passages_generated == 4
+    assert not any(path.exists() for path in run_paths(moved / "pairs.jsonl"))
+
+
 def test_deleted_output_and_changed_input_are_not_complete(tmp_path, tiny_t5_dir, bike_passages):
     out = tmp_path / "pairs.jsonl"
     generate_pairs(bike_passages, out, config_for(tiny_t5_dir), progress=False)
