@@ -15,6 +15,7 @@ from genq.index import build_index
 from genq.search import Searcher
 from genq.serve import create_app
 from genq.serve.app import hosts_for
+from genq.serve.limits import server_options
 
 from .conftest import write_jsonl
 
@@ -44,7 +45,7 @@ def live(searcher):
     import uvicorn
 
     app = create_app(searcher, max_query_chars=100, max_batch=4, allowed_hosts=hosts_for("127.0.0.1"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", **server_options()))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -68,6 +69,69 @@ def raw_request(port: int, head: str, body: bytes = b"", timeout: float = 10) ->
                 break
             response += part
     return int(response.split(b" ", 2)[1]), response
+
+
+def whole_exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
+    """Send these bytes and read until the server closes: every response it gave on the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while part := sock.recv(65536):
+            received += part
+    return received
+
+
+def answers(received: bytes) -> list[tuple[int, dict]]:
+    """The (status, JSON body) of each response in a connection's bytes."""
+    found = []
+    while received.startswith(b"HTTP/1.1 "):
+        head, _, rest = received.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.lower().split(b"\r\n")
+                          if line.startswith(b"content-length:")))
+        found.append((int(head.split(b" ")[1]), json.loads(rest[:length])))
+        received = rest[length:]
+    return found
+
+
+# issue 27 item 4: oversized heads answered in JSON (whether or not the parser saw them whole), no smuggling
+@pytest.mark.parametrize("size", [20_000, 300_000, 2_000_000])
+def test_an_oversized_request_line_gets_a_414_not_a_reset(live, size):
+    received = whole_exchange(live, f"GET /search?q={'a' * size} HTTP/1.1\r\nHost: 127.0.0.1:{live}\r\n"
+                                    "Connection: close\r\n\r\n".encode())
+    [(status, body)] = answers(received)
+    assert status == 414 and "POST /search" in body["error"]
+
+
+@pytest.mark.parametrize("headers", [f"X-Big: {'a' * 100_000}\r\n", f"X-Big: {'a' * 1_000_000}\r\n",
+                                     "".join(f"X-{i}: a\r\n" for i in range(1000))])
+def test_oversized_or_too_many_headers_get_a_431(live, headers):
+    received = whole_exchange(live, f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{live}\r\n{headers}"
+                                    "Connection: close\r\n\r\n".encode())
+    [(status, body)] = answers(received)
+    assert status == 431 and "header" in body["error"]
+
+
+def test_a_request_with_two_framings_is_refused_and_what_follows_it_is_not_served(live):
+    host = f"Host: 127.0.0.1:{live}\r\n"
+    smuggled = (f"POST /search HTTP/1.1\r\n{host}Content-Type: application/json\r\nContent-Length: 4\r\n"
+                f"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /health HTTP/1.1\r\n{host}Connection: close\r\n\r\n")
+    [(status, body)] = answers(whole_exchange(live, smuggled.encode()))
+    assert status == 400 and "Content-Length and Transfer-Encoding" in body["error"]
+
+
+def test_bytes_that_are_not_http_get_a_json_400(live):
+    [(status, body)] = answers(whole_exchange(live, b"\x00\x01 nonsense\r\n\r\n"))
+    assert status == 400 and "not valid HTTP" in body["error"]
+
+
+def test_a_request_within_the_limits_is_answered(live):
+    [(status, body)] = answers(whole_exchange(live, f"GET /search?q={'chain%20' * 1200}&k=2 HTTP/1.1\r\n"
+                                                    f"Host: 127.0.0.1:{live}\r\nX-Pad: {'a' * 2000}\r\n"
+                                                    "Connection: close\r\n\r\n".encode()))
+    assert status == 413 and "longer than 100 characters" in body["error"]  # the app's own query limit, not a 414
+    [(status, body)] = answers(whole_exchange(live, f"GET /search?q=chain&k=2 HTTP/1.1\r\nHost: 127.0.0.1:{live}"
+                                                    "\r\nConnection: close\r\n\r\n".encode()))
+    assert status == 200 and len(body["hits"]) == 2
 
 
 # 13. size limits before reading, every JSON failure a 4xx, Host, content type, docs, HEAD

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genq.io import GenqError
 from genq.retrieval import FUSIONS, SEARCH_MODES
+from genq.serve.limits import HeadLimits, server_options
 from genq.search import Searcher, SearchOptions
 
 MAX_QUERY_CHARS = 1000
@@ -69,6 +70,7 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
                   redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     if allowed_hosts:
         app.add_middleware(JsonTrustedHost, allowed_hosts=allowed_hosts)
+    app.add_middleware(HeadLimits)  # outermost: an oversized or ambiguously framed head is refused first
     max_body = max_batch * (max_query_chars * 4 + 64) + 4096  # the largest valid request, in UTF-8 bytes
     page = resources.files("genq.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
 
@@ -279,4 +281,4 @@ def run_server(searcher: Searcher, host: str = "127.0.0.1", port: int = 8000, lo
     import uvicorn
 
     app = create_app(searcher, defaults=defaults, allowed_hosts=hosts_for(host, allowed_hosts), docs=docs)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, **server_options())
