@@ -315,9 +315,8 @@ def encode_corpus_ray(passages_path: str | Path, model: str, work_dir: str | Pat
     except ImportError:
         raise GenqError("--ray needs Ray Data\n  fix: pip install 'genq[ray]'") from None
     import numpy as np
-    from numpy.lib.format import open_memmap
 
-    from genq.io import file_fingerprint
+    from genq.io import file_fingerprint, reserved_memmap
 
     options = ray_options or RayOptions()
     options.validate()
@@ -338,8 +337,7 @@ def encode_corpus_ray(passages_path: str | Path, model: str, work_dir: str | Pat
                     desc="encoding")
     parts = [np.load(shard["output"], mmap_mode="r") for shard in shards]
     merged = work_dir / "embeddings.npy"
-    matrix = open_memmap(merged, mode="w+", dtype=np.float32,
-                         shape=(sum(len(p) for p in parts), parts[0].shape[1]))
+    matrix = reserved_memmap(merged, (sum(len(p) for p in parts), parts[0].shape[1]))
     row = 0
     for part in parts:
         matrix[row:row + len(part)] = part

@@ -41,6 +41,7 @@ from genq.io import (
     read_json,
     recover_interrupted_swap,
     replacing_directory,
+    reserved_memmap,
     sample_fingerprint,
 )
 from genq.locks import one_writer
@@ -181,9 +182,7 @@ class _StoreWriter:
 def _encode_into(passages_path: Path, encoder: Encoder, store: _StoreWriter, seen_ids: set[str],
                  embeddings_path: Path, progress: bool, total: int, already: int = 0) -> int:
     """Encode every passage into a growing .npy (memory-mapped) and the store; returns how many."""
-    from numpy.lib.format import open_memmap
-
-    matrix = open_memmap(embeddings_path, mode="w+", dtype=np.float32, shape=(total, encoder.dimension))
+    matrix = reserved_memmap(embeddings_path, (total, encoder.dimension))
     row = 0
     for chunk, vectors in encoder.encode_stream(_unique(passages_path, seen_ids), progress=progress, total=total):
         matrix[row:row + len(chunk)] = vectors

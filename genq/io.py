@@ -474,6 +474,29 @@ def follow_umask(directory: str | os.PathLike) -> None:
             os.chmod(path, 0o666 & ~mask)
 
 
+def reserved_memmap(path: str | os.PathLike, shape: tuple[int, ...], dtype=None):
+    """A new .npy opened as a writable memory map, with every byte of it allocated on disk first.
+
+    A memory map over a sparse file takes its disk blocks only when a page is first written;
+    on a full disk the kernel then answers with SIGBUS, which kills Python without a word.
+    Allocating up front turns a full disk into an ENOSPC here, which genq reports in one line.
+    """
+    import numpy as np
+    from numpy.lib.format import open_memmap
+
+    matrix = open_memmap(path, mode="w+", dtype=np.float32 if dtype is None else dtype, shape=shape)
+    try:
+        with open(path, "r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # a file system that cannot reserve
+            del matrix
+            raise
+    except AttributeError:  # no posix_fallocate on this platform (macOS): the map stays sparse
+        pass
+    return matrix
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Write to a temporary file beside ``path`` and rename it into place only on success.

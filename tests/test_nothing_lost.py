@@ -342,3 +342,23 @@ def test_a_full_disk_is_one_line_and_what_was_finished_stays(tmp_path, tiny_enco
     result = runner.invoke(main, ["generate", str(bike_passages), "-o", str(tmp_path / "gen.jsonl"), "--generator",
                                   str(tiny_t5_dir), "--max-length", "6", "--device", "cpu"])
     assert result.exit_code == 1 and "the disk is full" in result.output and "Traceback" not in result.output
+
+
+def test_an_index_on_a_full_disk_is_one_line_not_a_bus_error(tmp_path, tiny_encoder_dir, bike_passages, monkeypatch):
+    """The vectors are written through a memory map; over a sparse file a full disk would be a SIGBUS that kills
+    the process without a word, so the map's blocks are reserved first and a full disk is an ENOSPC there."""
+    import errno
+    import os
+
+    reserved = []
+
+    def full(descriptor, offset, length):
+        reserved.append(length)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    result = CliRunner().invoke(main, ["index", str(bike_passages), "-m", str(tiny_encoder_dir), "-o",
+                                       str(tmp_path / "index"), "--device", "cpu", "--dtype", "float32"])
+    assert result.exit_code == 1 and "the disk is full" in result.output and "Traceback" not in result.output
+    assert reserved and reserved[0] >= 8 * 32 * 4  # every vector's bytes, asked for before the first is written
+    assert not (tmp_path / "index").exists()

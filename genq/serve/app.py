@@ -23,8 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genq.io import GenqError
 from genq.retrieval import FUSIONS, SEARCH_MODES
-from genq.serve.limits import HeadLimits, server_options
 from genq.search import Searcher, SearchOptions
+from genq.serve.limits import HeadLimits, server_options
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 100

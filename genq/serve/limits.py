@@ -94,9 +94,9 @@ class GenqH11Protocol(H11Protocol):
         body = json_body(message)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"connection", b"close")]
+        response = h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode())
         try:
-            for event in (h11.Response(status_code=status, headers=headers,
-                                                    reason=HTTPStatus(status).phrase.encode()), h11.Data(data=body), h11.EndOfMessage()):
+            for event in (response, h11.Data(data=body), h11.EndOfMessage()):
                 self.transport.write(self.conn.send(event))
         except h11.LocalProtocolError:  # a response had already started: nothing sensible can follow it
             self.transport.close()
