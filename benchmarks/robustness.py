@@ -107,8 +107,13 @@ class Tally:
     def __init__(self) -> None:
         self.rows: list[dict] = []
 
-    def run(self, work: Path, name: str, args: list, expect: str) -> None:
-        """Run one command in process; classify what came back."""
+    def run(self, work: Path, name: str, args: list, expect: str, check=None,
+            must_say: str | list[str] | None = None) -> None:
+        """Run one command in process; classify what came back.
+
+        ``check`` (a callable) says whether an accepted run's result is right, and ``must_say`` is what an
+        accepted run has to tell the user (a warning): without either, an accepted run counts as wrong.
+        """
         from click.testing import CliRunner
 
         from genq.cli import main
@@ -123,17 +128,20 @@ class Tally:
         if traceback:
             outcome = "traceback"
         elif result.exit_code in (1, 2) and "error:" in output:
-            outcome = "clear error"
+            outcome = "clear error" if check is None or expect != "error" or check() else "error, with damage"
         elif result.exit_code == 0 and expect == "skip" and ("skipped: 1" in output or "skipped 1" in output
                                                             or "dropped: 1" in output):
             outcome = "skip counted"
         elif result.exit_code == 0 and expect == "ok":
-            outcome = "accepted (valid)"
+            said = [must_say] if isinstance(must_say, str) else must_say or []
+            right = (check is None or check()) and all(words in output for words in said)
+            outcome = "accepted (valid)" if right else "accepted silently"
         elif result.exit_code == 0:
             outcome = "accepted silently"
         else:
             outcome = f"exit {result.exit_code}"
-        damage = bool(changed) and outcome != "accepted (valid)" and expect != "skip"
+        damage = (bool(changed) and outcome != "accepted (valid)" and expect != "skip") \
+            or outcome == "error, with damage"
         command = " ".join(str(a) for a in args[:2]) if args[0] == "corpus" else str(args[0])
         message = next((line for line in output.splitlines() if line.startswith("error:")), "")
         self.rows.append({"input": name, "command": command, "expected": expect, "outcome": outcome,
@@ -423,25 +431,35 @@ def kills(work: Path, models: dict[str, Path], per_command: int, passages_count:
 
 
 def markdown(report: dict) -> str:
-    inputs = report["inputs"]
-    outcome = Counter(row["outcome"] for row in inputs)
-    lines = ["# Robustness replay (issue 16)", "", f"`python benchmarks/robustness.py` on {report['machine']}, "
-             f"{report['date']}. Tiny random models; what is measured is behaviour, not speed.", "",
-             "## Malformed inputs", "",
-             "| inputs tried | clear errors | skips counted | accepted (valid input) | tracebacks | accepted silently "
-             "| damage |", "|---:|---:|---:|---:|---:|---:|---:|",
-             f"| {len(inputs)} | {outcome['clear error']} | {outcome['skip counted']} | {outcome['accepted (valid)']} "
-             f"| {outcome['traceback']} | {outcome['accepted silently']} | {sum(r['damage'] for r in inputs)} |", "",
-             "<details><summary>every run</summary>", "", "| input | command | expected | outcome | damage | message |",
-             "|---|---|---|---|---|---|"]
-    for row in inputs:
-        message = row["first line"].replace("|", "\\|")
-        lines.append(f"| {row['input']} | `{row['command']}` | {row['expected']} | {row['outcome']} | "
-                     f"{'yes' if row['damage'] else ''} | {message} |")
-    http = report["http"]
-    lines += ["", "</details>", "", "## Malformed HTTP requests", "",
-              f"{http['requests']} requests: " + ", ".join(f"{k}: {v}" for k, v in http["by_class"].items())
-              + f"; server errors (5xx): {len(http['server_errors'])}", ""]
+    lines = ["# Robustness replay (issues 16, 24, 27)", "",
+             f"`python benchmarks/robustness.py` on {report['machine']}, "
+             f"{report['date']}. Tiny random models; what is measured is behaviour, not speed. Parts run on another "
+             f"date: {report.get('part_dates', {})}.", ""]
+    if report.get("inputs"):
+        inputs = report["inputs"]
+        outcome = Counter(row["outcome"] for row in inputs)
+        lines += ["## Malformed inputs", "",
+                  "| inputs tried | clear errors | skips counted | accepted (valid input) | tracebacks | accepted "
+                  "silently | damage |", "|---:|---:|---:|---:|---:|---:|---:|",
+                  f"| {len(inputs)} | {outcome['clear error']} | {outcome['skip counted']} | "
+                  f"{outcome['accepted (valid)']} | {outcome['traceback']} | {outcome['accepted silently']} | "
+                  f"{sum(r['damage'] for r in inputs)} |", "",
+                  "<details><summary>every run</summary>", "",
+                  "| input | command | expected | outcome | damage | message |", "|---|---|---|---|---|---|"]
+        for row in inputs:
+            message = row["first line"].replace("|", "\\|")
+            lines.append(f"| {row['input']} | `{row['command']}` | {row['expected']} | {row['outcome']} | "
+                         f"{'yes' if row['damage'] else ''} | {message} |")
+        lines += ["", "</details>", ""]
+    if report.get("http"):
+        http = report["http"]
+        lines += ["## Malformed HTTP requests", "",
+                  f"{http['requests']} requests: " + ", ".join(f"{k}: {v}" for k, v in http["by_class"].items())
+                  + f"; server errors (5xx): {len(http['server_errors'])}", ""]
+    if report.get("more"):
+        from benchmarks import robustness_more
+
+        lines += [*robustness_more.markdown(report["more"]), ""]
     if report.get("kills"):
         rows = report["kills"]
         lines += ["## Kills (SIGKILL after a random delay, then rerun)", "",
@@ -465,6 +483,9 @@ def main() -> None:
     parser.add_argument("--kills-per-command", type=int, default=4)
     parser.add_argument("--passages", type=int, default=1500, help="Corpus size for the kill runs.")
     parser.add_argument("--skip-kills", action="store_true")
+    parser.add_argument("--parts", nargs="+", default=["inputs", "http", "kills", "more"],
+                        choices=["inputs", "http", "kills", "more"],
+                        help="more = the cases of issues 24 and 27 (damaged files, two writers, the server).")
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "robustness")
     args = parser.parse_args()
@@ -478,17 +499,30 @@ def main() -> None:
                                                   num_labels=1)}
         work = tmp / "inputs"
         work.mkdir()
-        report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPU cores",
-                  "inputs": malformed_inputs(work, models)}
-        print(f"malformed inputs: {len(report['inputs'])} runs", flush=True)
-        report["http"] = malformed_http(tmp, models)
-        print(f"malformed HTTP: {report['http']['requests']} requests", flush=True)
-        if not args.skip_kills:
+        report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPU cores"}
+        if "inputs" in args.parts:
+            report["inputs"] = malformed_inputs(work, models)
+            print(f"malformed inputs: {len(report['inputs'])} runs", flush=True)
+        if "http" in args.parts:
+            report["http"] = malformed_http(tmp, models)
+            print(f"malformed HTTP: {report['http']['requests']} requests", flush=True)
+        if "more" in args.parts:
+            from benchmarks import robustness_more
+
+            report["more"] = robustness_more.run(tmp, {**models, "tokenizer": tokenizer})
+        if "kills" in args.parts and not args.skip_kills:
             kill_dir = tmp / "kills"
             kill_dir.mkdir()
             report["kills"] = kills(kill_dir, models, args.kills_per_command, args.passages, args.seed)
         report["seconds"] = round(time.time() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.with_suffix(".json").exists():  # a run of some parts keeps the others' last figures
+        earlier = json.loads(args.out.with_suffix(".json").read_text())
+        report["part_dates"] = {}
+        for part in ("inputs", "http", "more", "kills"):
+            if part not in report and part in earlier:
+                report[part] = earlier[part]
+                report["part_dates"][part] = earlier.get("part_dates", {}).get(part, earlier["date"])
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))

@@ -87,9 +87,13 @@ def _close_bars() -> None:
         bar.close()
 
 
-def disk_full(exc: BaseException) -> bool:
+NEARLY_FULL_BYTES = 64 * 2**20
+
+
+def disk_full(exc: BaseException, output=None) -> bool:
     """Whether ``exc`` (or what caused it) is a full disk: an OSError with ENOSPC, or a library's wrapping of one
-    (safetensors says "StorageFull", torch's zip writer "file write failed")."""
+    (safetensors says "StorageFull", torch's zip writer "file write failed"). Torch's zip writer may also only
+    notice the short write ("unexpected pos 29120 vs 29012"): that counts where the output's disk is nearly full."""
     import errno
 
     seen = 0
@@ -99,19 +103,27 @@ def disk_full(exc: BaseException) -> bool:
         text = str(exc)
         if "No space left on device" in text or "StorageFull" in text or "file write failed" in text:
             return True
+        if "unexpected pos" in text and output is not None and _free_bytes(output) < NEARLY_FULL_BYTES:
+            return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
 
 
-def _free_space(path) -> str:
+def _free_bytes(path) -> float:
     import shutil
 
     folder = Path(path).resolve()
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:
-        free = shutil.disk_usage(folder).free
+        return shutil.disk_usage(folder).free
     except OSError:
+        return float("inf")
+
+
+def _free_space(path) -> str:
+    free = _free_bytes(path)
+    if free == float("inf"):
         return "unknown"
     return f"{free / 2**20:,.0f} MiB" if free < 2**30 else f"{free / 2**30:,.1f} GiB"
 
@@ -128,7 +140,8 @@ def user_errors(function):
             click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
             sys.exit(exc.exit_code)
         except Exception as exc:  # a full disk, however the library that was writing words it; any other OSError
-            if not disk_full(exc):
+            output = next((kwargs[k] for k in ("output", "run_dir", "output_dir") if kwargs.get(k)), None)
+            if not disk_full(exc, output):
                 if not isinstance(exc, OSError):
                     raise
                 # unwritable folder, a file vanished: the system's word, not a traceback
@@ -139,7 +152,6 @@ def user_errors(function):
                            err=True)
                 sys.exit(1)
             _close_bars()
-            output = next((kwargs[k] for k in ("output", "run_dir", "output_dir") if kwargs.get(k)), None)
             click.echo(click.style("error: ", fg="red", bold=True) + "the disk is full (no space left on device)"
                        + (f" while writing {output}: {_free_space(output)} free there" if output else "")
                        + "\n  fix: free some space, or choose an output on another disk, and rerun the same command: "

@@ -311,7 +311,8 @@ def train_bi_encoder(
     processes = Processes()
     replacing = processes.agree(lambda: check_training_output(output, settings, resume, overwrite))
     if len(rows) < 2:
-        raise DataError(pairs_path, f"holds {len(rows)} pair(s); training needs at least 2",
+        repeats = "".join(f" ({note})" for note in notes if "repeat" in note)
+        raise DataError(pairs_path, f"holds {len(rows)} distinct pair(s){repeats}; training needs at least 2",
                         "generate more queries, or relax the filters")
 
     import torch
