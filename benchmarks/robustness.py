@@ -27,6 +27,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import logging
 import os
 import random
 import signal
@@ -99,8 +100,21 @@ DELIMITED = {
 
 
 def snapshot(folder: Path) -> dict[str, str]:
+    """Every file's hash, except genq's lock files (they record their last holder: rewriting one is no damage)."""
     return {str(p.relative_to(folder)): hashlib.blake2b(p.read_bytes(), digest_size=8).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and not (p.name.startswith(".")
+                                                                         and p.name.endswith(".lock"))}
+
+
+class Said(logging.Handler):
+    """Collects what genq logged during one run (its warnings are part of what the user is told)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage() + "\n")
 
 
 class Tally:
@@ -119,8 +133,13 @@ class Tally:
         from genq.cli import main
 
         before = snapshot(work)
-        result = CliRunner().invoke(main, [str(a) for a in args])
-        output = result.output
+        said = Said()
+        logging.getLogger("genq").addHandler(said)
+        try:
+            result = CliRunner().invoke(main, [str(a) for a in args])
+        finally:
+            logging.getLogger("genq").removeHandler(said)
+        output = result.output + "".join(said.lines)  # warnings go through logging, which the runner does not see
         traceback = (result.exception is not None and not isinstance(result.exception, SystemExit)) \
             or "Traceback" in output
         after = snapshot(work)
@@ -133,8 +152,8 @@ class Tally:
                                                             or "dropped: 1" in output):
             outcome = "skip counted"
         elif result.exit_code == 0 and expect == "ok":
-            said = [must_say] if isinstance(must_say, str) else must_say or []
-            right = (check is None or check()) and all(words in output for words in said)
+            needed = [must_say] if isinstance(must_say, str) else must_say or []
+            right = (check is None or check()) and all(words in output for words in needed)
             outcome = "accepted (valid)" if right else "accepted silently"
         elif result.exit_code == 0:
             outcome = "accepted silently"

@@ -125,7 +125,7 @@ def odd_ids(tally, work: Path, models: dict) -> None:
                   "error")
         tally.run(work, name, ["index", source, "-m", models["encoder"], "-o", work / "ids-index", *DEVICE], "error")
     chunked = write_jsonl(work / "chunk-ids.jsonl", [{"_id": "a#1", "text": "a short document"},
-                                                     {"_id": "a", "text": " ".join(["word"] * 400)}])
+                                                     {"_id": "a", "text": " ".join(f"word{i}" for i in range(400))}])
     out = work / "chunk-ids-out.jsonl"
 
     def unique() -> bool:
@@ -317,8 +317,10 @@ def concurrent_writers(work: Path, models: dict) -> list[dict]:
             meta = output_path.with_name(output_path.name.removesuffix(".jsonl") + ".meta.json")
             valid = len(lines) == len(set(lines)) and (not meta.exists() or json.loads(meta.read_text())
                                                        .get("counts", {}).get("pairs", len(lines)) == len(lines))
-        outcome = ("traceback" if "Traceback" in outputs else "second refused, first complete" if refused and valid
-                   else "both ran" if codes == [0, 0] else f"exits {codes}")
+        outcome = ("traceback" if "Traceback" in outputs else "second refused at once, first complete"
+                   if refused and valid else "both ran" if codes == [0, 0]
+                   else "first finished before the second began; second refused (output exists)"
+                   if codes[0] == 0 and "error:" in outputs and valid else f"exits {codes}")
         rows.append({"command": name, "outcome": outcome, "refused_after_s": round(refused_in, 1),
                      "output_valid": valid})
     return rows
