@@ -203,7 +203,11 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
         import os
 
+        from genq import models
+
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # "Saving the dataset", once per save
+        models.library_bars = False  # "Loading weights" and "Writing model shards" at every load and save
 
 
 # --------------------------------------------------------------------------- corpus

@@ -23,6 +23,7 @@ a fingerprint of OUT itself) appear only when the run is complete.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -61,6 +62,19 @@ from genq.models import resolve_model
 from genq.quality import LONG_QUERY_WORDS, QualityReport, strip_template_echo
 
 logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def _cache_argument_of(model_class: type) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def cache_argument(model) -> str:
+    """The name forward() takes the KV cache by: transformers 5 renamed ``past_key_values`` to ``cache`` and
+    warns on every call that uses the old name; older versions know only the old one."""
+    return _cache_argument_of(type(model))
 
 DEFAULT_GENERATOR = "BeIR/query-gen-msmarco-t5-base-v1"
 BUILTIN_TEMPLATES = ("msmarco", "promptagator")
@@ -505,7 +519,7 @@ class QueryGenerator:
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         first = torch.full((hidden.shape[0], 1), start, dtype=torch.long, device=self.device)
         logits = model(encoder_outputs=(hidden,), attention_mask=attention_mask, decoder_input_ids=first,
-                       past_key_values=cache, use_cache=True, return_dict=True).logits[:, -1, :]
+                       **{cache_argument(model): cache}, use_cache=True, return_dict=True).logits[:, -1, :]
         # from here on one row per sample: the shared step is copied, not recomputed
         logits = logits.repeat_interleave(n, dim=0)
         cache.batch_repeat_interleave(n)
@@ -530,7 +544,7 @@ class QueryGenerator:
                 next_tokens = next_tokens[keep]
                 cache.reorder_cache(keep)
             logits = model(encoder_outputs=(hidden,), attention_mask=attention_mask,
-                           decoder_input_ids=next_tokens.unsqueeze(1), past_key_values=cache, use_cache=True,
+                           decoder_input_ids=next_tokens.unsqueeze(1), **{cache_argument(model): cache}, use_cache=True,
                            return_dict=True).logits[:, -1, :]
         return samples
 
@@ -553,8 +567,8 @@ class QueryGenerator:
 
         cache = _growing_cache()
         with torch.inference_mode():
-            self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache, use_cache=True,
-                       logits_to_keep=1)
+            self.model(input_ids=torch.tensor([ids], device=self.device), **{cache_argument(self.model): cache},
+                       use_cache=True, logits_to_keep=1)
         return ids, cache
 
     def _tokenize(self, texts):
@@ -597,7 +611,8 @@ class QueryGenerator:
         else:
             cache = _growing_cache()
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                       past_key_values=cache, use_cache=True, logits_to_keep=1, return_dict=True).logits[:, -1, :]
+                       **{cache_argument(model): cache}, use_cache=True, logits_to_keep=1,
+                       return_dict=True).logits[:, -1, :]
         logits = logits.repeat_interleave(n, dim=0)
         cache.batch_repeat_interleave(n)
         attention_mask = attention_mask.repeat_interleave(n, dim=0)
@@ -622,7 +637,7 @@ class QueryGenerator:
                 cache.batch_select_indices(keep)
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(alive), 1))], dim=1)
             logits = model(input_ids=tokens.unsqueeze(1), attention_mask=attention_mask, position_ids=next_position,
-                           past_key_values=cache, use_cache=True, return_dict=True).logits[:, -1, :]
+                           **{cache_argument(model): cache}, use_cache=True, return_dict=True).logits[:, -1, :]
             next_position = next_position + 1
         return samples
 
@@ -1090,7 +1105,8 @@ def generate_pairs(
             summary.passages_generated += len(batch)
             bar.update(len(batch))
             seconds = time.perf_counter() - loop_started
-            bar.set_postfix(queries_per_s=f"{summary.queries_sampled / max(seconds, 1e-9):.1f}", refresh=False)
+            rate = summary.queries_sampled / max(seconds, 1e-9)
+            bar.set_postfix(queries_per_s=f"{rate:.1f}" if rate >= 1 else f"{rate:.2f}", refresh=False)
             if batch_number == 0 and progress and total - len(done.done) > len(batch):
                 rate = len(batch) / max(seconds, 1e-9)
                 left = total - len(done.done)

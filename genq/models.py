@@ -172,12 +172,37 @@ def warn_if_unfinished(directory: Path) -> bool:
     return True
 
 
+library_bars = True  # the CLI sets False unless -v: beside genq's own bars, one per model load is noise
+
+
+def quiet_library_bars() -> None:
+    """Turn off transformers' per-load bars ("Loading weights", "Writing model shards", GGUF de-quantising),
+    keeping the hub's download bars, which say what a first run is waiting for."""
+    if library_bars:
+        return
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    if not transformers_logging.is_progress_bar_enabled():
+        return
+    downloads_shown = not hub_utils.are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()  # turns the hub's off too
+    if downloads_shown:
+        hub_utils.enable_progress_bars()
+
+
 def resolve_model(name: str, what: str = "model") -> str:
     """Return what to pass to ``from_pretrained`` for ``name``: a local path or a hub id.
 
     Raises a GenqError at once for a path that does not exist, and for a hub id that is not
     here while the hub cannot be reached (naming the package with an offline copy, if any).
     """
+    location = _resolve(name, what)
+    quiet_library_bars()  # a model load follows
+    return location
+
+
+def _resolve(name: str, what: str) -> str:
     if Path(name).expanduser().exists():
         warn_if_unfinished(Path(name).expanduser())
         return str(Path(name).expanduser())

@@ -327,3 +327,36 @@ def test_overwrite_with_a_bad_setting_keeps_the_old_pairs(tmp_path, tiny_t5_dir,
         result = runner.invoke(main, [*base, "--overwrite", *bad])
         assert result.exit_code == 2, result.output
         assert out.read_bytes() == before
+
+
+def test_library_bars_are_off_by_default_and_downloads_keep_theirs(monkeypatch, tiny_encoder_dir):
+    """Issue 26 item 6: "Loading weights" at every model load and "Writing model shards" at every save are
+    transformers' bars; the CLI turns them off unless -v, and leaves the hub's download bars alone."""
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.enable_progress_bar()
+    monkeypatch.setattr(models, "library_bars", True)
+    models.resolve_model(str(tiny_encoder_dir))
+    assert transformers_logging.is_progress_bar_enabled()  # the Python API keeps the libraries' defaults
+    monkeypatch.setattr(models, "library_bars", False)
+    try:
+        models.resolve_model(str(tiny_encoder_dir))
+        assert not transformers_logging.is_progress_bar_enabled()
+        assert not hub_utils.are_progress_bars_disabled()
+    finally:
+        transformers_logging.enable_progress_bar()
+
+
+def test_decoder_only_generation_raises_no_deprecation_warning(tmp_path, tiny_gpt2_dir, bike_passages):
+    """transformers 5 renamed forward's past_key_values to cache and warned on every decoder-only run."""
+    import warnings
+
+    from genq.generate import GenerationConfig, generate_pairs
+
+    config = GenerationConfig(model=str(tiny_gpt2_dir), queries_per_passage=2, batch_size=4, max_length=6,
+                              dtype="float32", seed=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generate_pairs(bike_passages, tmp_path / "pairs.jsonl", config, progress=False)
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
