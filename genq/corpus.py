@@ -562,8 +562,11 @@ class TokenCounter:
         location = resolve_model(name_or_tokenizer, what="tokenizer") if not gguf_file else name_or_tokenizer
         try:
             if gguf_file or location.endswith(".gguf"):
+                from genq import gguf_cache
+
                 gguf_path = Path(gguf_file or location)
-                self._tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+                self._tokenizer = gguf_cache.load(gguf_path, "tokenizer")[0] if gguf_path.is_file() else \
+                    AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
             else:
                 self._tokenizer = AutoTokenizer.from_pretrained(location)
         except Exception as exc:  # OSError offline, ValueError for unknown configs

@@ -372,15 +372,22 @@ class QueryGenerator:
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         load_kwargs = {"gguf_file": gguf} if gguf else {}
+        local_gguf = Path(model_ref) / gguf if gguf and (Path(model_ref) / gguf).is_file() else None
+        logger.info("loading the generator %s", config.model)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_ref, **load_kwargs)
-            model_class = AutoModelForSeq2SeqLM if self.family == "seq2seq" else AutoModelForCausalLM
-            model_kwargs = dict(load_kwargs)
-            if self.family == "seq2seq" and self.device == "cpu":
-                # T5's relative position bias sends SDPA down its slow masked path on CPU;
-                # eager attention measured ~1.4x faster for T5-base decoding here
-                model_kwargs["attn_implementation"] = "eager"
-            self.model = model_class.from_pretrained(model_ref, **model_kwargs)
+            if local_gguf is not None:  # de-quantised once, then loaded from the kept copy
+                from genq import gguf_cache
+
+                self.tokenizer, self.model = gguf_cache.load(local_gguf, "model")
+            else:
+                self.tokenizer = AutoTokenizer.from_pretrained(model_ref, **load_kwargs)
+                model_class = AutoModelForSeq2SeqLM if self.family == "seq2seq" else AutoModelForCausalLM
+                model_kwargs = dict(load_kwargs)
+                if self.family == "seq2seq" and self.device == "cpu":
+                    # T5's relative position bias sends SDPA down its slow masked path on CPU;
+                    # eager attention measured ~1.4x faster for T5-base decoding here
+                    model_kwargs["attn_implementation"] = "eager"
+                self.model = model_class.from_pretrained(model_ref, **model_kwargs)
         except Exception as exc:
             raise GenqError(f"could not load the generator {config.model!r}: "
                             f"{describe_error(exc)}") from None
