@@ -24,19 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from genq.io import describe_error, sample_fingerprint
+from genq.io import cache_root, describe_error, sample_fingerprint
 
 logger = logging.getLogger(__name__)
 
 RECORD = "genq_gguf.json"
 PARTS = ("tokenizer", "model")
-
-
-def cache_root() -> Path:
-    """Where genq keeps copies it can make again: ``$GENQ_CACHE_DIR``, else the user's cache folder."""
-    if os.environ.get("GENQ_CACHE_DIR"):
-        return Path(os.environ["GENQ_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "genq"
 
 
 def _key(gguf: Path) -> str:

@@ -474,6 +474,13 @@ def follow_umask(directory: str | os.PathLike) -> None:
             os.chmod(path, 0o666 & ~mask)
 
 
+def cache_root() -> Path:
+    """Where genq keeps copies it can make again (converted models): ``$GENQ_CACHE_DIR``, else ~/.cache/genq."""
+    if os.environ.get("GENQ_CACHE_DIR"):
+        return Path(os.environ["GENQ_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "genq"
+
+
 def reserved_memmap(path: str | os.PathLike, shape: tuple[int, ...], dtype=None):
     """A new .npy opened as a writable memory map, with every byte of it allocated on disk first.
 

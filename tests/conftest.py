@@ -115,12 +115,27 @@ def build_tiny_encoder(directory: Path, bert_dir: Path, word_tokenizer_dir: Path
     """A randomly initialised small BERT saved as a sentence-transformers model (mean pooling)."""
     from sentence_transformers import SentenceTransformer, models
 
-    save_tiny_bert(bert_dir, word_tokenizer_dir, "BertModel")
+    # all-MiniLM-L6-v2's config.json names its position embeddings; CTranslate2's converter reads the key
+    save_tiny_bert(bert_dir, word_tokenizer_dir, "BertModel", position_embedding_type="absolute")
     transformer = models.Transformer(str(bert_dir), max_seq_length=128)
     pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
     model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
     model.save(str(directory))
     return directory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def genq_cache_dir(tmp_path_factory):
+    """Converted models (GGUF, CTranslate2 copies) go to a folder of the test session, not the user's cache."""
+    import os
+
+    previous = os.environ.get("GENQ_CACHE_DIR")
+    os.environ["GENQ_CACHE_DIR"] = str(tmp_path_factory.mktemp("genq-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("GENQ_CACHE_DIR", None)
+    else:
+        os.environ["GENQ_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")
