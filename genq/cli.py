@@ -747,6 +747,10 @@ def index(passages, model, output, add, save_embeddings, overwrite, encode_batch
     summary = build_index(passages, model, output, index_params(options), save_embeddings=save_embeddings,
                           batch_size=encode_batch_size, device=device, dtype=dtype, progress=show_progress(),
                           lexical=lexical_settings(options), overwrite=overwrite, embeddings=embeddings)
+    if isinstance(model, str):
+        from genq.query_encoder import prepare
+
+        prepare(model)  # searches of this index then start without torch
     if use_ray:
         import shutil
 

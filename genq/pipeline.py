@@ -474,6 +474,9 @@ def adapt(
         summary = build_index(paths["passages"], str(paths["model"]), paths["index"], config.index,
                               batch_size=config.encode_batch_size, dtype=config.dtype, progress=progress,
                               lexical=config.lexical, overwrite=True)
+        from genq.query_encoder import prepare
+
+        prepare(str(paths["model"]))  # the run's searches then start without torch
         return summary.to_dict(), "ran"
 
     stages.append(("index", index_params, run_index, [paths["index"] / "index.json"]))

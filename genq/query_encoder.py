@@ -8,8 +8,8 @@ query side is instead a CTranslate2 copy of the model, run in float32 so its vec
 torch ones to rounding, fed by the model's own ``tokenizer.json`` through the ``tokenizers``
 library. Neither imports torch.
 
-The copy is made at the first search (that one search pays the torch import and a few
-seconds), keyed by the model files' fingerprint and the CTranslate2 version, built beside its
+The copy is made by ``genq index`` (or by the first search of an index built otherwise, which
+then pays the torch import and a few seconds), keyed by the model files' fingerprint and the CTranslate2 version, built beside its
 place and renamed in whole, under ``$GENQ_CACHE_DIR/ct2`` (default ``~/.cache/genq``). Any
 other model, a GPU device, or ``GENQ_QUERY_ENCODER=torch`` keeps the sentence-transformers path.
 """
@@ -95,6 +95,11 @@ def light_query_encoder(model: str, device: str | None = None) -> QueryEncoder |
         logger.warning("could not load the CTranslate2 copy of %s (%s); encoding queries with torch",
                        model, describe_error(exc))
         return None
+
+
+def prepare(model: str) -> bool:
+    """Make the CTranslate2 copy now (after `genq index` or an adapt run's index), so the first search is fast too."""
+    return light_query_encoder(model) is not None
 
 
 def _plan(location: Path) -> dict | None:
