@@ -452,8 +452,8 @@ def kills(work: Path, models: dict[str, Path], per_command: int, passages_count:
 def markdown(report: dict) -> str:
     lines = ["# Robustness replay (issues 16, 24, 27)", "",
              f"`python benchmarks/robustness.py` on {report['machine']}, "
-             f"{report['date']}. Tiny random models; what is measured is behaviour, not speed. Parts run on another "
-             f"date: {report.get('part_dates', {})}.", ""]
+             f"{report['date']}. Tiny random models; what is measured is behaviour, not speed."
+             + (f" Parts run on another date: {report['part_dates']}." if report.get("part_dates") else ""), ""]
     if report.get("inputs"):
         inputs = report["inputs"]
         outcome = Counter(row["outcome"] for row in inputs)
