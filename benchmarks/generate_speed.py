@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from genq.batch_sizing import HalvingBatches  # noqa: E402
 from genq.generate import GenerationConfig, QueryGenerator  # noqa: E402
 from genq.hardware import cpu_has_fast_bf16  # noqa: E402
 
@@ -96,7 +97,8 @@ def genq_loop(model_dir: Path, passages: list[dict], batch_size: int, dtype: str
                                                 max_length=64, device="cpu"))
     input_tokens = generated = 0
     started = time.perf_counter()
-    for number, batch in enumerate(_batches(iter(passages), batch_size, generator, window=32)):
+    for number, batch in enumerate(_batches(iter(passages), HalvingBatches(batch_size, "cpu", "benchmark"), generator,
+                                            window=32)):
         queries = generator.generate(batch, seed=number)
         input_tokens += sum(min(350, len(generator.tokenizer(p["text"])["input_ids"])) for p in batch)
         generated += sum(len(q) for q in queries) * 63
@@ -135,7 +137,7 @@ def causal_rows(passages: list[dict], batch_size: int) -> list[tuple[str, float,
         from genq.generate import _batches
 
         started = time.perf_counter()
-        for batch in _batches(iter(passages), batch_size, generator, window=32):
+        for batch in _batches(iter(passages), HalvingBatches(batch_size, "cpu", "benchmark"), generator, window=32):
             generator.generate(batch, seed=0)
         return time.perf_counter() - started
 

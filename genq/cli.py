@@ -128,6 +128,25 @@ def _free_space(path) -> str:
     return f"{free / 2**20:,.0f} MiB" if free < 2**30 else f"{free / 2**30:,.1f} GiB"
 
 
+class AutoOrCount(click.ParamType):
+    """A positive whole number, or "auto" (returned as None: the command sizes it)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        text = str(value).strip()
+        if text.isascii() and text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r} is neither a whole number of at least 1 nor 'auto'", param, ctx)
+
+
+AUTO_OR_COUNT = AutoOrCount()
+
+
 def user_errors(function):
     """Turn a GenqError into a one-paragraph message and its exit code, never a traceback."""
 
@@ -346,8 +365,9 @@ def generation_options(function=None, batch_alias: bool = True):
         click.option("--max-query-words", type=click.IntRange(0),
                      help="Drop longer queries (0: no cap) [default: no cap seq2seq, 20 causal]."),
         click.option("--drop-copies", is_flag=True, help="Drop queries that are a verbatim span of their passage."),
-        option("--gen-batch-size", "gen_batch_size", old=batch_old, type=click.IntRange(1), default=16,
-               show_default=True, help="Passages per generate call."),
+        option("--gen-batch-size", "gen_batch_size", old=batch_old, type=AUTO_OR_COUNT, default="auto",
+               show_default=True, help="Passages per sampling call. auto: as many as the GPU's free memory holds "
+               "(up to 1,024; halved and retried if one does not fit), 16 on a CPU."),
         click.option("--quality-sample", type=click.IntRange(0), default=200, show_default=True,
                      help="Queries of the finished pairs to measure (round trip, copies, template echoes); 0: off."),
         click.option("--quality-model", help="Bi-encoder that judges the round trip [default: the base model]."),
@@ -717,8 +737,9 @@ def index_params(options: dict):
 @click.option("--save-embeddings", is_flag=True, help="Keep embeddings.npy to re-index without re-encoding.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the genq index at --output once the new one is complete (never another folder).")
-@option("--encode-batch-size", "encode_batch_size", old=("--batch-size",), type=click.IntRange(1), default=64,
-              show_default=True)
+@option("--encode-batch-size", "encode_batch_size", old=("--batch-size",), type=AUTO_OR_COUNT, default="auto",
+        show_default=True, help="Passages per encoding batch. auto: by the GPU's free memory (halved and retried if "
+        "one does not fit), 64 on a CPU.")
 @device_options
 @ray_options
 @user_errors
@@ -1007,8 +1028,9 @@ def pseudo_label_options(function):
     return stack(function, [
         click.option("--cross-encoder", default=DEFAULT_RERANKER, show_default=True,
                      help="The teacher: a sentence-transformers CrossEncoder id or directory."),
-        click.option("--ce-batch-size", type=click.IntRange(1), default=32, show_default=True,
-                     help="Pairs per cross-encoder forward pass."),
+        click.option("--ce-batch-size", type=AUTO_OR_COUNT, default="auto", show_default=True,
+                     help="Pairs per cross-encoder forward pass (auto: by the GPU's free memory, 32 on a CPU; "
+                     "halved and retried if one does not fit)."),
         click.option("--ce-max-length", type=click.IntRange(8), default=512, show_default=True,
                      help="Cross-encoder input length (query and passage together), in tokens."),
         click.option("--drop-inverted", is_flag=True,
@@ -1226,8 +1248,8 @@ def _load_config_file(ctx: click.Context, _param, value):
 @click.option("--reranker-negatives-per-pair", type=click.IntRange(1), default=3, show_default=True,
               help="Negatives per pair for the reranker: the mined ones (BM25's when --num-negatives is 0).")
 @index_options
-@option("--encode-batch-size", "encode_batch_size", type=click.IntRange(1), default=64, show_default=True,
-        help="Index stage: passages per encoding batch.")
+@option("--encode-batch-size", "encode_batch_size", type=AUTO_OR_COUNT, default="auto", show_default=True,
+        help="Index stage: passages per encoding batch (auto: by the GPU's free memory, 64 on a CPU).")
 @click.option("--eval-data", type=click.Path(file_okay=False), help="Labelled BEIR folder: compare BM25/base/adapted.")
 @device_options
 @user_errors

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+from genq.batch_sizing import auto_encode_batch, smaller_after
 from genq.corpus import clip_for_model
 from genq.hardware import dtype_name, resolve_device, resolve_dtype
 from genq.io import GenqError, describe_error
@@ -33,7 +34,7 @@ class Encoder:
     """A sentence-transformers model loaded once, encoding in the fastest precision the device has."""
 
     def __init__(self, model: str | object, device: str | None = None, dtype: str = "auto",
-                 batch_size: int = 64, max_seq_length: int | None = None):
+                 batch_size: int | None = 64, max_seq_length: int | None = None):
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -60,15 +61,25 @@ class Encoder:
         if self.dtype != torch.float32:
             self.model.to(self.dtype)
         self.model.eval()
-        self.batch_size = batch_size
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dimension = int(dimension())
+        self.batch_size = batch_size or self._auto_batch_size()  # None: sized by the device's free memory
         # sentence-transformers 6 renamed tokenize() to preprocess()
         self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
         prompts = getattr(self.model, "prompts", None) or {}
         self.query_prompt = prompts.get("query", "")
         self.passage_prompt = prompts.get("document", prompts.get("passage", ""))
         self._fingerprint: str | None = None
+
+    def _auto_batch_size(self) -> int:
+        import torch
+
+        config = getattr(self.model[0], "auto_model", None)
+        config = getattr(config, "config", None)
+        return auto_encode_batch(self.device, int(self.model.max_seq_length or 512),
+                                 getattr(config, "hidden_size", None) or self.dimension,
+                                 getattr(config, "num_hidden_layers", None) or 12,
+                                 torch.tensor([], dtype=self.dtype).element_size())
 
     @property
     def dtype_label(self) -> str:
@@ -113,15 +124,21 @@ class Encoder:
         output = np.empty((len(texts), self.dimension), dtype=np.float32)
         bar = tqdm(total=len(texts), desc=desc, unit=" texts", disable=not progress, file=sys.stderr)
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
+            start = 0
+            while start < len(texts):
                 index = order[start:start + self.batch_size]
-                features = self._preprocess([texts[i] for i in index])
-                features = {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in features.items()}
-                embeddings = self.model(features)["sentence_embedding"].float()
+                try:
+                    features = self._preprocess([texts[i] for i in index])
+                    features = {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in features.items()}
+                    embeddings = self.model(features)["sentence_embedding"].float()
+                except Exception as exc:  # out of memory: the same texts again, in smaller batches from now on
+                    self.batch_size = smaller_after(exc, len(index), self.device, "encoding")
+                    continue
                 if normalize:
                     embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)
                 output[index] = embeddings.cpu().numpy()
                 bar.update(len(index))
+                start += len(index)
         bar.close()
         return output
 

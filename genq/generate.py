@@ -40,6 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genq import __version__
+from genq.batch_sizing import HalvingBatches, auto_generation_batch, generation_bytes_per_passage
 from genq.corpus import clip_for_model, iter_passage_file
 from genq.hardware import dtype_name, resolve_device, resolve_dtype
 from genq.io import (
@@ -114,7 +115,7 @@ class GenerationConfig:
     min_query_words: int = 0
     max_query_words: int | None = None
     drop_copies: bool = False
-    batch_size: int = 16
+    batch_size: int | None = None  # passages per sampling call; None: by free GPU memory, or 16 on a CPU
     device: str | None = None
     dtype: str = "auto"
     family: str = "auto"
@@ -133,7 +134,8 @@ class GenerationConfig:
             raise GenqError(f"--top-k must be >= 0 (0 turns it off), got {self.top_k}")
         if self.temperature is not None and self.temperature <= 0:
             raise GenqError(f"--temperature must be > 0, got {self.temperature}")
-        if self.batch_size < 1 or (self.max_length or 1) < 1 or (self.max_passage_tokens or 8) < 8:
+        if (self.batch_size is not None and self.batch_size < 1) or (self.max_length or 1) < 1 \
+                or (self.max_passage_tokens or 8) < 8:
             raise GenqError("--batch-size, --max-length must be >= 1 and --max-passage-tokens >= 8")
         if self.max_query_words and self.max_query_words < self.min_query_words:
             raise GenqError("--max-query-words is smaller than --min-query-words")
@@ -163,6 +165,7 @@ class GenerationSummary:
     dtype: str = ""
     family: str = ""
     prompt_style: str = ""
+    batch_size: int = 0  # passages per sampling call, as chosen (auto or --gen-batch-size)
     quality: QualityReport | None = None  # measured on a sample of the finished file
 
     def to_dict(self) -> dict:
@@ -654,6 +657,17 @@ class QueryGenerator:
             return text
         return self.tokenizer.decode(ids[: self.config.max_passage_tokens], skip_special_tokens=True)
 
+    def auto_batch_size(self) -> int:
+        """Passages per sampling call when none is set: by the device's free memory and this model's sizes."""
+        import torch
+
+        template_tokens = 0 if self.family == "seq2seq" else 160  # the few-shot prompt around each passage
+        per_passage = generation_bytes_per_passage(
+            self.model.config, self.family, self.config.queries_per_passage,
+            self.config.max_passage_tokens + template_tokens, self.config.max_length,
+            torch.tensor([], dtype=self.dtype).element_size())
+        return auto_generation_batch(self.device, per_passage)
+
     def input_length(self, passage: dict) -> int:
         """A cheap length proxy for sorting (characters; tokenizing twice would cost more than it saves)."""
         return len(passage["text"]) + len(passage.get("title") or "")
@@ -886,19 +900,24 @@ def _sampling_settings(config: GenerationConfig, family: str, dtype: str) -> dic
     return settings
 
 
-def _batches(passages: Iterator[dict], batch_size: int, generator: QueryGenerator, window: int) -> Iterator[list[dict]]:
-    """Length-sorted batches from windows of ``window`` batches: little padding, flat memory."""
+def _batches(passages: Iterator[dict], batching: HalvingBatches, generator: QueryGenerator,
+             window: int) -> Iterator[list[dict]]:
+    """Length-sorted batches from windows of ``window`` batches: little padding, flat memory. Each batch is
+    cut at ``batching.size`` as it stands then (it shrinks after an out-of-memory)."""
     buffer: list[dict] = []
 
     def flush() -> Iterator[list[dict]]:
         buffer.sort(key=generator.input_length, reverse=True)
-        for start in range(0, len(buffer), batch_size):
-            yield buffer[start:start + batch_size]
+        start = 0
+        while start < len(buffer):
+            size = batching.size
+            yield buffer[start:start + size]
+            start += size
         buffer.clear()
 
     for passage in passages:
         buffer.append(passage)
-        if len(buffer) >= batch_size * window:
+        if len(buffer) >= batching.size * window:
             yield from flush()
     yield from flush()
 
@@ -1075,15 +1094,21 @@ def generate_pairs(
             first = {"settings": settings, "source": source, "genq_version": __version__}
             first["check"] = done.last_check = journal_check(first, "")
             log.write_batch([first])
+    batching = HalvingBatches(config.batch_size or generator.auto_batch_size(), generator.device, "generation")
+    summary.batch_size = batching.size
+    logger.info("generating in batches of %d passages (%s)", batching.size, "--gen-batch-size" if config.batch_size
+                else f"auto: by free {generator.device} memory" if str(generator.device).startswith("cuda")
+                else f"auto: {generator.device}")
     todo = (p for p in _limited(iter_passage_file(passages_path), limit) if p["_id"] not in done.done)
     bar = tqdm(total=total, initial=len(done.done), desc="generating", unit=" passages", disable=not progress,
                file=sys.stderr, smoothing=0.1)
     loop_started = time.perf_counter()
     with JsonlAppender(partial) as appender, JsonlAppender(journal) as log:
-        for batch_number, batch in enumerate(_batches(todo, config.batch_size, generator, window=32)):
+        for batch_number, batch in enumerate(_batches(todo, batching, generator, window=32)):
             batch_started = time.perf_counter()
             emptied_before = dict(getattr(generator, "emptied", {}))
-            sampled = generator.sample(batch, seed=config.seed)
+            # per-passage seeds: a batch split in halves after an out-of-memory samples exactly the same queries
+            sampled = batching.run(lambda part: generator.sample(part, seed=config.seed), batch)
             records = []
             entry = {"ids": [p["_id"] for p in batch], "pairs": 0, "queries_sampled": 0, "duplicates_dropped": 0,
                      "filtered_out": 0, "passages_without_query": 0}
@@ -1130,7 +1155,8 @@ def generate_pairs(
     if judge is not None:
         summary.quality = check_quality(partial, passages_path, quality, judge)
     write_pairs_meta(meta_path, partial, run, config, counts, round(done.wall_seconds, 2),
-                     {"batch_size": config.batch_size, "device": generator.device,
+                     {"batch_size": batching.size, "batch_size_setting": config.batch_size or "auto",
+                      "out_of_memory_halvings": batching.halvings, "device": generator.device,
                       "dtype": dtype_name(generator.dtype)}, quality=summary.quality,
                      prompt_style=summary.prompt_style or None)
     os.replace(partial, output_path)

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from genq import __version__
+from genq.batch_sizing import CPU_GENERATION_BATCH
 from genq.corpus import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, TokenCounter, prepare_corpus
 from genq.evaluate import evaluate_systems, format_table
 from genq.filter import filter_pairs
@@ -133,7 +134,7 @@ class AdaptConfig:
     training: TrainConfig = field(default_factory=TrainConfig)
     index: IndexParams = field(default_factory=IndexParams)
     lexical: LexicalSettings | None = field(default_factory=LexicalSettings)  # None: a dense-only index
-    encode_batch_size: int = 64
+    encode_batch_size: int | None = None  # None: by the GPU's free memory, 64 on a CPU
     eval_data: str | None = None
     limit: int | None = None
     dtype: str = "auto"
@@ -592,7 +593,8 @@ def _make_plan(config: AdaptConfig, paths: dict, started: float, say: Callable[[
                     batch_size=training.batch_size, queries_per_passage=generation.queries_per_passage,
                     limit=config.limit, epochs=None if config.auto_epochs else training.epochs,
                     max_steps=training.max_steps if training.max_steps > 0 else None,
-                    min_passages=generation.batch_size, size_queries=config.auto_queries_per_passage)
+                    min_passages=generation.batch_size or CPU_GENERATION_BATCH,
+                    size_queries=config.auto_queries_per_passage)
     say(f"  rates here: {1 / max(rates.generate_seconds_per_passage, 1e-9):.2f} passages/s generating "
         f"({rates.pairs_per_passage:.1f} pairs kept per passage{', after the filter (assumed 50%)' if keep < 1 else ''}"
         f"), {rates.train_seconds_per_step:.1f} s per training step, "

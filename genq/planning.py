@@ -231,7 +231,7 @@ class Probe:
     seconds: float
 
 
-def measure_rates(passages: list[dict], generation, training, *, work_dir, encode_batch_size: int = 64,
+def measure_rates(passages: list[dict], generation, training, *, work_dir, encode_batch_size: int | None = None,
                   dtype: str = "auto", filter_keep_share: float = 1.0, say=lambda message: None) -> Probe:
     """Measure generation, training and encoding on this run's own passages.
 
@@ -255,7 +255,7 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
 
     say("  measuring generation (two batches) ...")
     generator = QueryGenerator(generation)  # its load counts as time spent; the generate stage reuses it
-    size = max(1, min(generation.batch_size, len(passages) // 2 or 1))
+    size = max(1, min(generation.batch_size or generator.auto_batch_size(), len(passages) // 2 or 1))
     drawn = spread(passages, 2 * size)  # from across the corpus: its first passages need not be typical
     kept = sampled_passages = 0
     per_passage = []
@@ -287,7 +287,7 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
 
     say("  measuring encoding (one batch) ...")
     encoder = Encoder(training.base_model, device=training.device, dtype=dtype, batch_size=encode_batch_size)
-    drawn = spread(passages, 4 * encode_batch_size)
+    drawn = spread(passages, 4 * encoder.batch_size)
     encoder.encode_passages(drawn[:8])  # warm-up, not timed
     encoding = time.perf_counter()
     encoder.encode_passages(drawn)

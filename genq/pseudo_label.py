@@ -61,7 +61,7 @@ DEFAULT_CROSS_ENCODER = DEFAULT_RERANKER
 @dataclass
 class PseudoLabelConfig:
     cross_encoder: str = DEFAULT_CROSS_ENCODER
-    batch_size: int = 32
+    batch_size: int | None = None  # None: by the GPU's free memory, 32 on a CPU
     max_length: int = 512  # the cross-encoder's input: query and passage together
     drop_inverted: bool = False
     chunk_records: int = 256
@@ -69,7 +69,7 @@ class PseudoLabelConfig:
     dtype: str = "auto"
 
     def validate(self) -> None:
-        if self.batch_size < 1 or self.chunk_records < 1 or self.max_length < 8:
+        if (self.batch_size is not None and self.batch_size < 1) or self.chunk_records < 1 or self.max_length < 8:
             raise GenqError("batch size and chunk size must be at least 1, max length at least 8")
 
     def settings(self) -> dict:

@@ -9,9 +9,10 @@ torch ones to rounding, fed by the model's own ``tokenizer.json`` through the ``
 library. Neither imports torch.
 
 The copy is made by ``genq index`` (or by the first search of an index built otherwise, which
-then pays the torch import and a few seconds), keyed by the model files' fingerprint and the CTranslate2 version, built beside its
-place and renamed in whole, under ``$GENQ_CACHE_DIR/ct2`` (default ``~/.cache/genq``). Any
-other model, a GPU device, or ``GENQ_QUERY_ENCODER=torch`` keeps the sentence-transformers path.
+then pays the torch import and a few seconds), keyed by the model files' fingerprint and the
+CTranslate2 version, built beside its place and renamed in whole, under
+``$GENQ_CACHE_DIR/ct2`` (default ``~/.cache/genq``). Any other model, a GPU device, or
+``GENQ_QUERY_ENCODER=torch`` keeps the sentence-transformers path.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genq.batch_sizing import auto_encode_batch, smaller_after
 from genq.corpus import clip_for_model
 from genq.encode import Encoder, passage_text
 from genq.hardware import resolve_device, resolve_dtype
@@ -360,7 +361,7 @@ class Reranker:
     """A sentence-transformers CrossEncoder scoring (query, passage) pairs, bf16 where the hardware has it."""
 
     def __init__(self, model: str | object = DEFAULT_RERANKER, device: str | None = None, dtype: str = "auto",
-                 batch_size: int = 32, max_length: int = 512):
+                 batch_size: int | None = 32, max_length: int = 512):
         import torch
         from sentence_transformers import CrossEncoder
 
@@ -393,6 +394,11 @@ class Reranker:
         if self.dtype != torch.float32:
             self.model.to(self.dtype)
         self.model.eval()
+        if self.batch_size is None:  # by the device's free memory on a GPU, 32 on a CPU
+            config = getattr(model, "config", None)
+            self.batch_size = 32 if not str(self.device).startswith("cuda") else auto_encode_batch(
+                self.device, max_length, getattr(config, "hidden_size", 768), getattr(config, "num_hidden_layers", 12),
+                torch.tensor([], dtype=self.dtype).element_size())
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """One relevance score per (query, passage text) pair, higher is better.
@@ -405,8 +411,13 @@ class Reranker:
             return np.zeros(0, dtype=np.float32)
         pairs = [(clip_for_model(query, self.max_length), clip_for_model(text, self.max_length))
                  for query, text in pairs]
-        scores = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
-                                    convert_to_numpy=True, activation_fn=self._identity)
+        while True:
+            try:
+                scores = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
+                                            convert_to_numpy=True, activation_fn=self._identity)
+                break
+            except Exception as exc:  # out of memory: the same pairs again in smaller batches
+                self.batch_size = smaller_after(exc, self.batch_size, self.device, "cross-encoder scoring")
         scores = np.asarray(scores, dtype=np.float32).reshape(len(pairs), -1)[:, 0]
         if not np.all(np.isfinite(scores)):
             raise GenqError(f"the cross-encoder {self.name} returned NaN/inf scores\n"
