@@ -424,7 +424,8 @@ def ray_options(function):
         click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True,
                      help="Ray: GPUs per actor (1 = one actor per GPU; a generator's --dtype auto is then bfloat16)."),
         click.option("--shard-size", type=click.IntRange(1), default=10_000, show_default=True,
-                     help="Ray: passages per shard (the unit of work, of retry and of resume)."),
+                     help="Ray: passages per shard (the unit of work, of retry and of resume). On a GPU keep "
+                     "it at several auto batches (up to 1,024 passages each) so a GPU stays busy between shards."),
     ])
 
 
