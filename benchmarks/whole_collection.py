@@ -18,7 +18,10 @@ cores a collection takes one to two hours; run it in the background:
 
     nohup python benchmarks/whole_collection.py --collections cranfield cisi > whole.log 2>&1 &
 
-Writes benchmarks/results/whole_collection.{json,md} after every collection.
+Writes benchmarks/results/whole_collection.{json,md} after every collection. ``--runs-dir``
+says where the runs live (default ./runs); ``--report-only`` runs nothing and reports the seeds
+evaluated so far, marked partial, while a run is still going elsewhere. The stage seconds in the
+JSON are wall times of a machine that may have been shared; time_budget.md holds the cost figures.
 """
 
 from __future__ import annotations
@@ -81,8 +84,32 @@ def evaluate_seed(collection: str, model: Path, reranker: Path, output: Path, ca
                             rerank_label="adapted reranker", rerank_depth=100)
 
 
-def run_collection(collection: str, seeds: list[int], epochs: str) -> dict:
-    run_dir = ROOT / "runs" / f"whole-{collection}"
+def evaluated_so_far(run_dir: Path, seeds: list[int]) -> dict[int, dict]:
+    """The seeds whose evaluation is finished, with their results (the first seed's is the adapt run's own)."""
+    found = {}
+    for seed in seeds:
+        results = run_dir / "eval" / "results.json" if seed == seeds[0] else \
+            run_dir / "seeds" / str(seed) / "eval" / "results.json"
+        if results.exists():
+            found[seed] = json.loads(results.read_text())
+    return found
+
+
+def report_so_far(collection: str, run_dir: Path, seeds: list[int]) -> dict | None:
+    """What the finished seeds of an unfinished run say (``--report-only``), marked as partial."""
+    if not (run_dir / "manifest.json").exists():
+        return None
+    reports = evaluated_so_far(run_dir, seeds)
+    if not reports:
+        return None
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    result = summarise(collection, manifest, reports, 0.0)
+    result["seeds_planned"] = seeds
+    return result
+
+
+def run_collection(collection: str, seeds: list[int], epochs: str, runs_dir: Path) -> dict:
+    run_dir = runs_dir / f"whole-{collection}"
     started = time.perf_counter()
     genq("adapt", str(SHARED / collection / "corpus.jsonl"), "-o", str(run_dir), "--queries-per-passage", "3",
          "--epochs", epochs, "--train-seed", str(seeds[0]), "--reranker", "--reranker-epochs", epochs,
@@ -150,6 +177,12 @@ def write(results: list[dict], args) -> None:
         t = r["paired_t_test"]
         lines.append(f"| {r['collection']} | {t['system']} | {t['mean_difference']:+.4f} | {t['t']} | {t['p']} | "
                      f"{t['queries']} |")
+    partial = [r for r in results if len(r["seeds"]) < len(r.get("seeds_planned", r["seeds"]))]
+    if partial:
+        lines += ["", "**Partial:** " + "; ".join(
+            f"{r['collection']}: {len(r['seeds'])} of {len(r['seeds_planned'])} seeds evaluated so far (the run "
+            "continues; rerun the command to finish it)" for r in partial) + ". With one seed the sd is 0 by "
+            "construction, and the t-test is over that seed's per-query scores."]
     lines += ["", "| collection | passages | generated for | pairs generated | pairs trained | seeds |",
               "|---|---:|---:|---:|---:|---|"]
     for r in results:
@@ -164,12 +197,20 @@ def main() -> None:
     parser.add_argument("--collections", nargs="+", default=["cranfield", "cisi"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--epochs", default="1")
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs", help="Where the adapt runs live.")
+    parser.add_argument("--report-only", action="store_true",
+                        help="Run nothing: report the seeds evaluated so far (marked partial) and stop.")
     args = parser.parse_args()
     previous = {}
     if (RESULTS / "whole_collection.json").exists():
         previous = {r["collection"]: r for r in json.loads((RESULTS / "whole_collection.json").read_text())["results"]}
     for collection in args.collections:
-        previous[collection] = run_collection(collection, args.seeds, args.epochs)
+        if args.report_only:
+            partial = report_so_far(collection, args.runs_dir / f"whole-{collection}", args.seeds)
+            if partial is not None:
+                previous[collection] = partial
+        else:
+            previous[collection] = run_collection(collection, args.seeds, args.epochs, args.runs_dir)
         write([previous[c] for c in args.collections if c in previous], args)
 
 
