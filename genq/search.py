@@ -325,14 +325,14 @@ class Searcher:
         return results
 
     def info(self) -> dict:
+        own = own_reranker(self.directory) if self.reranker else None
         return {"index": model_label(str(self.directory.resolve())), "passages": self.index.ntotal,
                 "model": model_label(index_model(self.meta, self.directory)),
                 "dimension": self.meta["dimension"], "index_type": self.meta["index_type"],
                 "params": self.meta.get("params", {}), "similarity": self.meta.get("similarity"),
                 "modes": list(self.modes), "default_mode": self.default_mode, "lexical": self.meta.get("lexical"),
                 "reranker": model_label(self.reranker.name) if self.reranker else None,
-                "reranker_adapted": bool(self.reranker) and own_reranker(self.directory) is not None
-                and Path(self.reranker.name).resolve() == own_reranker(self.directory),
+                "reranker_adapted": own is not None and Path(self.reranker.name).resolve() == own,
                 "genq_version": self.meta.get("genq_version")}
 
 
