@@ -16,15 +16,12 @@ The weights are stored as float32, exactly as de-quantised (about 5.5x the GGUF'
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from genq.io import cache_root, describe_error, sample_fingerprint
+from genq.io import built_copy_intact, cache_root, describe_error, keep_built_copy, sample_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +36,7 @@ def _key(gguf: Path) -> str:
 
 
 def _trusted(folder: Path) -> bool:
-    """A copy whose record lists every file at its recorded size (a truncated or half-deleted one is not)."""
-    try:
-        record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
-        return all((folder / name).stat().st_size == size for name, size in record["files"].items())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
+    return built_copy_intact(folder, RECORD)
 
 
 def _load_from_gguf(directory: str, name: str, part: str):
@@ -87,31 +79,18 @@ def load(gguf_path: str | os.PathLike, part: str = "model"):
 
 def _keep(gguf: Path, target: Path, tokenizer, model, started: float) -> bool:
     """Save the copy atomically; False (and a warning) where it cannot be kept."""
-    building = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists() and not _trusted(target):
-            shutil.rmtree(target)  # our own copy, damaged since: made again below
-        building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        tokenizer.save_pretrained(building)
+
+    def build(folder: Path) -> None:
+        tokenizer.save_pretrained(folder)
         if model is not None:
-            model.save_pretrained(building)
-        files = {p.name: p.stat().st_size for p in building.iterdir() if p.is_file()}
-        (building / RECORD).write_text(json.dumps({
-            "source": str(gguf), "fingerprint": sample_fingerprint(gguf), "part": target.name, "files": files,
-            "seconds": round(time.perf_counter() - started, 1)}, indent=2), encoding="utf-8")
-        try:
-            building.rename(target)
-        except OSError:  # another run finished the same copy first: keep theirs
-            if not _trusted(target):
-                raise
-            shutil.rmtree(building, ignore_errors=True)
-        building = None
+            model.save_pretrained(folder)
+
+    try:
+        keep_built_copy(target, build, RECORD, {"source": str(gguf), "fingerprint": sample_fingerprint(gguf),
+                                                 "part": target.name,
+                                                 "seconds": round(time.perf_counter() - started, 1)})
         return True
     except OSError as exc:  # a full or read-only cache folder costs speed, never the run
         logger.warning("could not keep a copy of %s in %s (%s): it will be read from the GGUF file at every start",
                        gguf.name, target.parent, describe_error(exc))
         return False
-    finally:
-        if building is not None:
-            shutil.rmtree(building, ignore_errors=True)

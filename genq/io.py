@@ -481,6 +481,44 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "genq"
 
 
+def built_copy_intact(folder: Path, record_name: str) -> bool:
+    """A copy made by :func:`keep_built_copy` whose record lists every file at its recorded size."""
+    try:
+        record = json.loads((folder / record_name).read_text(encoding="utf-8"))
+        return all((folder / name).stat().st_size == size for name, size in record["files"].items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def keep_built_copy(target: Path, build, record_name: str, record: dict) -> None:
+    """Build a cache folder with ``build(folder)`` beside ``target`` and rename it into place whole, with
+    ``record`` (plus the built files' sizes) written last as ``record_name``.
+
+    A killed build leaves only a temporary folder, removed here on any error; a ``target`` that
+    is no longer intact (a file truncated or gone since) is replaced; when another process
+    finished the same copy first, theirs is kept. Raises OSError where nothing could be kept.
+    """
+    building = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not built_copy_intact(target, record_name):
+            shutil.rmtree(target)  # genq's own copy, damaged since: made again
+        building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        build(building)
+        files = {p.name: p.stat().st_size for p in building.iterdir() if p.is_file()}
+        (building / record_name).write_text(json.dumps({**record, "files": files}, indent=2), encoding="utf-8")
+        try:
+            building.rename(target)
+        except OSError:  # another run finished the same copy first
+            if not built_copy_intact(target, record_name):
+                raise
+        else:
+            building = None
+    finally:
+        if building is not None:
+            shutil.rmtree(building, ignore_errors=True)
+
+
 def reserved_memmap(path: str | os.PathLike, shape: tuple[int, ...], dtype=None):
     """A new .npy opened as a writable memory map, with every byte of it allocated on disk first.
 

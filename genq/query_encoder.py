@@ -20,15 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from genq.corpus import clip_for_model
-from genq.io import cache_root, describe_error
+from genq.io import built_copy_intact, cache_root, describe_error, keep_built_copy
 from genq.models import model_files_fingerprint, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -152,40 +150,34 @@ def _converted(location: Path) -> Path | None:
         return None
     target = cache_root() / "ct2" / f"{location.name}-{fingerprint}-ct2-{ctranslate2.__version__}"
     failed = target.with_name(target.name + ".failed.json")
-    if (target / RECORD).is_file():
+    if built_copy_intact(target, RECORD):
         return target
     if failed.is_file():  # tried before and could not: not again at every search
         logger.debug("%s cannot be converted for CTranslate2 (%s)", location, failed)
         return None
     logger.info("converting %s for torch-free query encoding (once, a few seconds); kept in %s", location, target)
-    started, building = time.perf_counter(), None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    started = time.perf_counter()
+
+    def build(folder: Path) -> None:
         import warnings
 
-        with warnings.catch_warnings():  # the converter loads with arguments transformers has since renamed
-            warnings.simplefilter("ignore")
-            from transformers.utils import logging as transformers_logging
+        from transformers.utils import logging as transformers_logging
 
-            verbosity = transformers_logging.get_verbosity()
-            transformers_logging.set_verbosity_error()
-            try:
-                ctranslate2.converters.TransformersConverter(str(location)).convert(str(building / "model"),
-                                                                                    force=True)
-            finally:
-                transformers_logging.set_verbosity(verbosity)
-        for item in (building / "model").iterdir():
-            item.rename(building / item.name)
-        (building / "model").rmdir()
-        (building / RECORD).write_text(json.dumps({"source": str(location), "fingerprint": fingerprint,
-                                                   "seconds": round(time.perf_counter() - started, 1)}),
-                                       encoding="utf-8")
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
         try:
-            building.rename(target)
-        except OSError:  # another search made the same copy first
-            if not (target / RECORD).is_file():
-                raise
+            with warnings.catch_warnings():  # the converter loads with arguments transformers has since renamed
+                warnings.simplefilter("ignore")
+                ctranslate2.converters.TransformersConverter(str(location)).convert(str(folder / "model"), force=True)
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+        for item in (folder / "model").iterdir():
+            item.rename(folder / item.name)
+        (folder / "model").rmdir()
+
+    try:
+        keep_built_copy(target, build, RECORD, {"source": str(location), "fingerprint": fingerprint,
+                                                 "seconds": round(time.perf_counter() - started, 1)})
         return target
     except Exception as exc:  # unconvertible, or no room to keep it: the torch path serves
         logger.warning("could not convert %s for CTranslate2 (%s); encoding queries with torch", location,
@@ -197,6 +189,3 @@ def _converted(location: Path) -> Path | None:
             except OSError:
                 pass
         return None
-    finally:
-        if building is not None and building.exists():
-            shutil.rmtree(building, ignore_errors=True)

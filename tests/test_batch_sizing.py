@@ -37,9 +37,8 @@ def test_generation_recovers_from_out_of_memory_by_halving_and_samples_the_same(
     meta = json.loads(meta_path_for(out).read_text())
     assert meta["counts"] == json.loads(meta_path_for(reference).read_text())["counts"]
     assert summary.passages_generated == 8
-    run = meta["run"] if "run" in meta else meta
-    text = json.dumps(run)
-    assert '"batch_size": 2' in text and '"out_of_memory_halvings": 2' in text and '"batch_size_setting": 8' in text
+    execution = meta["execution"]
+    assert (execution["batch_size"], execution["out_of_memory_halvings"], execution["batch_size_setting"]) == (2, 2, 8)
 
 
 def test_an_error_that_is_not_out_of_memory_is_not_retried():

@@ -51,6 +51,14 @@ def sorted_lines(path):
     return sorted(path.read_text().splitlines())
 
 
+def interrupted(passages, out, config, batches):
+    """Generate into ``out`` until Ctrl-C lands after ``batches`` batches; the loaded generator, for the rerun."""
+    real = QueryGenerator(config)
+    with pytest.raises(KeyboardInterrupt):
+        generate_pairs(passages, out, config, progress=False, generator=StopAfter(real, batches))
+    return real
+
+
 def test_resume_after_crash_equals_an_uninterrupted_run(tmp_path, tiny_t5_dir, bike_passages):
     """A run killed mid-way, with a torn line and an unlogged batch left in its partial file, resumes to
     exactly the pairs and counts of an uninterrupted run (per-passage seeds), whatever the batch size."""
@@ -60,9 +68,7 @@ def test_resume_after_crash_equals_an_uninterrupted_run(tmp_path, tiny_t5_dir, b
     generate_pairs(bike_passages, reference, config_for(tiny_t5_dir, batch_size=3), progress=False)
     out = tmp_path / "pairs.jsonl"
     config = config_for(tiny_t5_dir, batch_size=2)
-    real = QueryGenerator(config)
-    with pytest.raises(KeyboardInterrupt):
-        generate_pairs(bike_passages, out, config, progress=False, generator=StopAfter(real, 2))
+    real = interrupted(bike_passages, out, config, 2)
     partial, journal = run_paths(out)
     assert not out.exists() and not meta_path_for(out).exists() and partial.exists() and journal.exists()
     logged = partial.stat().st_size
@@ -90,9 +96,7 @@ def test_an_interrupted_run_moved_elsewhere_resumes_instead_of_starting_over(tmp
     passages = first / "passages.jsonl"
     shutil.copy(bike_passages, passages)
     config = config_for(tiny_t5_dir, batch_size=2)
-    real = QueryGenerator(config)
-    with pytest.raises(KeyboardInterrupt):
-        generate_pairs(passages, first / "pairs.jsonl", config, progress=False, generator=StopAfter(real, 2))
+    real = interrupted(passages, first / "pairs.jsonl", config, 2)
     moved = tmp_path / "moved"
     first.rename(moved)
     summary = generate_pairs(moved / "passages.jsonl", moved / "pairs.jsonl", config, progress=False, generator=real)
@@ -312,9 +316,7 @@ def test_a_damaged_journal_costs_time_never_a_doubled_or_lost_pair(tmp_path, tin
     generate_pairs(bike_passages, reference, config_for(tiny_t5_dir, batch_size=2), progress=False)
     out = tmp_path / "pairs.jsonl"
     config = config_for(tiny_t5_dir, batch_size=2)
-    real = QueryGenerator(config)
-    with pytest.raises(KeyboardInterrupt):
-        generate_pairs(bike_passages, out, config, progress=False, generator=StopAfter(real, 3))
+    real = interrupted(bike_passages, out, config, 3)
     _, journal = run_paths(out)
     lines = journal.read_bytes().splitlines(keepends=True)
     assert len(lines) == 4  # the header and three batches

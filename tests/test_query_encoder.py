@@ -67,12 +67,14 @@ def test_other_stacks_a_gpu_or_the_opt_out_keep_the_torch_path(cache, tmp_path, 
     assert light_query_encoder(str(dense)) is None
 
 
-def test_a_damaged_copy_falls_back_to_torch_with_a_warning(cache, tiny_encoder_dir, caplog):
-    light_query_encoder(str(tiny_encoder_dir))
+def test_a_damaged_copy_is_made_again(cache, tiny_encoder_dir):
+    expected = light_query_encoder(str(tiny_encoder_dir)).encode_queries(QUERIES)
     [copy] = list((cache / "ct2").iterdir())
     weights = copy / "model.bin"
     weights.write_bytes(weights.read_bytes()[:64])
-    assert light_query_encoder(str(tiny_encoder_dir)) is None and "CTranslate2" in caplog.text
+    again = light_query_encoder(str(tiny_encoder_dir))
+    assert again is not None and np.allclose(again.encode_queries(QUERIES), expected, atol=1e-6)
+    assert [p.name for p in (cache / "ct2").iterdir()] == [copy.name]  # replaced in place, no leftovers
 
 
 def test_a_model_the_converter_cannot_take_is_tried_once(cache, tmp_path, tiny_encoder_dir, caplog, monkeypatch):
