@@ -36,7 +36,7 @@ def test_generation_recovers_from_out_of_memory_by_halving_and_samples_the_same(
     assert sorted(out.read_text().splitlines()) == sorted(reference.read_text().splitlines())
     meta = json.loads(meta_path_for(out).read_text())
     assert meta["counts"] == json.loads(meta_path_for(reference).read_text())["counts"]
-    assert summary.passages_generated == 8
+    assert summary.passages_generated == 8 and summary.batch_size == 2
     execution = meta["execution"]
     assert (execution["batch_size"], execution["out_of_memory_halvings"], execution["batch_size_setting"]) == (2, 2, 8)
 
