@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 import shutil
 import time
@@ -105,6 +106,7 @@ class RerankerSummary:
     max_length: int = 0
     initialised_from: str = ""  # "cross-encoder" (its head kept) or "encoder" (a new head)
     final_loss: float | None = None
+    chance_loss: float | None = None  # what a reranker that tells nothing apart scores (see chance_loss())
     resumed_from: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -224,6 +226,33 @@ def train_reranker(
     return summary
 
 
+LEARNED_LITTLE = 0.9  # a final loss above this share of the chance loss: next to nothing was learned
+
+
+def chance_loss(loss: str, negatives: int, batch_size: int) -> float:
+    """The loss of a reranker that scores every passage alike, the floor of knowing nothing.
+
+    bce: one positive per ``negatives`` negatives, so answering their share everywhere scores the
+    entropy of that share (0.562 at 1:3). mnrl: a uniform softmax over the positive, the
+    negatives and the other rows' passages of the batch, ln(batch x (1 + negatives)).
+    """
+    if loss == "bce":
+        share = 1 / (1 + negatives)
+        return -(share * math.log(share) + (1 - share) * math.log(1 - share))
+    return math.log(max(1, batch_size) * (1 + negatives))
+
+
+def learned_little_note(summary: RerankerSummary) -> str | None:
+    """Said when training ended no better than chance: reranking with such a model scrambles the first stage."""
+    if summary.final_loss is None or summary.chance_loss is None or \
+            summary.final_loss < LEARNED_LITTLE * summary.chance_loss:
+        return None
+    return (f"the final loss {summary.final_loss:.3f} is no better than {summary.chance_loss:.3f}, what a reranker "
+            "that tells passages apart not at all scores: it learned next to nothing and would scramble the "
+            "ranking it reranks. Start from a trained cross-encoder (--base-model), give it more pairs or "
+            "epochs, or do not rerank with it")
+
+
 def _loss(model, config: RerankerConfig):
     from sentence_transformers.cross_encoder import losses
 
@@ -284,6 +313,10 @@ def _fit(output: Path, *, model, rows: list[dict], negatives: list[list[str]], c
     logged = [h["loss"] for h in history if "loss" in h]
     final = logged[-1] if logged else getattr(result, "training_loss", None)
     summary.final_loss = round(float(final), 4) if final is not None else None
+    summary.chance_loss = round(chance_loss(config.loss, config.negatives, batch_size), 4)
+    warning = learned_little_note(summary)
+    if warning:
+        summary.notes.append(warning)  # `genq train-reranker` and `adapt` print the notes
     summary.seconds = round(time.perf_counter() - started, 2)
     write_json_atomic(output / "training_log.json", {"log_history": history, "summary": summary.to_dict()})
     plot_loss(history, output / "loss_curve.png")

@@ -210,3 +210,18 @@ def test_adapt_trains_a_reranker_and_every_surface_uses_it(tmp_path, raw_corpus,
     assert result.exit_code == 0, result.output
     assert choose_reranker(OWN_RERANKER, other) == DEFAULT_RERANKER
     assert choose_reranker("some/cross-encoder", run_dir) == "some/cross-encoder"
+
+
+def test_a_reranker_that_learned_nothing_is_said_to_have(tmp_path, reranker_pairs, tiny_encoder_dir):
+    """Whole Cranfield: a reranker from a bi-encoder ended at BCE 0.576 against 0.562 for knowing nothing, and
+    reranking fell from nDCG@10 0.362 to 0.097. A learning rate too small to move it reproduces that end."""
+    from genq.train_reranker import chance_loss
+
+    result = CliRunner().invoke(main, ["train-reranker", str(reranker_pairs), "-o", str(tmp_path / "reranker"),
+                                       "--base-model", str(tiny_encoder_dir), "--negatives-per-pair", "3",
+                                       "--train-batch-size", "4", "--lr", "1e-12", "--device", "cpu", "--no-bf16"])
+    assert result.exit_code == 0, result.output
+    assert "learned next to nothing" in result.output
+    record = json.loads((tmp_path / "reranker" / "genq_training.json").read_text())["summary"]
+    assert record["chance_loss"] == round(chance_loss("bce", 3, 4), 4) == 0.5623
+    assert chance_loss("mnrl", 3, 32) == pytest.approx(4.852, abs=1e-3)  # ln(32 x 4)
