@@ -35,10 +35,6 @@ def _key(gguf: Path) -> str:
     return f"{gguf.stem}-{sample_fingerprint(gguf)}-transformers{transformers.__version__}"
 
 
-def _trusted(folder: Path) -> bool:
-    return built_copy_intact(folder, RECORD)
-
-
 def _load_from_gguf(directory: str, name: str, part: str):
     """(tokenizer, model or None), read from the GGUF file itself: the slow path the cache spares."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -63,7 +59,7 @@ def load(gguf_path: str | os.PathLike, part: str = "model"):
     gguf = Path(gguf_path)
     base = cache_root() / "gguf" / _key(gguf)
     for folder in (base / "model", base / "tokenizer") if part == "tokenizer" else (base / "model",):
-        if _trusted(folder):  # the model copy holds the tokenizer too
+        if built_copy_intact(folder, RECORD):  # the model copy holds the tokenizer too
             tokenizer = AutoTokenizer.from_pretrained(folder)
             return tokenizer, (AutoModelForCausalLM.from_pretrained(folder) if part == "model" else None)
     what = "tokenizer" if part == "tokenizer" else "model"

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from genq import gguf_cache
+from genq.io import built_copy_intact
 
 
 @pytest.fixture()
@@ -68,7 +69,7 @@ def test_a_damaged_or_half_made_copy_is_not_trusted(fake_gguf, monkeypatch):
     weights.write_bytes(weights.read_bytes()[:100])  # truncated since
     _, again = gguf_cache.load(gguf, "model")
     assert reads == ["model", "model", "model"] and same_weights(model, again)
-    assert gguf_cache._trusted(folder / "model")  # made again, whole
+    assert built_copy_intact(folder / "model", gguf_cache.RECORD)  # made again, whole
 
 
 def test_another_gguf_file_gets_its_own_copy(fake_gguf, tmp_path):
