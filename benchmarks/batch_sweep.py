@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.generate_speed import build_model, load_passages  # noqa: E402
 from genq.batch_sizing import HalvingBatches  # noqa: E402
-from genq.generate import GenerationConfig, QueryGenerator, _batches  # noqa: E402
+from genq.generate import GenerationConfig, QueryGenerator  # noqa: E402
+from genq.generation.run import batches_by_length  # noqa: E402
 
 
 def device_name(device: str) -> str:
@@ -48,7 +49,7 @@ def one_pass(generator: QueryGenerator, passages: list[dict], size: int) -> tupl
     if generator.device.startswith("cuda"):
         torch.cuda.synchronize()
     started = time.perf_counter()
-    for batch in _batches(iter(passages), batching, generator, window=32):
+    for batch in batches_by_length(iter(passages), batching, generator, window=32):
         batching.run(lambda part: generator.sample(part, seed=0), batch)
     if generator.device.startswith("cuda"):
         torch.cuda.synchronize()

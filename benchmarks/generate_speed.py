@@ -91,14 +91,14 @@ def example_loop(model_dir: Path, passages: list[dict]) -> tuple[float, int, int
 
 
 def genq_loop(model_dir: Path, passages: list[dict], batch_size: int, dtype: str) -> tuple[float, int, int, str]:
-    from genq.generate import _batches
+    from genq.generation.run import batches_by_length
 
     generator = QueryGenerator(GenerationConfig(model=str(model_dir), batch_size=batch_size, dtype=dtype,
                                                 max_length=64, device="cpu"))
     input_tokens = generated = 0
     started = time.perf_counter()
-    for number, batch in enumerate(_batches(iter(passages), HalvingBatches(batch_size, "cpu", "benchmark"), generator,
-                                            window=32)):
+    batching = HalvingBatches(batch_size, "cpu", "benchmark")
+    for number, batch in enumerate(batches_by_length(iter(passages), batching, generator, window=32)):
         queries = generator.generate(batch, seed=number)
         input_tokens += sum(min(350, len(generator.tokenizer(p["text"])["input_ids"])) for p in batch)
         generated += sum(len(q) for q in queries) * 63
@@ -134,10 +134,11 @@ def causal_rows(passages: list[dict], batch_size: int) -> list[tuple[str, float,
         return time.perf_counter() - started
 
     def genq() -> float:
-        from genq.generate import _batches
+        from genq.generation.run import batches_by_length
 
         started = time.perf_counter()
-        for batch in _batches(iter(passages), HalvingBatches(batch_size, "cpu", "benchmark"), generator, window=32):
+        batching = HalvingBatches(batch_size, "cpu", "benchmark")
+        for batch in batches_by_length(iter(passages), batching, generator, window=32):
             generator.generate(batch, seed=0)
         return time.perf_counter() - started
 

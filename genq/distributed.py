@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from genq.corpus import iter_passage_file
 from genq.generate import (
     GenerationConfig,
     GenerationSummary,
@@ -38,7 +39,6 @@ from genq.generate import (
     check_quality,
     finished_output,
     identify_run,
-    iter_passage_file,
     meta_path_for,
     write_pairs_meta,
 )
@@ -136,12 +136,12 @@ class ShardGenerator:
     def __init__(self, config: dict, threads: int) -> None:
         import torch
 
-        from genq.generate import QueryGenerator
+        from genq.generate import load_generator
 
         if threads > 0:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(threads)  # CTranslate2 takes the same share (ct2_backend.cpu_threads)
         self.config = GenerationConfig(**config)
-        self.generator = QueryGenerator(self.config)
+        self.generator = load_generator(self.config)
 
     def __call__(self, batch: dict) -> dict:
         from genq.generate import generate_pairs

@@ -73,6 +73,16 @@ def load(gguf_path: str | os.PathLike, part: str = "model"):
     return tokenizer, model
 
 
+def model_folder(gguf_path: str | os.PathLike) -> Path | None:
+    """The kept model folder of a local GGUF file (made now if there is none yet), for tools that read a folder
+    (CTranslate2's converter); None where no copy can be kept."""
+    gguf = Path(gguf_path)
+    folder = cache_root() / "gguf" / _key(gguf) / "model"
+    if not built_copy_intact(folder, RECORD):
+        load(gguf, "model")
+    return folder if built_copy_intact(folder, RECORD) else None
+
+
 def _keep(gguf: Path, target: Path, tokenizer, model, started: float) -> bool:
     """Save the copy atomically; False (and a warning) where it cannot be kept."""
 

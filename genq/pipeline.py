@@ -152,7 +152,8 @@ class StageResult:
 
 # Settings added to a stage after runs were already recorded, with the value that behaves as before: a run
 # recorded without the key matches when the key holds that value, so upgrading genq does not redo finished work.
-ADDED_SETTINGS: dict[str, dict] = {"prepare": {"dedup": True}, "generate": {"prompt_style": "auto"}}
+ADDED_SETTINGS: dict[str, dict] = {"prepare": {"dedup": True},
+                                   "generate": {"prompt_style": "auto", "backend": "auto"}}
 
 
 def same_settings(stage: str, recorded: dict | None, params: dict) -> bool:

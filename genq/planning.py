@@ -245,7 +245,7 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
     from pathlib import Path
 
     from genq.encode import Encoder
-    from genq.generate import QueryGenerator, clean_queries
+    from genq.generate import clean_queries, load_generator
     from genq.io import write_jsonl_atomic
     from genq.train import TrainConfig, train_bi_encoder
 
@@ -254,7 +254,7 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
     work_dir.mkdir(parents=True, exist_ok=True)
 
     say("  measuring generation (two batches) ...")
-    generator = QueryGenerator(generation)  # its load counts as time spent; the generate stage reuses it
+    generator = load_generator(generation)  # its load counts as time spent; the generate stage reuses it
     size = max(1, min(generation.batch_size or generator.auto_batch_size(), len(passages) // 2 or 1))
     drawn = spread(passages, 2 * size)  # from across the corpus: its first passages need not be typical
     kept = sampled_passages = 0

@@ -20,19 +20,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
 from genq.corpus import clip_for_model
-from genq.io import built_copy_intact, cache_root, describe_error, keep_built_copy
-from genq.models import model_files_fingerprint, resolve_model
+from genq.ct2_convert import ConversionFailed, converted_copy
+from genq.io import describe_error
+from genq.models import resolve_model
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert", "roberta", "xlm-roberta", "camembert")
-RECORD = "genq_ct2.json"
 
 
 class QueryEncoder:
@@ -142,50 +141,10 @@ def _max_seq_length(location: Path, settings: dict, config: dict) -> int:
 
 
 def _converted(location: Path) -> Path | None:
-    """The CTranslate2 copy of the model at ``location``, converted now if none is kept yet."""
-    import ctranslate2
-
-    fingerprint = model_files_fingerprint(location)
-    if not fingerprint:
-        return None
-    target = cache_root() / "ct2" / f"{location.name}-{fingerprint}-ct2-{ctranslate2.__version__}"
-    failed = target.with_name(target.name + ".failed.json")
-    if built_copy_intact(target, RECORD):
-        return target
-    if failed.is_file():  # tried before and could not: not again at every search
-        logger.debug("%s cannot be converted for CTranslate2 (%s)", location, failed)
-        return None
-    logger.info("converting %s for torch-free query encoding (once, a few seconds); kept in %s", location, target)
-    started = time.perf_counter()
-
-    def build(folder: Path) -> None:
-        import warnings
-
-        from transformers.utils import logging as transformers_logging
-
-        verbosity = transformers_logging.get_verbosity()
-        transformers_logging.set_verbosity_error()
-        try:
-            with warnings.catch_warnings():  # the converter loads with arguments transformers has since renamed
-                warnings.simplefilter("ignore")
-                ctranslate2.converters.TransformersConverter(str(location)).convert(str(folder / "model"), force=True)
-        finally:
-            transformers_logging.set_verbosity(verbosity)
-        for item in (folder / "model").iterdir():
-            item.rename(folder / item.name)
-        (folder / "model").rmdir()
-
+    """The float32 CTranslate2 copy of the model at ``location``, converted now if none is kept yet."""
     try:
-        keep_built_copy(target, build, RECORD, {"source": str(location), "fingerprint": fingerprint,
-                                                 "seconds": round(time.perf_counter() - started, 1)})
-        return target
-    except Exception as exc:  # unconvertible, or no room to keep it: the torch path serves
-        logger.warning("could not convert %s for CTranslate2 (%s); encoding queries with torch", location,
-                       describe_error(exc))
-        if not isinstance(exc, OSError):  # the model itself: remembered, so later searches go straight to torch
-            try:
-                failed.write_text(json.dumps({"source": str(location), "error": describe_error(exc)}),
-                                  encoding="utf-8")
-            except OSError:
-                pass
+        return converted_copy(location, purpose="torch-free query encoding")
+    except ConversionFailed as exc:  # unconvertible, or no room to keep it: the torch path serves
+        (logger.debug if exc.remembered else logger.warning)(
+            "could not convert %s for CTranslate2 (%s); encoding queries with torch", location, exc.reason)
         return None

@@ -34,7 +34,9 @@ class StopAfter:
 
     def __init__(self, real, batches):
         self.real, self.left = real, batches
-        self.family, self.dtype, self.device = real.family, real.dtype, real.device
+
+    def __getattr__(self, name):  # family, device, dtype, backend...: the real generator's
+        return getattr(self.real, name)
 
     def input_length(self, passage):
         return self.real.input_length(passage)
@@ -88,6 +90,7 @@ def tiny_gpt2_dir(tmp_path_factory, word_tokenizer_dir) -> Path:
     torch.manual_seed(0)
     directory = tmp_path_factory.mktemp("tiny-gpt2")
     tokenizer = AutoTokenizer.from_pretrained(word_tokenizer_dir)
+    tokenizer.bos_token = "[CLS]"  # as the model's bos_token_id: CTranslate2's converter needs it named
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=512,
                         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id)

@@ -27,7 +27,7 @@ def out_of_memory_above(limit, real):
 def test_generation_recovers_from_out_of_memory_by_halving_and_samples_the_same(tmp_path, tiny_t5_dir,
                                                                                bike_passages, monkeypatch):
     config = GenerationConfig(model=str(tiny_t5_dir), queries_per_passage=2, batch_size=8, max_length=6,
-                              dtype="float32", seed=3)
+                              dtype="float32", seed=3, backend="torch")
     reference = tmp_path / "reference.jsonl"
     generate_pairs(bike_passages, reference, config, progress=False)
     monkeypatch.setattr(QueryGenerator, "sample", out_of_memory_above(2, QueryGenerator.sample))

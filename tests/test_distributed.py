@@ -32,7 +32,7 @@ def corpus(tmp_path, n=40):
 
 def config_for(model):
     return GenerationConfig(model=str(model), queries_per_passage=3, batch_size=4, max_length=8, dtype="float32",
-                            seed=5)
+                            seed=5, backend="torch")
 
 
 def pairs_of(path):

@@ -183,7 +183,7 @@ def test_input_is_checked_before_the_tokenizer(tmp_path, offline):
 
 # 8. changed settings are refused before the generator loads
 def test_changed_generation_settings_refused_before_loading(tmp_path, tiny_t5_dir, bike_passages, monkeypatch):
-    import genq.generate
+    import genq.generation.run
 
     runner = CliRunner()
     out = tmp_path / "pairs.jsonl"
@@ -194,7 +194,7 @@ def test_changed_generation_settings_refused_before_loading(tmp_path, tiny_t5_di
     def no_loading(*_args, **_kwargs):
         raise AssertionError("the generator was loaded before the settings were compared")
 
-    monkeypatch.setattr(genq.generate, "QueryGenerator", no_loading)
+    monkeypatch.setattr(genq.generation.run, "load_generator", no_loading)
     result = runner.invoke(main, [*base, "--top-p", "0.5"])
     assert result.exit_code == 2 and "other settings" in result.output and "top_p" in result.output
     result = runner.invoke(main, base)  # finished: a no-op, again without loading the model

@@ -15,7 +15,8 @@ def lines(path):
 
 
 def config_for(model, **overrides):
-    options = dict(model=str(model), queries_per_passage=3, batch_size=3, max_length=8, dtype="float32", seed=1)
+    options = dict(model=str(model), queries_per_passage=3, batch_size=3, max_length=8, dtype="float32", seed=1,
+                   backend="torch")
     options.update(overrides)
     return GenerationConfig(**options)
 

@@ -69,7 +69,7 @@ def test_adapt_continues_interrupted_generation(tmp_path, raw_corpus, tiny_t5_di
         return real_sample(self, batch, seed)
 
     monkeypatch.setattr(QueryGenerator, "sample", interrupted)
-    args = adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--gen-batch-size", "4")
+    args = adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--gen-batch-size", "4", "--backend", "torch")
     result = runner.invoke(main, args)
     assert result.exit_code == 130 and not (run_dir / "pairs.jsonl").exists(), result.output
     monkeypatch.setattr(QueryGenerator, "sample", real_sample)

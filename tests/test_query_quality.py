@@ -31,7 +31,8 @@ def lines(path):
 
 
 def config_for(model, **overrides):
-    options = dict(model=str(model), queries_per_passage=3, batch_size=3, max_length=8, dtype="float32", seed=1)
+    options = dict(model=str(model), queries_per_passage=3, batch_size=3, max_length=8, dtype="float32", seed=1,
+                   backend="torch")
     options.update(overrides)
     return GenerationConfig(**options)
 
@@ -132,14 +133,14 @@ def test_prompt_style_auto_and_chat(tmp_path, tiny_gpt2_dir, bike_passages):
 
 
 def test_causal_samples_lose_echoes_few_shot_repeats_and_runaways(tiny_gpt2_dir, monkeypatch):
-    from genq.generate import _Samples
+    from genq.generation.sampling import Samples
 
     generator = QueryGenerator(config_for(tiny_gpt2_dir))
     fake = ["Query: oil the chain\nmore", "Document: the chain", '"what did the treaty of westphalia establish"',
             "fix a flat tyre", "a sentence that went on and on"]
 
     def sample_causal(texts, streams):
-        samples = _Samples(len(fake))
+        samples = Samples(len(fake))
         samples.ended = [True, True, True, True, False]  # the last one hit the length limit
         return samples
 

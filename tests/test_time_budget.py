@@ -91,7 +91,7 @@ def test_a_budget_smaller_than_the_fixed_costs_plans_the_smallest_run():
 
 def budget_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, budget, *extra):
     return adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--time-budget", budget,
-                      "--quality-sample", "0", "--gen-batch-size", "4", *extra)
+                      "--quality-sample", "0", "--gen-batch-size", "4", "--backend", "torch", *extra)
 
 
 def test_adapt_plans_records_and_reuses_the_plan(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):

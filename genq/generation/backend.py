@@ -1,0 +1,251 @@
+"""What every generation backend shares, and which backend a run uses.
+
+A backend loads a generator once and turns batches of passages into queries:
+``sample(passages, seed) -> [[(query, generator_logprob), ...] per passage]``. The resumable
+run (:mod:`genq.generation.run`), the Ray actors (:mod:`genq.distributed`) and ``genq adapt``
+call only that and the few attributes of :class:`QueryBackend`. The backends share
+:class:`PromptedGenerator`: the family's settings, the passage window, the decoder-only
+prompt (few-shot template, chat rendering, stop tokens) and the reading of a decoder-only
+sample, so torch and CTranslate2 see the same inputs and keep the same queries.
+
+``--backend auto`` follows what ``benchmarks/generate_speed.py`` measured
+(``benchmarks/results/generate_speed.md``): on a CPU, CTranslate2 int8 sampled a T5-base-shaped
+model 3.5x faster than the sentence-transformers example loop against genq's torch loop's
+1.2x, while for the decoder-only SmolLM2-135M genq's torch loop stayed the fastest (CTranslate2
+int8 0.4x of it). No GPU figures exist yet, so on a GPU auto keeps torch (whose batch sizing
+was measured there).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from genq.corpus import clip_for_model
+from genq.generation.family import detect_family, split_gguf
+from genq.generation.prompts import (
+    chat_prompt,
+    few_shot_parts,
+    load_prompt_template,
+    newline_token_ids,
+    normalize_query,
+    query_in_sample,
+    render_prompt,
+)
+from genq.generation.settings import GenerationConfig
+from genq.io import GenqError
+from genq.models import resolve_model
+
+logger = logging.getLogger(__name__)
+
+# (family, device kind) -> the faster backend, as measured; anything not listed: torch
+MEASURED_FASTER = {("seq2seq", "cpu"): "ctranslate2"}
+
+
+class QueryBackend(Protocol):
+    """What a run needs of a loaded generator."""
+
+    backend: str  # "torch" or "ctranslate2"
+    family: str  # "seq2seq" or "causal"
+    device: str
+    dtype_label: str  # the precision it computes in: "bfloat16", "int8", ...
+    prompt_style: str
+    emptied: dict[str, int]  # decoder-only samples that held no query, by reason
+    config: GenerationConfig
+
+    def sample(self, passages: list[dict], seed: int) -> list[list[tuple[str, float]]]: ...
+
+    def use_settings(self, config: GenerationConfig) -> None: ...
+
+    def auto_batch_size(self) -> int: ...
+
+    def input_length(self, passage: dict) -> int: ...
+
+
+@dataclass
+class BackendChoice:
+    name: str  # "torch" or "ctranslate2"
+    reason: str  # one line: what was asked, or why auto chose it
+
+
+def ctranslate2_installed() -> bool:
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def device_kind(device: str | None) -> str:
+    """"cpu", "cuda" or another torch device name, without importing torch when the answer is plain."""
+    if device and device != "auto":
+        return device.split(":")[0]
+    from genq.hardware import resolve_device
+
+    return resolve_device(device)
+
+
+def choose_backend(config: GenerationConfig, family: str) -> BackendChoice:
+    """The backend ``config.backend`` names, or for "auto" the one measured faster for this family and device."""
+    kind = device_kind(config.device)
+    if config.backend == "torch":
+        return BackendChoice("torch", "--backend torch")
+    if config.backend == "ctranslate2":
+        if not ctranslate2_installed():
+            raise GenqError("--backend ctranslate2: the ctranslate2 package is not installed\n"
+                            "  fix: pip install ctranslate2 (or --backend torch)")
+        if kind not in ("cpu", "cuda"):
+            raise GenqError(f"--backend ctranslate2 runs on cpu or cuda, not {kind!r}\n  fix: --device cpu, or "
+                            "--backend torch")
+        return BackendChoice("ctranslate2", "--backend ctranslate2")
+    if config.dtype == "int8":
+        if ctranslate2_installed() and kind in ("cpu", "cuda"):
+            return BackendChoice("ctranslate2", "auto: --dtype int8 is CTranslate2's")
+        raise GenqError("--dtype int8 needs the CTranslate2 backend (pip install ctranslate2, on cpu or cuda)")
+    faster = MEASURED_FASTER.get((family, kind), "torch")
+    if faster == "ctranslate2" and not ctranslate2_installed():
+        return BackendChoice("torch", f"auto: CTranslate2 samples {family} models faster on {kind} but is not "
+                                      "installed (pip install ctranslate2)")
+    if faster == "ctranslate2":
+        return BackendChoice("ctranslate2", f"auto: measured fastest for {family} models on {kind} "
+                                            "(int8, 3.5x the example loop vs torch's 1.2x)")
+    why = {"causal": "genq's torch loop measured fastest for decoder-only models",
+           "seq2seq": f"no CTranslate2 measurement on {kind} yet"}[family]
+    return BackendChoice("torch", f"auto: {why}")
+
+
+def load_generator(config: GenerationConfig) -> QueryBackend:
+    """The generator of ``config`` on the backend it asks for (auto: see :func:`choose_backend`).
+
+    A model CTranslate2 cannot convert or load falls back to torch with a one-line warning
+    (under auto and under --backend ctranslate2 alike: the run goes on, and its meta says which
+    backend sampled).
+    """
+    config.validate()
+    model_ref, gguf = split_gguf(resolve_model(config.model, what="generator"), config.gguf_file)
+    family = config.family if config.family != "auto" else detect_family(model_ref, gguf)
+    choice = choose_backend(config, family)
+    if choice.name == "ctranslate2":
+        from genq.generation.ct2_backend import CTranslate2Generator, Unavailable
+
+        try:
+            return CTranslate2Generator(config, choice.reason)
+        except Unavailable as exc:
+            logger.warning("CTranslate2 cannot run %s (%s); generating with torch", config.model, exc)
+            choice = BackendChoice("torch", f"{choice.reason}; fell back to torch: {exc}")
+    from genq.generation.torch_backend import QueryGenerator
+
+    if config.dtype == "int8":
+        config = replace(config, dtype="auto")  # int8 was CTranslate2's
+    return QueryGenerator(config, backend_reason=choice.reason)
+
+
+class PromptedGenerator:
+    """The part of a generator that is not the model: settings, inputs, the decoder-only prompt and its reading.
+
+    A subclass loads ``self.tokenizer`` (and its model), then calls :meth:`_settle` and
+    :meth:`_prepare_prompt` with the model's end tokens.
+    """
+
+    backend = ""
+    backend_reason = ""
+    prompt_style = "plain"
+
+    def _settle(self, config: GenerationConfig) -> tuple[str, str | None]:
+        """Validate ``config``, learn the family, fill in its defaults; returns the model reference and GGUF name."""
+        config.validate()
+        model_ref, gguf = split_gguf(resolve_model(config.model, what="generator"), config.gguf_file)
+        self.family = config.family if config.family != "auto" else detect_family(model_ref, gguf)
+        self.config = config = config.for_family(self.family)
+        config.validate()
+        # decoder-only samples emptied before clean-up, by reason (part of the run's filtered_out count)
+        self.emptied = {"runaway": 0, "not_a_query": 0}
+        return model_ref, gguf
+
+    def _prepare_prompt(self, model_eos: int | list[int] | None) -> None:
+        """The decoder-only prompt (template, chat rendering) and the tokens that end a sample."""
+        config = self.config
+        if self.family == "causal":
+            self.tokenizer.padding_side = "left"
+            self.template = load_prompt_template(config.prompt_template)
+            # a sample that repeats a few-shot example's query is the prompt talking, not the passage
+            parts = few_shot_parts(self.template)
+            self.example_queries = {normalize_query(query) for _, query in (parts[1] if parts else [])}
+            has_chat = bool(getattr(self.tokenizer, "chat_template", None))
+            if config.prompt_style == "chat" and not has_chat:
+                raise GenqError(f"--prompt-style chat: the generator {config.model!r} has no chat template\n"
+                                "  fix: use --prompt-style plain (or auto), or an instruct model")
+            if config.prompt_style == "chat" or (config.prompt_style == "auto" and has_chat):
+                self.prompt_style = "chat"
+                self.template = chat_prompt(self.tokenizer, self.template)
+            eos = [model_eos] if isinstance(model_eos, int) else list(model_eos or [])
+            if self.tokenizer.eos_token_id is not None:
+                eos.append(self.tokenizer.eos_token_id)
+            # only the first line of a continuation is kept, so a newline ends a sample
+            # (once it has some text: small models often open with a blank line)
+            self.eos_ids = sorted(set(eos))
+            self.newline_ids = newline_token_ids(self.tokenizer)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+
+    def _inputs(self, passages: list[dict]) -> list[str]:
+        texts = []
+        for passage in passages:
+            title = clip_for_model(passage.get("title") or "", self.config.max_passage_tokens)
+            text = clip_for_model(passage["text"], self.config.max_passage_tokens)
+            if self.family == "causal":
+                # the prompt's fixed part must survive truncation: cut the passage, not the template
+                texts.append(render_prompt(self.template, self._truncate(text), title))
+            else:
+                body = f"{title} {text}" if (self.config.include_title and title) else text
+                texts.append(self.config.prefix + body)
+        return texts
+
+    def _truncate(self, text: str) -> str:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= self.config.max_passage_tokens:
+            return text
+        return self.tokenizer.decode(ids[: self.config.max_passage_tokens], skip_special_tokens=True)
+
+    def _tokenize(self, texts):
+        # a chat-formatted prompt already holds its special tokens (a BOS among them, where the format has one)
+        return self.tokenizer(texts, add_special_tokens=self.prompt_style != "chat")["input_ids"]
+
+    def _shared_prompt_ids(self) -> list[int] | None:
+        """The token ids every decoder-only prompt starts with (the template's few-shot part), or None if short.
+
+        Those the rendered template shares for two unlike probe passages, less the last one (it
+        may merge with a passage's first characters). A backend runs them once and reuses their
+        state (torch: a KV cache; CTranslate2: its static prompt).
+        """
+        probes = [self._tokenize(render_prompt(self.template, text, "")) for text in ("Zebra 1907 (sic).", "the")]
+        shared = 0
+        while shared < min(map(len, probes)) and probes[0][shared] == probes[1][shared]:
+            shared += 1
+        ids = probes[0][:max(shared - 1, 0)]
+        return ids if len(ids) >= 16 else None  # a template with a short fixed part: not worth reusing
+
+    def _query_in(self, text: str, ended: bool) -> str:
+        return query_in_sample(text, ended, self.example_queries, self.emptied)
+
+    def generate(self, passages: list[dict], seed: int) -> list[list[str]]:
+        """Sample ``queries_per_passage`` queries for each passage, without their scores."""
+        return [[query for query, _ in queries] for queries in self.sample(passages, seed)]
+
+    def sample(self, passages: list[dict], seed: int) -> list[list[tuple[str, float]]]:
+        raise NotImplementedError
+
+    def use_settings(self, config: GenerationConfig) -> None:
+        """Sample with ``config``'s settings from now on (a run may size queries per passage after the model
+        loaded); the model, its file and precision must be the ones loaded."""
+        wanted = config.for_family(self.family)
+        for key in ("model", "gguf_file", "dtype"):
+            if getattr(wanted, key) != getattr(self.config, key):
+                raise GenqError(f"the loaded generator has {key}={getattr(self.config, key)!r}, the run "
+                                f"{getattr(wanted, key)!r}")
+        self.config = wanted
+
+    def input_length(self, passage: dict) -> int:
+        """A cheap length proxy for sorting (characters; tokenizing twice would cost more than it saves)."""
+        return len(passage["text"]) + len(passage.get("title") or "")
