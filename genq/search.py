@@ -118,6 +118,13 @@ def choose_reranker(requested: str | None, index_dir: str | Path | None = None) 
         return requested
     own = own_reranker(index_dir) if index_dir is not None else None
     if own is not None:
+        from genq.train_reranker import learned_little_record
+
+        weak = learned_little_record(own)
+        if weak:
+            raise GenqError(f"{own} {weak}: reranking with it would scramble the ranking it reranks\n"
+                            "  fix: train it again with more steps (genq train-reranker ... --epochs 3), rerank with "
+                            "a trained cross-encoder (--rerank MODEL), or search without --rerank")
         return str(own)
     logger.warning("note: %s has no reranker of its own (`genq adapt --reranker` or `genq train-reranker` trains "
                    "one): reranking with %s", index_dir or "the evaluation", DEFAULT_RERANKER)

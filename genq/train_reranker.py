@@ -253,6 +253,24 @@ def learned_little_note(summary: RerankerSummary) -> str | None:
             "epochs, or do not rerank with it")
 
 
+def learned_little_record(directory: str | Path) -> str | None:
+    """What is wrong with the reranker at ``directory`` if its own record says it learned next to nothing, else None."""
+    from genq.io import read_json
+
+    try:
+        record = read_json(Path(directory) / RUN_RECORD, "reranker record")
+        summary, settings = record.get("summary") or {}, record.get("settings") or {}
+        final, chance = summary.get("final_loss"), summary.get("chance_loss")
+        if chance is None and settings.get("loss") in RERANKER_LOSSES:  # recorded before genq kept it
+            chance = chance_loss(settings["loss"], int(settings["negatives"]), int(settings["batch_size"]))
+    except (GenqError, AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(final, int | float) or not isinstance(chance, int | float) or final < LEARNED_LITTLE * chance:
+        return None
+    return (f"learned next to nothing in training (final loss {final:.3f}, no better than the {chance:.3f} of "
+            "telling nothing apart)")
+
+
 def _loss(model, config: RerankerConfig):
     from sentence_transformers.cross_encoder import losses
 

@@ -225,3 +225,18 @@ def test_a_reranker_that_learned_nothing_is_said_to_have(tmp_path, reranker_pair
     record = json.loads((tmp_path / "reranker" / "genq_training.json").read_text())["summary"]
     assert record["chance_loss"] == round(chance_loss("bce", 3, 4), 4) == 0.5623
     assert chance_loss("mnrl", 3, 32) == pytest.approx(4.852, abs=1e-3)  # ln(32 x 4)
+    # a bare --rerank does not take such a reranker from the run it belongs to: it says why and what to do
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "reranker").rename(run / "reranker")
+    passages = write_jsonl(tmp_path / "passages.jsonl", [{"_id": "a", "title": "", "text": "oil the chain"},
+                                                         {"_id": "b", "title": "", "text": "adjust the brake pad"}])
+    runner = CliRunner()
+    result = runner.invoke(main, ["index", str(passages), "-o", str(run / "index"), "-m", str(tiny_encoder_dir),
+                                  "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["search", str(run), "chain", "--rerank", "--device", "cpu"])
+    assert result.exit_code != 0 and "learned next to nothing" in result.output and "fix:" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(main, ["search", str(run), "chain", "--rerank", str(run / "reranker"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output  # named explicitly, it is the user's call

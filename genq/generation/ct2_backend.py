@@ -1,10 +1,10 @@
 """The CTranslate2 backend: the generator converted once (int8 on a CPU) and sampled by CTranslate2's C++ loop.
 
-On this project's 2-core CPU a T5-base-shaped model sampled 3.5x faster than the
-sentence-transformers example loop in int8, against 1.2x for genq's torch loop
-(``benchmarks/generate_speed.py``); greedy int8 outputs equalled torch float32 on 16 of 16
-passages. The conversion (:mod:`genq.ct2_convert`) runs once per model folder, quantization and
-CTranslate2 version, and is kept under ``$GENQ_CACHE_DIR/ct2``.
+On this project's 2-core CPU a T5-base-shaped model sampled 4.0x faster than the
+sentence-transformers example loop in int8, against 3.0x for genq's torch loop in bfloat16 and
+1.7x in float32 (``benchmarks/results/generate_speed.md``). The conversion
+(:mod:`genq.ct2_convert`) runs once per model folder, quantization and CTranslate2 version, and
+is kept under ``$GENQ_CACHE_DIR/ct2``.
 
 What is the same as the torch backend: the inputs (passage window, title, prefix, decoder-only
 prompt and chat rendering), the knobs (queries per passage, top-k then top-p, temperature,
