@@ -175,6 +175,13 @@ def test_adapt_trains_a_reranker_and_every_surface_uses_it(tmp_path, raw_corpus,
 
     assert set(stage_status(runner.invoke(main, args).output).values()) == {"skipped"}
 
+    # a random two-layer cross-encoder on ten passages learns nothing, and a bare --rerank would refuse it (tested
+    # below); what follows is the wiring, so its record is made to say it learned
+    record_path = run_dir / "reranker" / "genq_training.json"
+    record = json.loads(record_path.read_text())
+    record["summary"]["final_loss"] = 0.1
+    record_path.write_text(json.dumps(record))
+
     # search: a bare --rerank takes the run's own reranker
     assert choose_reranker(OWN_RERANKER, run_dir) == str((run_dir / "reranker").resolve())
     result = runner.invoke(main, ["search", str(run_dir), "oil the chain", "--rerank", "--json", "--device", "cpu"])
