@@ -40,7 +40,9 @@ from genq.models import resolve_model
 
 logger = logging.getLogger(__name__)
 
-# (family, device kind) -> the faster backend, as measured; anything not listed: torch
+# (family, device kind) -> the faster backend, as measured; anything not listed: torch. Decoder-only models stay
+# on torch for quality as well as speed: SmolLM2's int8 queries round-tripped 2.9 points worse (top-3, 3 seeds,
+# benchmarks/results/backend_quality.md), past the 2-point guard auto keeps.
 MEASURED_FASTER = {("seq2seq", "cpu"): "ctranslate2"}
 
 

@@ -54,6 +54,12 @@ class GenerationConfig:
     family: str = "auto"
     backend: str = "auto"  # see genq.generation.backend.choose_backend
 
+    def __post_init__(self) -> None:
+        # a Path from Python callers: recorded as text in the journal and the meta
+        self.model = str(self.model)
+        if self.gguf_file is not None:
+            self.gguf_file = str(self.gguf_file)
+
     def for_family(self, family: str) -> GenerationConfig:
         """A copy with the unset settings filled in from ``family``'s defaults."""
         filled = {key: value for key, value in FAMILY_DEFAULTS[family].items() if getattr(self, key) is None}
