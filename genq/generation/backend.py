@@ -155,8 +155,9 @@ class PromptedGenerator:
     backend_reason = ""
     prompt_style = "plain"
 
-    def _settle(self, config: GenerationConfig) -> tuple[str, str | None]:
+    def _settle(self, config: GenerationConfig, backend_reason: str) -> tuple[str, str | None]:
         """Validate ``config``, learn the family, fill in its defaults; returns the model reference and GGUF name."""
+        self.backend_reason = backend_reason
         config.validate()
         model_ref, gguf = split_gguf(resolve_model(config.model, what="generator"), config.gguf_file)
         self.family = config.family if config.family != "auto" else detect_family(model_ref, gguf)

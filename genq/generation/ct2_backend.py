@@ -87,9 +87,8 @@ class CTranslate2Generator(PromptedGenerator):
     def __init__(self, config: GenerationConfig, backend_reason: str = "--backend ctranslate2"):
         import ctranslate2
 
-        model_ref, gguf = self._settle(config)
+        model_ref, gguf = self._settle(config, backend_reason)
         config = self.config
-        self.backend_reason = backend_reason
         self.device = device_kind(config.device)
         self.dtype_label = compute_type(config.dtype, self.device, self.family)
         folder = self._model_folder(model_ref, gguf)

@@ -24,9 +24,8 @@ class QueryGenerator(PromptedGenerator):
     def __init__(self, config: GenerationConfig, backend_reason: str = "--backend torch"):
         import torch
 
-        model_ref, gguf = self._settle(config)
+        model_ref, gguf = self._settle(config, backend_reason)
         config = self.config
-        self.backend_reason = backend_reason
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.dtype_label = dtype_name(self.dtype)
