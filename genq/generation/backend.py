@@ -128,6 +128,7 @@ def load_generator(config: GenerationConfig) -> QueryBackend:
     config.validate()
     model_ref, gguf = split_gguf(resolve_model(config.model, what="generator"), config.gguf_file)
     family = config.family if config.family != "auto" else detect_family(model_ref, gguf)
+    config = replace(config, family=family)  # read once: the generator does not read the model's config again
     choice = choose_backend(config, family)
     if choice.name == "ctranslate2":
         from genq.generation.ct2_backend import CTranslate2Generator, Unavailable
