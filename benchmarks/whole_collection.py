@@ -172,7 +172,8 @@ def write(results: list[dict], args) -> None:
     lines = ["# Adaptation on whole collections: does it pay?", "",
              f"Command: `{payload['command']}`  ", f"Machine: {payload['machine']}. No hub access: generator "
              "SmolLM2-135M-Instruct (3 queries per passage, round-trip filter top 3); bi-encoder and reranker from "
-             "all-MiniLM-L6-v2; bi-encoder 1 epoch, reranker 3 epochs at a constant 5e-5 (genq's recipe); reranking depth 100.", "",
+             "all-MiniLM-L6-v2; bi-encoder 1 epoch, reranker 3 epochs at a constant 5e-5 (genq's recipe); "
+             "reranking depth 100.", "",
              "nDCG@10, mean (sd) over training seeds; the generated pairs are the same for every seed.", "",
              "| collection | " + " | ".join(SYSTEMS) + " |", "|---|" + "---:|" * len(SYSTEMS)]
     for r in results:
