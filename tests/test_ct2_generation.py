@@ -49,6 +49,12 @@ def test_auto_picks_what_was_measured_faster(monkeypatch):
     assert seq2seq.name == "ctranslate2" and "measured" in seq2seq.reason
     assert choose_backend(GenerationConfig(device="cpu"), "causal").name == "torch"
     assert choose_backend(GenerationConfig(device="cpu", backend="torch"), "seq2seq").name == "torch"
+    # a precision CTranslate2 does not compute in on this device: auto takes torch instead of failing
+    import ctranslate2
+
+    if "bfloat16" not in ctranslate2.get_supported_compute_types("cpu"):
+        bf16 = choose_backend(GenerationConfig(device="cpu", dtype="bfloat16"), "seq2seq")
+        assert bf16.name == "torch" and "bfloat16" in bf16.reason
     monkeypatch.setattr(backend, "ctranslate2_installed", lambda: False)
     missing = choose_backend(GenerationConfig(device="cpu"), "seq2seq")
     assert missing.name == "torch" and "not installed" in missing.reason

@@ -110,6 +110,11 @@ def choose_backend(config: GenerationConfig, family: str) -> BackendChoice:
     if faster == "ctranslate2" and not ctranslate2_installed():
         return BackendChoice("torch", f"auto: CTranslate2 samples {family} models faster on {kind} but is not "
                                       "installed (pip install ctranslate2)")
+    if faster == "ctranslate2" and config.dtype not in ("auto", "int8"):
+        import ctranslate2
+
+        if config.dtype not in ctranslate2.get_supported_compute_types(kind):  # e.g. bfloat16 on most CPUs
+            return BackendChoice("torch", f"auto: --dtype {config.dtype} is not a CTranslate2 compute type on {kind}")
     if faster == "ctranslate2":
         return BackendChoice("ctranslate2", f"auto: measured fastest for {family} models on {kind} "
                                             "(int8: 4.0x the example loop; torch 3.0x in bfloat16, 1.7x in float32)")
