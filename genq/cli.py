@@ -818,16 +818,36 @@ def search_options(function):
                                         f"`genq adapt --reranker`, else {DEFAULT_RERANKER})."),
         click.option("--rerank-depth", type=click.IntRange(1), default=50, show_default=True,
                      help="How many hits the cross-encoder rescores."),
+        *rerank_fusion_options(),
     ]):
         function = decorator(function)
     return function
 
 
-def search_settings(mode, alpha, fusion, candidates, rerank_depth):
+def rerank_fusion_options() -> list:
+    """Whether a reranker's score replaces the first stage's or is blended with it: search, serve, evaluate."""
+    from genq.retrieval import DEFAULT_RERANK_FUSION, RERANK_FUSIONS
+
+    return [
+        click.option("--rerank-fusion", type=click.Choice(RERANK_FUSIONS), default=DEFAULT_RERANK_FUSION,
+                     show_default=True,
+                     help="replace: the cross-encoder's score alone orders the reranked hits; minmax / rrf: it is "
+                          "blended with the first stage's score / rank (a reranker weaker than BM25 then still adds "
+                          "what it knows)."),
+        click.option("--rerank-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                     help="The cross-encoder's share when --rerank-fusion blends (1 = its score alone)."),
+    ]
+
+
+def with_rerank_fusion(function):
+    return stack(function, rerank_fusion_options())
+
+
+def search_settings(mode, alpha, fusion, candidates, rerank_depth, rerank_fusion, rerank_weight):
     from genq.search import SearchOptions
 
-    return SearchOptions(mode=mode, alpha=alpha, fusion=fusion, candidates=candidates,
-                         rerank_depth=rerank_depth).validate()
+    return SearchOptions(mode=mode, alpha=alpha, fusion=fusion, candidates=candidates, rerank_depth=rerank_depth,
+                         rerank_fusion=rerank_fusion, rerank_weight=rerank_weight).validate()
 
 
 @main.command()
@@ -844,7 +864,7 @@ def search_settings(mode, alpha, fusion, candidates, rerank_depth):
 @device_options
 @user_errors
 def search(index_dir, query, k, as_json, queries, run_out, ef_search, nprobe, model, mode, alpha, fusion, candidates,
-           rerank_model, rerank_depth, device, dtype):
+           rerank_model, rerank_depth, rerank_fusion, rerank_weight, device, dtype):
     """Search INDEX_DIR for QUERY (or every query of --queries); hybrid by default."""
     from genq.search import Searcher, choose_reranker, iter_run, read_queries, write_trec_run
 
@@ -852,7 +872,7 @@ def search(index_dir, query, k, as_json, queries, run_out, ef_search, nprobe, mo
         raise click.UsageError("give either a QUERY or --queries FILE")
     if run_out and not queries:
         raise click.UsageError("--run writes a TREC run for every query of --queries FILE; add --queries")
-    options = search_settings(mode, alpha, fusion, candidates, rerank_depth)
+    options = search_settings(mode, alpha, fusion, candidates, rerank_depth, rerank_fusion, rerank_weight)
     searcher = Searcher.load(index_dir, model=model, device=device, dtype=dtype, ef_search=ef_search,
                              nprobe=nprobe, reranker=choose_reranker(rerank_model, index_dir))
     searcher.resolve_options(options)
@@ -907,7 +927,7 @@ def _where_found(hit, mode: str) -> str:
 @device_options
 @user_errors
 def serve(index_dir, host, port, allowed_hosts, docs, model, mode, alpha, fusion, candidates, rerank_model,
-          rerank_depth, device, dtype):
+          rerank_depth, rerank_fusion, rerank_weight, device, dtype):
     """Serve INDEX_DIR: JSON API (/search, /health, /info) and a search page at /.
 
     The search options set the server's defaults; each request may override mode, alpha and fusion.
@@ -915,7 +935,7 @@ def serve(index_dir, host, port, allowed_hosts, docs, model, mode, alpha, fusion
     from genq.search import Searcher, choose_reranker
     from genq.serve import run_server
 
-    options = search_settings(mode, alpha, fusion, candidates, rerank_depth)
+    options = search_settings(mode, alpha, fusion, candidates, rerank_depth, rerank_fusion, rerank_weight)
     searcher = Searcher.load(index_dir, model=model, device=device, dtype=dtype,
                              reranker=choose_reranker(rerank_model, index_dir))
     searcher.resolve_options(options)
@@ -956,6 +976,7 @@ def default_cache_dir(output: str | None) -> Path:
               help="Also evaluate every system reranked by this cross-encoder (bare --rerank: the first --index's "
                    f"run's own reranker, else {DEFAULT_RERANKER}).")
 @click.option("--rerank-depth", type=click.IntRange(1), default=50, show_default=True)
+@with_rerank_fusion
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=str),
               help="Where corpus embeddings are kept between runs, keyed by model weights and corpus content "
                    "[default: .genq-cache beside -o, else in the current folder].")
@@ -963,7 +984,7 @@ def default_cache_dir(output: str | None) -> Path:
 @device_options
 @user_errors
 def evaluate(data_dir, models, bm25, index_dirs, names, split, output, hybrid, alpha, fusion, alpha_sweep, candidates,
-             rerank_model, rerank_depth, cache_dir, no_cache, device, dtype):
+             rerank_model, rerank_depth, rerank_fusion, rerank_weight, cache_dir, no_cache, device, dtype):
     """Compare BM25, models, hybrids and indexes on a labelled collection (nDCG@10, MRR@10, R@100, MAP@100, P@10)."""
     from genq.evaluate import evaluate_systems, format_sweep, format_table, parse_alphas
     from genq.search import choose_reranker
@@ -973,7 +994,8 @@ def evaluate(data_dir, models, bm25, index_dirs, names, split, output, hybrid, a
                               hybrid=hybrid, fusion=fusion, alpha=alpha,
                               alpha_sweep=parse_alphas(alpha_sweep) if alpha_sweep else None, candidates=candidates,
                               reranker=choose_reranker(rerank_model, index_dirs[0] if index_dirs else None),
-                              rerank_depth=rerank_depth, device=device,
+                              rerank_depth=rerank_depth, rerank_fusion=rerank_fusion, rerank_weight=rerank_weight,
+                              device=device,
                               cache_dir=None if no_cache else cache_dir or default_cache_dir(output))
     click.echo(f"{report['collection']}: {report['corpus']:,} documents, {report['queries']:,} queries")
     click.echo(format_table(report))

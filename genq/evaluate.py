@@ -25,7 +25,17 @@ from genq import __version__
 from genq.corpus import iter_passage_file
 from genq.encode import Encoder
 from genq.io import DataError, GenqError, write_json_atomic
-from genq.retrieval import DenseCorpus, Fused, LexicalCorpus, Reranker, check_fusion, fuse, single
+from genq.retrieval import (
+    DEFAULT_RERANK_FUSION,
+    DenseCorpus,
+    Fused,
+    LexicalCorpus,
+    Reranker,
+    check_fusion,
+    check_rerank_fusion,
+    fuse,
+    single,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -191,18 +201,21 @@ def index_run(collection: Collection, index_dir: str | Path, k: int = 100, mode:
     return run
 
 
-def rerank_run(collection: Collection, run: Run, reranker: Reranker, depth: int = 50, progress: bool = False) -> Run:
-    """The run's top ``depth`` documents per query rescored by the cross-encoder; deeper ones follow."""
+def rerank_run(collection: Collection, run: Run, reranker: Reranker, depth: int = 50, progress: bool = False,
+               fusion: str = "replace", weight: float = 0.5) -> Run:
+    """The run's top ``depth`` documents per query rescored by the cross-encoder (alone, or blended
+    with the run's own scores by ``fusion``); deeper ones follow."""
     from tqdm.auto import tqdm
 
     documents = {d["_id"]: d for d in collection.corpus}
     reranked: Run = {}
     for query_id in tqdm(list(run), desc="reranking", unit=" queries", disable=not progress, file=sys.stderr):
-        ranked = [d for d, _ in sorted(run[query_id].items(), key=lambda x: (-x[1], x[0]))]
-        order = reranker.rerank(collection.queries[query_id], ranked, [documents[d] for d in ranked], depth)
+        ranked = sorted(run[query_id].items(), key=lambda x: (-x[1], x[0]))
+        order = reranker.rerank(collection.queries[query_id], [d for d, _ in ranked],
+                                [documents[d] for d, _ in ranked], depth, [s for _, s in ranked], fusion, weight)
         # reranked documents score above every deeper one, which keeps their order in trec_eval's sort
-        floor = min((s for _, s in order if s is not None), default=0.0)
-        reranked[query_id] = {d: (s if s is not None else floor - 1.0 - i) for i, (d, s) in enumerate(order)}
+        floor = min((s for _, s, _ in order if s is not None), default=0.0)
+        reranked[query_id] = {d: (s if s is not None else floor - 1.0 - i) for i, (d, s, _) in enumerate(order)}
     return reranked
 
 
@@ -250,6 +263,8 @@ def evaluate_systems(
     rerank_depth: int = 50,
     rerank_systems: list[str] | None = None,
     rerank_label: str = "rerank",
+    rerank_fusion: str = DEFAULT_RERANK_FUSION,
+    rerank_weight: float = 0.5,
     device: str | None = None,
     cache_dir: str | Path | None = None,
 ) -> dict:
@@ -257,7 +272,8 @@ def evaluate_systems(
 
     Rows: BM25, each model (dense), each model fused with BM25 (``hybrid``, on by default
     when ``bm25`` is), each index, and with ``reranker`` each of those reranked (or only
-    ``rerank_systems``), named ``<system> + <rerank_label>``. ``names`` name the BM25, model
+    ``rerank_systems``), named ``<system> + <rerank_label>``; ``rerank_fusion`` and
+    ``rerank_weight`` say whether its score replaces each system's or is blended with it. ``names`` name the BM25, model
     and index rows in that order; hybrid rows are ``hybrid(<name>)``.
     """
     models, index_dirs = list(models or []), list(index_dirs or [])
@@ -265,6 +281,7 @@ def evaluate_systems(
         raise GenqError("nothing to evaluate: pass --bm25, --model and/or --index")
     hybrid = (bm25 and bool(models)) if hybrid is None else hybrid
     check_fusion(fusion, alpha)
+    check_rerank_fusion(rerank_fusion, rerank_weight)
     for value in alpha_sweep or []:
         check_fusion(fusion, value)
     if candidates < 100:
@@ -286,7 +303,8 @@ def evaluate_systems(
               "corpus": len(collection.corpus), "queries": len(collection.queries),
               "judgements": sum(len(v) for v in collection.qrels.values()), "notes": collection.notes,
               "settings": {"fusion": fusion, "alpha": alpha, "candidates": candidates,
-                           "reranker": reranker.name if reranker else None, "rerank_depth": rerank_depth},
+                           "reranker": reranker.name if reranker else None, "rerank_depth": rerank_depth,
+                           "rerank_fusion": rerank_fusion, "rerank_weight": rerank_weight},
               "systems": [], "per_query": {}, "reused_embeddings": {}}
     runs: dict[str, tuple[Run, float]] = {}
 
@@ -325,7 +343,7 @@ def evaluate_systems(
         for name in [n for n in runs if rerank_systems is None or n in rerank_systems]:
             label = f"{name} + {rerank_label}"
             run, seconds = timed(label, lambda r=runs[name][0]: rerank_run(collection, r, reranker, rerank_depth,
-                                                                           progress))
+                                                                           progress, rerank_fusion, rerank_weight))
             runs[label] = (run, seconds + runs[name][1])
     for name, (run, seconds) in runs.items():
         means, per_query = score_run(collection.qrels, run)

@@ -40,14 +40,25 @@ from genq.index import (
     rebuild_hint,
 )
 from genq.io import DataError, ErrorTally, GenqError, atomic_write, describe_error, iter_jsonl
-from genq.retrieval import RRF_K, SEARCH_MODES, Fused, LexicalIndex, Reranker, check_fusion, fuse, single
+from genq.retrieval import (
+    DEFAULT_RERANK_FUSION,
+    RRF_K,
+    SEARCH_MODES,
+    Fused,
+    LexicalIndex,
+    Reranker,
+    check_fusion,
+    check_rerank_fusion,
+    fuse,
+    single,
+)
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Hit:
-    """One result. ``score`` is what the ranking used (fused, BM25, cosine or cross-encoder);
+    """One result. ``score`` is what the ranking used (fused, BM25, cosine, cross-encoder or blended);
     the per-retriever scores and ranks say where each retriever put the passage (None: not
     among its candidates)."""
 
@@ -73,7 +84,9 @@ class SearchOptions:
 
     ``mode`` None means hybrid where the index has a BM25 part, else dense. ``alpha`` is the
     share of the dense side in the fusion. ``candidates`` is how deep each side is searched
-    before fusing (at least k). ``rerank`` None means "if a reranker is loaded".
+    before fusing (at least k). ``rerank`` None means "if a reranker is loaded";
+    ``rerank_fusion`` and ``rerank_weight`` say whether the cross-encoder's score replaces the
+    ranking's or is blended with it (:func:`genq.retrieval.blend_rerank`).
     """
 
     mode: str | None = None
@@ -82,12 +95,15 @@ class SearchOptions:
     candidates: int = 100
     rerank: bool | None = None
     rerank_depth: int = 50
+    rerank_fusion: str = DEFAULT_RERANK_FUSION
+    rerank_weight: float = 0.5
     rrf_k: int = RRF_K
 
     def validate(self) -> SearchOptions:
         if self.mode is not None and self.mode not in SEARCH_MODES:
             raise GenqError(f"unknown search mode {self.mode!r}; choose one of {', '.join(SEARCH_MODES)}")
         check_fusion(self.fusion, self.alpha)
+        check_rerank_fusion(self.rerank_fusion, self.rerank_weight)
         if self.candidates < 1 or self.rerank_depth < 1:
             raise GenqError("candidates and rerank depth must be at least 1")
         return self
@@ -324,11 +340,12 @@ class Searcher:
             if rerank:
                 with self._rerank_lock:
                     reordered = self.reranker.rerank(query, list(zip(ranked, passages)), passages,
-                                                     options.rerank_depth)
+                                                     options.rerank_depth, [c.score for c in ranked],
+                                                     options.rerank_fusion, options.rerank_weight)
             else:
-                reordered = [(item, None) for item in zip(ranked, passages)]
-            results.append([_hit(rank, candidate, passage, rerank_score)
-                            for rank, ((candidate, passage), rerank_score) in enumerate(reordered[:k], start=1)])
+                reordered = [(item, None, None) for item in zip(ranked, passages)]
+            results.append([_hit(rank, candidate, passage, final, cross) for rank, ((candidate, passage), final, cross)
+                            in enumerate(reordered[:k], start=1)])
         return results
 
     def info(self) -> dict:
@@ -353,8 +370,8 @@ def _float(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _hit(rank: int, candidate: Fused, passage: dict, rerank_score: float | None) -> Hit:
-    score = candidate.score if rerank_score is None else rerank_score
+def _hit(rank: int, candidate: Fused, passage: dict, final: float | None, rerank_score: float | None) -> Hit:
+    score = candidate.score if final is None else final
     return Hit(rank, passage["_id"], _float(score), passage.get("title", ""), passage["text"],
                passage.get("doc_id", passage["_id"]), _float(candidate.dense_score), candidate.dense_rank,
                _float(candidate.bm25_score), candidate.bm25_rank, _float(rerank_score))

@@ -12,7 +12,7 @@ from genq.cli import main
 from genq.evaluate import evaluate_systems, parse_alphas
 from genq.index import LEXICAL_DIR, META_FILE, add_to_index, build_index, read_index_meta, reindex
 from genq.io import GenqError
-from genq.retrieval import LexicalIndex, LexicalSettings, Reranker, fuse
+from genq.retrieval import LexicalIndex, LexicalSettings, Reranker, blend_rerank, fuse
 from genq.search import Searcher, SearchOptions
 
 from .conftest import write_jsonl
@@ -205,6 +205,35 @@ def test_reranker_reorders_the_top_and_keeps_the_rest(hybrid_index, tiny_cross_e
     assert hits[0].dense_rank is not None  # the retrieval ranks are still reported
 
 
+def test_blend_rerank_replaces_or_mixes_the_two_scores():
+    first, cross = [9.0, 5.0, 1.0], [-2.0, 3.0, 0.5]
+    assert blend_rerank(first, cross, "replace").tolist() == cross
+    assert np.argsort(-blend_rerank(first, cross, "minmax", 0.0)).tolist() == [0, 1, 2]  # the first stage's order
+    assert np.argsort(-blend_rerank(first, cross, "minmax", 1.0)).tolist() == [1, 2, 0]  # the cross-encoder's
+    # minmax 0.5, both sides scaled to [0, 1]: first 1, 0.5, 0 and cross 0, 1, 0.5
+    assert blend_rerank(first, cross, "minmax", 0.5).tolist() == pytest.approx([0.5, 0.75, 0.25])
+    rrf = blend_rerank(first, cross, "rrf", 0.5)
+    assert rrf.tolist() == pytest.approx([1 / 63 + 1 / 61, 1 / 61 + 1 / 62, 1 / 62 + 1 / 63])
+    assert blend_rerank([], [], "minmax").size == 0
+    with pytest.raises(GenqError, match="rerank fusion"):
+        blend_rerank(first, cross, "sum")
+    with pytest.raises(GenqError, match="between 0 and 1"):
+        blend_rerank(first, cross, "minmax", 1.5)
+
+
+def test_blended_reranking_keeps_the_first_stage_at_weight_zero(hybrid_index, tiny_cross_encoder_dir):
+    searcher = Searcher.load(hybrid_index, dtype="float32", reranker=str(tiny_cross_encoder_dir))
+    plain = searcher.search("brake squeak", k=6, rerank=False)
+    kept = searcher.search("brake squeak", k=6, rerank_depth=4, rerank_fusion="minmax", rerank_weight=0.0)
+    assert [h.id for h in kept] == [h.id for h in plain]
+    assert all(h.rerank_score is not None for h in kept[:4]) and kept[0].score == pytest.approx(1.0)
+    replaced = searcher.search("brake squeak", k=6, rerank_depth=4)
+    alone = searcher.search("brake squeak", k=6, rerank_depth=4, rerank_fusion="rrf", rerank_weight=1.0)
+    assert [h.id for h in alone[:4]] == [h.id for h in replaced[:4]]
+    with pytest.raises(GenqError, match="rerank fusion"):
+        searcher.search("brake squeak", rerank_fusion="average")
+
+
 def test_reranking_needs_a_cross_encoder(hybrid_index, tiny_encoder_dir):
     with pytest.raises(GenqError, match="cross-encoder"):
         Reranker(str(tiny_encoder_dir))
@@ -277,19 +306,28 @@ def test_http_modes_alpha_fusion_and_rerank(client):
     assert body["hits"][0]["id"] == "disc"
     body = client.get("/search", params={"q": "squeak rotor", "rerank": "true", "k": 3}).json()
     assert all("rerank_score" in h for h in body["hits"])
+    info = client.get("/info").json()["defaults"]
+    assert info["rerank_fusion"] == "replace" and info["rerank_weight"] == 0.5
+    blended = client.get("/search", params={"q": "squeak rotor", "rerank": "true", "k": 3, "rerank_fusion": "minmax",
+                                            "rerank_weight": "0"}).json()
+    plain = client.get("/search", params={"q": "squeak rotor", "k": 3}).json()
+    assert [h["id"] for h in blended["hits"]] == [h["id"] for h in plain["hits"]]
+    assert all("rerank_score" in h for h in blended["hits"])
     response = client.post("/search", json={"queries": ["squeak rotor", "tyre"], "mode": "dense", "alpha": 0.3})
     assert response.status_code == 200 and response.json()["mode"] == "dense"
 
 
 @pytest.mark.parametrize("params", [{"mode": "sparse"}, {"alpha": "2"}, {"alpha": "abc"}, {"alpha": "nan"},
-                                    {"fusion": "sum"}, {"rerank": "maybe"}])
+                                    {"fusion": "sum"}, {"rerank": "maybe"}, {"rerank_fusion": "sum"},
+                                    {"rerank_weight": "2"}, {"rerank_weight": "x"}])
 def test_http_bad_search_settings_get_a_400(client, params):
     response = client.get("/search", params={"q": "chain", **params})
     assert response.status_code == 400 and response.json()["error"]
 
 
 @pytest.mark.parametrize("body", [{"query": "chain", "alpha": True}, {"query": "chain", "alpha": -1},
-                                  {"query": "chain", "mode": 3}, {"query": "chain", "rerank": "yes please"}])
+                                  {"query": "chain", "mode": 3}, {"query": "chain", "rerank": "yes please"},
+                                  {"query": "chain", "rerank_weight": True}, {"query": "chain", "rerank_fusion": 1}])
 def test_http_bad_post_settings_get_a_400(client, body):
     response = client.post("/search", json=body)
     assert response.status_code == 400 and response.json()["error"]
@@ -329,6 +367,22 @@ def test_evaluate_reports_dense_bm25_hybrid_sweep_and_rerank(tmp_path, tiny_enco
     assert evaluate_systems(root, bm25=True, progress=False)["systems"][0]["name"] == "BM25"  # no model: no hybrid
     with pytest.raises(GenqError, match="--model"):
         evaluate_systems(root, bm25=True, hybrid=True, progress=False)
+
+
+def test_evaluate_blended_rerank_at_weight_zero_keeps_each_system(tmp_path, tiny_encoder_dir, tiny_cross_encoder_dir):
+    root = make_collection(tmp_path / "c")
+    result = CliRunner().invoke(main, ["evaluate", "--data", str(root), "--bm25", "--model", str(tiny_encoder_dir),
+                                       "--rerank", str(tiny_cross_encoder_dir), "--rerank-depth", "3",
+                                       "--rerank-fusion", "minmax", "--rerank-weight", "0", "--dtype", "float32",
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert report["settings"]["rerank_fusion"] == "minmax" and report["settings"]["rerank_weight"] == 0
+    per_query = report["per_query"]
+    for name in ("BM25", "hybrid(" + str(tiny_encoder_dir) + ")"):
+        assert per_query[name + " + rerank"] == per_query[name]
+    result = CliRunner().invoke(main, ["evaluate", "--data", str(root), "--bm25", "--rerank-fusion", "mean"])
+    assert result.exit_code == 2 and "rerank-fusion" in result.output
 
 
 def test_cli_evaluate_prints_the_sweep(tmp_path, tiny_encoder_dir):

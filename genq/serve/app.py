@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genq.io import GenqError
-from genq.retrieval import FUSIONS, SEARCH_MODES
+from genq.retrieval import FUSIONS, RERANK_FUSIONS, SEARCH_MODES
 from genq.search import Searcher, SearchOptions
 from genq.serve.limits import HeadLimits, server_options
 
@@ -123,7 +123,19 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
             raise BadInput(f"k must be between 1 and {max_k}")
         return k
 
-    def check_options(mode=None, alpha=None, fusion=None, rerank=None) -> SearchOptions:
+    def check_share(name: str, value, meaning: str) -> float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise BadInput(f"{name} must be a number between 0 and 1") from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or not 0 <= value <= 1:
+            raise BadInput(f"{name} must be a number between 0 and 1 ({meaning})")
+        return float(value)
+
+    def check_options(mode=None, alpha=None, fusion=None, rerank=None, rerank_fusion=None,
+                      rerank_weight=None) -> SearchOptions:
         """The request's search settings over the server's defaults; a 400 names what is wrong."""
         changes = {}
         if mode is not None:
@@ -134,15 +146,7 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
                                "(or rebuild the index with `genq index`)")
             changes["mode"] = mode
         if alpha is not None:
-            if isinstance(alpha, str):
-                try:
-                    alpha = float(alpha)
-                except ValueError:
-                    raise BadInput("alpha must be a number between 0 and 1") from None
-            if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) \
-                    or not 0 <= alpha <= 1:
-                raise BadInput("alpha must be a number between 0 and 1 (the share of the dense score)")
-            changes["alpha"] = float(alpha)
+            changes["alpha"] = check_share("alpha", alpha, "the share of the dense score")
         if fusion is not None:
             if fusion not in FUSIONS:
                 raise BadInput(f"fusion must be one of {', '.join(FUSIONS)}")
@@ -155,6 +159,12 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
             if rerank and searcher.reranker is None:
                 raise BadInput("this server has no reranker; start it with `genq serve INDEX --rerank MODEL`")
             changes["rerank"] = rerank
+        if rerank_fusion is not None:
+            if rerank_fusion not in RERANK_FUSIONS:
+                raise BadInput(f"rerank_fusion must be one of {', '.join(RERANK_FUSIONS)}")
+            changes["rerank_fusion"] = rerank_fusion
+        if rerank_weight is not None:
+            changes["rerank_weight"] = check_share("rerank_weight", rerank_weight, "the share of the cross-encoder")
         options = replace(defaults, **changes)
         try:
             searcher.resolve_options(options)
@@ -187,12 +197,15 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
         reranks = searcher.reranker is not None and defaults.rerank is not False
         return {**searcher.info(), "defaults": {"mode": used_mode(defaults), "alpha": defaults.alpha,
                                                 "fusion": defaults.fusion, "candidates": defaults.candidates,
-                                                "rerank": reranks, "rerank_depth": defaults.rerank_depth},
+                                                "rerank": reranks, "rerank_depth": defaults.rerank_depth,
+                                                "rerank_fusion": defaults.rerank_fusion,
+                                                "rerank_weight": defaults.rerank_weight},
                 "limits": {"max_k": max_k, "max_query_chars": max_query_chars, "max_batch": max_batch}}
 
     @app.get("/search")
     def search_get(request: Request, q: str = "", k: str = "10", mode: str | None = None, alpha: str | None = None,
-                   fusion: str | None = None, rerank: str | None = None):
+                   fusion: str | None = None, rerank: str | None = None, rerank_fusion: str | None = None,
+                   rerank_weight: str | None = None):
         try:  # the framework decodes bad UTF-8 into U+FFFD; the raw query string says what was sent
             parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), encoding="utf-8", errors="strict")
         except UnicodeDecodeError:
@@ -201,7 +214,7 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
             raise BadInput("k must be an integer written in ASCII digits")
         k_value = int(k)
         query = check_query(q)
-        options = check_options(mode, alpha, fusion, rerank)
+        options = check_options(mode, alpha, fusion, rerank, rerank_fusion, rerank_weight)
         results, ms = run([query], check_k(k_value), options)
         return {"query": query, "k": k_value, "mode": used_mode(options), "took_ms": ms,
                 "hits": [h.to_dict() for h in results[0]]}
@@ -251,7 +264,7 @@ def create_app(searcher: Searcher, max_k: int = MAX_K, max_query_chars: int = MA
         queries = [check_query(q) for q in queries]
         k = check_k(payload.get("k", 10))
         options = check_options(payload.get("mode"), payload.get("alpha"), payload.get("fusion"),
-                                payload.get("rerank"))
+                                payload.get("rerank"), payload.get("rerank_fusion"), payload.get("rerank_weight"))
         results, ms = await run_in_threadpool(run, queries, k, options)
         return {"k": k, "mode": used_mode(options), "took_ms": ms,
                 "results": [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(queries, results)]}
