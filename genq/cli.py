@@ -554,6 +554,8 @@ def training_options(function=None, batch_alias: bool = True):
         click.option("--max-steps", type=int, default=-1, help="Stop after N steps (overrides --epochs)."),
         click.option("--save-steps", type=click.IntRange(1), default=500, show_default=True,
                      help="Checkpoint (and evaluate) every N steps."),
+        click.option("--save-minutes", type=click.FloatRange(0), default=10.0, show_default=True,
+                     help="Also checkpoint whenever this long has passed since the last one (0: by steps only)."),
     ]):
         function = decorator(function)
     return function
@@ -569,7 +571,8 @@ def train_config(options: dict, device=None):
         max_seq_length=options["max_seq_length"], seed=options["train_seed"], bf16=options["bf16"],
         group_by_length=options["group_by_length"],
         eval_share=options["eval_share"], no_duplicates=not options["allow_duplicates_in_batch"],
-        max_steps=options["max_steps"], save_steps=options["save_steps"], device=device)
+        max_steps=options["max_steps"], save_steps=options["save_steps"], save_minutes=options["save_minutes"],
+        device=device)
 
 
 @main.command()
@@ -659,6 +662,8 @@ def train(pairs, output, device, resume, overwrite, time_limit, eval_beir, **opt
 @click.option("--max-steps", type=int, default=-1, help="Stop after N steps (overrides --epochs).")
 @click.option("--time-limit", help="Stop at the step that would pass this much training time (90s, 30m, 2h).")
 @click.option("--save-steps", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--save-minutes", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Also checkpoint whenever this long has passed since the last one (0: by steps only).")
 @click.option("--device", default=None, help="cpu, cuda, mps (default: the best available).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output directory.")
 @click.option("--overwrite", is_flag=True,
@@ -666,7 +671,7 @@ def train(pairs, output, device, resume, overwrite, time_limit, eval_beir, **opt
 @user_errors
 def train_reranker_command(pairs, output, base_model, loss, negatives, epochs, train_batch_size, lr, warmup_ratio,
                            schedule, max_length, train_seed, bf16, group_by_length, max_steps, time_limit,
-                           save_steps, device, resume, overwrite):
+                           save_steps, save_minutes, device, resume, overwrite):
     """Train a cross-encoder reranker on PAIRS (InPars-light): rerank any search with --rerank OUTPUT.
 
     \b
@@ -682,7 +687,8 @@ def train_reranker_command(pairs, output, base_model, loss, negatives, epochs, t
     config = RerankerConfig(base_model=base_model or DEFAULT_BASE_MODEL, loss=loss, negatives=negatives,
                             epochs=epochs, batch_size=train_batch_size, lr=lr, warmup_ratio=warmup_ratio,
                             schedule=schedule, max_length=max_length, seed=train_seed, bf16=bf16,
-                            group_by_length=group_by_length, max_steps=max_steps, save_steps=save_steps, device=device,
+                            group_by_length=group_by_length, max_steps=max_steps, save_steps=save_steps,
+                            save_minutes=save_minutes, device=device,
                             time_limit=parse_duration(time_limit) if time_limit else None)
     summary = train_reranker(pairs, output, config, resume=resume, overwrite=overwrite, progress=show_progress())
     say(f"trained a reranker {summary.steps:,} steps on {summary.rows:,} rows ({summary.pairs:,} pairs, "

@@ -412,7 +412,8 @@ def adapt(
 
     # -- train
     train_params = {**_jsonable(training), "pairs": train_input.name}
-    train_params.pop("device")
+    for execution_only in ("device", "save_minutes"):  # where and how often to checkpoint: not the result
+        train_params.pop(execution_only)
     if config.auto_epochs and budget:
         train_params.update(epochs="by time budget", max_steps="by time budget")
     elif config.auto_epochs:
@@ -456,7 +457,7 @@ def adapt(
             stages.append(("reranker negatives", {**_jsonable(reranker_mining), "pairs": pairs_in.name},
                            run_reranker_mining, [paths["reranker_negatives"]]))
         reranker_params = {**_jsonable(config.reranker), "pairs": reranker_input.name}
-        for execution_only in ("device", "save_steps", "logging_steps", "time_limit"):
+        for execution_only in ("device", "save_steps", "save_minutes", "logging_steps", "time_limit"):
             reranker_params.pop(execution_only)
 
         def run_reranker(resume: bool) -> tuple[dict, str]:

@@ -82,6 +82,7 @@ class TrainConfig:
     max_steps: int = -1
     time_limit: float | None = None  # seconds of optimizer steps; training stops at the step that would pass it
     save_steps: int = 500
+    save_minutes: float = 10.0  # a checkpoint at least this often by the clock (0: by steps only)
     logging_steps: int = 10
     device: str | None = None
 
@@ -96,6 +97,8 @@ class TrainConfig:
             raise GenqError("--batch-size must be at least 2: in-batch negatives need company")
         if self.time_limit is not None and self.time_limit <= 0:
             raise GenqError("--time-limit must be positive")
+        if self.save_minutes < 0:
+            raise GenqError("--save-minutes must be 0 (checkpoints by --save-steps only) or more")
 
 
 @dataclass
@@ -420,7 +423,7 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
     elif checkpoint is not None:
         logger.warning("resuming from %s", checkpoint)
     quiet_trainer(trainer)
-    timer = StepTimer(config.time_limit, processes)
+    timer = StepTimer(config.time_limit, processes, config.save_minutes * 60 or None)
     trainer.add_callback(timer.callback)
     output_of_training = trainer.train(resume_from_checkpoint=checkpoint)
     summary.steps = trainer.state.global_step

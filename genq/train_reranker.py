@@ -83,6 +83,7 @@ class RerankerConfig:
     max_steps: int = -1
     time_limit: float | None = None
     save_steps: int = 500
+    save_minutes: float = 10.0  # a checkpoint at least this often by the clock (0: by steps only)
     logging_steps: int = 10
     device: str | None = None
 
@@ -96,6 +97,8 @@ class RerankerConfig:
             raise GenqError("--batch-size must be at least 2")
         if self.time_limit is not None and self.time_limit <= 0:
             raise GenqError("--time-limit must be positive")
+        if self.save_minutes < 0:
+            raise GenqError("--save-minutes must be 0 (checkpoints by --save-steps only) or more")
         if self.schedule not in SCHEDULES:
             raise GenqError(f"unknown learning-rate schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
@@ -329,7 +332,7 @@ def _fit(output: Path, *, model, rows: list[dict], negatives: list[list[str]], c
     if resume and checkpoint is None:
         logger.warning("no complete checkpoint in %s; training from the start", output / "checkpoints")
     quiet_trainer(trainer)
-    timer = StepTimer(config.time_limit, processes)
+    timer = StepTimer(config.time_limit, processes, config.save_minutes * 60 or None)
     trainer.add_callback(timer.callback)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     summary.steps = trainer.state.global_step

@@ -142,14 +142,18 @@ class Processes:
 
 class StepTimer:
     """Wall seconds of each optimizer step (for the summary and for planning runs by measured rates),
-    and the time limit: a run sized to a budget from a probe's rate stops at the step that
-    would pass its limit rather than overrun when the probe was optimistic.
+    the time limit, and checkpoints by the clock.
 
-    The limit counts optimizer steps only (the model load and the save are outside it). Under
-    ``torchrun`` the main process decides and every process follows, so all stop at one step.
+    A run sized to a budget from a probe's rate stops at the step that would pass its limit
+    rather than overrun when the probe was optimistic; the limit counts optimizer steps only
+    (the model load and the save are outside it). ``save_every`` seconds after the last
+    checkpoint another is written whatever ``save_steps`` says: on a CPU a 315-step reranker
+    takes half an hour, so a step count alone can leave a killed run nothing to resume from.
+    Under ``torchrun`` the main process decides and every process follows, so all act at one step.
     """
 
-    def __init__(self, time_limit: float | None = None, processes: Processes | None = None) -> None:
+    def __init__(self, time_limit: float | None = None, processes: Processes | None = None,
+                 save_every: float | None = None) -> None:
         from transformers import TrainerCallback
 
         # a TrainerCallback subclass is made here so that importing genq.train stays free of transformers
@@ -168,8 +172,16 @@ class StepTimer:
                     stop = (timer.processes or Processes()).agree(timer._next_step_passes_limit)
                     if stop:
                         timer.stopped = control.should_training_stop = True
+                if timer.save_every and state.global_step < state.max_steps and not control.should_save \
+                        and (timer.processes or Processes()).agree(timer._checkpoint_due):
+                    control.should_save = True
+
+            def on_save(self, args, state, control, **kwargs):
+                timer._saved = time.perf_counter()
 
         self.time_limit = time_limit
+        self.save_every = save_every
+        self._saved = time.perf_counter()
         self.processes = processes
         self.seconds: list[float] = []
         self.stopped = False
@@ -181,6 +193,9 @@ class StepTimer:
         spent = time.perf_counter() - (self._first or time.perf_counter())
         recent = self.seconds[-5:]
         return spent + sum(recent) / max(len(recent), 1) > self.time_limit
+
+    def _checkpoint_due(self) -> bool:
+        return time.perf_counter() - self._saved >= self.save_every
 
     def _steady(self) -> list[float]:
         """The steps after warm-up: the first (the first two from four steps on) pays one-off costs."""

@@ -96,10 +96,14 @@ def test_the_cli_trains_resumes_and_swaps_only_when_complete(tmp_path, reranker_
     assert json.loads((output / "genq_training.json").read_text())["settings"]["seed"] == 7
 
 
-def test_an_interrupted_reranker_run_resumes_from_its_checkpoint(tmp_path, reranker_pairs, tiny_cross_encoder_dir):
+# by steps: every 2nd; by the clock: a save interval that has always passed, with steps that never come
+@pytest.mark.parametrize("saving", [{"save_steps": 2, "save_minutes": 0}, {"save_steps": 1000, "save_minutes": 1e-9}],
+                         ids=["by-steps", "by-clock"])
+def test_an_interrupted_reranker_run_resumes_from_its_checkpoint(tmp_path, reranker_pairs, tiny_cross_encoder_dir,
+                                                                 saving):
     output = tmp_path / "reranker"
-    config = RerankerConfig(base_model=str(tiny_cross_encoder_dir), batch_size=4, epochs=3, save_steps=2,
-                            device="cpu", bf16=False)
+    config = RerankerConfig(base_model=str(tiny_cross_encoder_dir), batch_size=4, epochs=3, device="cpu", bf16=False,
+                            **saving)
     from transformers import TrainerCallback
 
     class StopAtStep5(TrainerCallback):
