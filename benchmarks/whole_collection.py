@@ -40,14 +40,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.rerank_fusion import DEFAULT as BLEND  # noqa: E402
+from benchmarks.rerank_fusion import blended_run, cross_scores, first_stages, seed_models  # noqa: E402
 from benchmarks.train_speed import cpu_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
 RESULTS = ROOT / "benchmarks" / "results"
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
-SYSTEMS = ("BM25", "base", "adapted", "hybrid(base)", "hybrid(adapted)", "BM25 + adapted reranker",
-           "hybrid(adapted) + adapted reranker")
-ADAPTED = ("adapted", "hybrid(adapted)", "BM25 + adapted reranker", "hybrid(adapted) + adapted reranker")
+# the reranked rows: the first stage they rerank, and whether the cross-encoder's score replaces its score or is
+# blended with it (minmax, the cross-encoder's share 0.5: see rerank_fusion.py)
+RERANKED = {"BM25 + adapted reranker": ("BM25", "replace"),
+            "hybrid(adapted) + adapted reranker": ("hybrid(adapted)", "replace"),
+            "BM25 + adapted reranker (blended)": ("BM25", "minmax"),
+            "hybrid(adapted) + adapted reranker (blended)": ("hybrid(adapted)", "minmax")}
+SYSTEMS = ("BM25", "base", "adapted", "hybrid(base)", "hybrid(adapted)", *RERANKED)
+ADAPTED = ("adapted", "hybrid(adapted)", *RERANKED)
 
 
 def genq(*args: str) -> None:
@@ -75,25 +82,56 @@ def train_seed(kind: str, pairs: Path, output: Path, seed: int, epochs: str) -> 
          *(["--resume"] if done else []))
 
 
-def evaluate_seed(collection: str, model: Path, reranker: Path, output: Path, cache: Path) -> dict:
+def evaluate_seed(collection: str, run_dir: Path, seed: int, first_seed: int) -> dict:
+    """The first stages from `genq evaluate`, then the reranked rows from the cross-encoder's kept scores."""
     from genq.evaluate import evaluate_systems
 
+    model, _ = seed_models(run_dir, seed, first_seed)
+    output = seed_eval_dir(run_dir, seed, first_seed)
     if (output / "results.json").exists():
-        return json.loads((output / "results.json").read_text())
-    return evaluate_systems(SHARED / collection, models=[BASE, str(model)], bm25=True, hybrid=True,
-                            names=["BM25", "base", "adapted"], output_dir=output, progress=True, cache_dir=cache,
-                            reranker=str(reranker), rerank_systems=["BM25", "hybrid(adapted)"],
-                            rerank_label="adapted reranker", rerank_depth=100)
+        report = json.loads((output / "results.json").read_text())
+    else:
+        report = evaluate_systems(SHARED / collection, models=[BASE, str(model)], bm25=True, hybrid=True,
+                                  names=["BM25", "base", "adapted"], output_dir=output, progress=True,
+                                  cache_dir=run_dir / ".genq-cache")
+    return with_reranked_rows(collection, report, run_dir, seed, first_seed)
 
 
-def evaluated_so_far(run_dir: Path, seeds: list[int]) -> dict[int, dict]:
-    """The seeds whose evaluation is finished, with their results (the first seed's is the adapt run's own)."""
+def seed_eval_dir(run_dir: Path, seed: int, first_seed: int) -> Path:
+    return run_dir / "eval" if seed == first_seed else run_dir / "seeds" / str(seed) / "eval"
+
+
+def scores_file(run_dir: Path, seed: int) -> Path:
+    return run_dir / "rerank-fusion" / f"seed-{seed}.scores.json"
+
+
+def with_reranked_rows(collection: str, report: dict, run_dir: Path, seed: int, first_seed: int) -> dict:
+    """``report`` with the RERANKED rows, all from one scoring of each (query, candidate) by the seed's reranker.
+
+    The adapt run's own evaluation (the first seed's) reranked with genq's replace rows too;
+    they are recomputed here from the same kept scores as the blended ones, so every reranked
+    row of every seed comes from the same numbers.
+    """
+    from genq.evaluate import load_collection, score_run
+
+    labelled = load_collection(SHARED / collection)
+    model, reranker = seed_models(run_dir, seed, first_seed)
+    stages = first_stages(labelled, model, run_dir / ".genq-cache")
+    cross = cross_scores(labelled, reranker, stages, scores_file(run_dir, seed))
+    for row, (stage, fusion) in RERANKED.items():
+        means, per_query = score_run(labelled.qrels, blended_run(stages[stage], cross, fusion, BLEND[1]))
+        report["systems"] = [s for s in report["systems"] if s["name"] != row] + [{"name": row, "metrics": means}]
+        report["per_query"][row] = per_query
+    return report
+
+
+def evaluated_so_far(collection: str, run_dir: Path, seeds: list[int]) -> dict[int, dict]:
+    """The seeds whose evaluation and reranker scores are finished, with their results."""
     found = {}
     for seed in seeds:
-        results = run_dir / "eval" / "results.json" if seed == seeds[0] else \
-            run_dir / "seeds" / str(seed) / "eval" / "results.json"
-        if results.exists():
-            found[seed] = json.loads(results.read_text())
+        results = seed_eval_dir(run_dir, seed, seeds[0]) / "results.json"
+        if results.exists() and scores_file(run_dir, seed).exists():
+            found[seed] = with_reranked_rows(collection, json.loads(results.read_text()), run_dir, seed, seeds[0])
     return found
 
 
@@ -101,7 +139,7 @@ def report_so_far(collection: str, run_dir: Path, seeds: list[int]) -> dict | No
     """What the finished seeds of an unfinished run say (``--report-only``), marked as partial."""
     if not (run_dir / "manifest.json").exists():
         return None
-    reports = evaluated_so_far(run_dir, seeds)
+    reports = evaluated_so_far(collection, run_dir, seeds)
     if not reports:
         return None
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -119,13 +157,13 @@ def run_collection(collection: str, seeds: list[int], epochs: str, reranker_epoc
     manifest = json.loads((run_dir / "manifest.json").read_text())
     pairs = run_dir / manifest["stages"]["train"]["params"]["pairs"]
     reranker_pairs = run_dir / manifest["stages"]["reranker"]["params"]["pairs"]
-    reports = {seeds[0]: json.loads((run_dir / "eval" / "results.json").read_text())}
-    for seed in seeds[1:]:
-        seed_dir = run_dir / "seeds" / str(seed)
-        train_seed("bi-encoder", pairs, seed_dir / "model", seed, epochs)
-        train_seed("reranker", reranker_pairs, seed_dir / "reranker", seed, reranker_epochs)
-        reports[seed] = evaluate_seed(collection, seed_dir / "model", seed_dir / "reranker", seed_dir / "eval",
-                                      run_dir / ".genq-cache")
+    reports = {}
+    for seed in seeds:
+        model, reranker = seed_models(run_dir, seed, seeds[0])
+        if seed != seeds[0]:
+            train_seed("bi-encoder", pairs, model, seed, epochs)
+            train_seed("reranker", reranker_pairs, reranker, seed, reranker_epochs)
+        reports[seed] = evaluate_seed(collection, run_dir, seed, seeds[0])
     return summarise(collection, manifest, reports, time.perf_counter() - started)
 
 
@@ -173,7 +211,8 @@ def write(results: list[dict], args) -> None:
              f"Command: `{payload['command']}`  ", f"Machine: {payload['machine']}. No hub access: generator "
              "SmolLM2-135M-Instruct (3 queries per passage, round-trip filter top 3); bi-encoder and reranker from "
              "all-MiniLM-L6-v2; bi-encoder 1 epoch, reranker 3 epochs at a constant 5e-5 (genq's recipe); "
-             "reranking depth 100.", "",
+             "reranking depth 100; \"(blended)\": the reranker's score min-max blended with the first stage's, "
+             "half each, instead of replacing it (see rerank_fusion.md).", "",
              "nDCG@10, mean (sd) over training seeds; the generated pairs are the same for every seed.", "",
              "| collection | " + " | ".join(SYSTEMS) + " |", "|---|" + "---:|" * len(SYSTEMS)]
     for r in results:
