@@ -80,8 +80,8 @@ def cross_scores(collection, reranker_dir: Path, stages: dict, cache_file: Path)
         wanted = list(dict.fromkeys(d for name in ("BM25", "hybrid(adapted)") for d in stages[name].get(query_id, {})))
         logits = reranker.score(collection.queries[query_id], [documents[d] for d in wanted])
         scores[query_id] = {d: round(float(s), 5) for d, s in zip(wanted, logits)}
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(cache_file, json.dumps(scores))
+    with atomic_write(cache_file) as handle:
+        json.dump(scores, handle)
     return scores
 
 
