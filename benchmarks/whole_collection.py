@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,8 +83,8 @@ def train_seed(kind: str, pairs: Path, output: Path, seed: int, epochs: str) -> 
          *(["--resume"] if done else []))
 
 
-def evaluate_seed(collection: str, run_dir: Path, seed: int, first_seed: int) -> dict:
-    """The first stages from `genq evaluate`, then the reranked rows from the cross-encoder's kept scores."""
+def evaluate_seed(collection: str, run_dir: Path, seed: int, first_seed: int, reranked: bool = True) -> dict:
+    """The first stages from `genq evaluate`, then (``reranked``) the rows from the cross-encoder's kept scores."""
     from genq.evaluate import evaluate_systems
 
     model, _ = seed_models(run_dir, seed, first_seed)
@@ -94,7 +95,7 @@ def evaluate_seed(collection: str, run_dir: Path, seed: int, first_seed: int) ->
         report = evaluate_systems(SHARED / collection, models=[BASE, str(model)], bm25=True, hybrid=True,
                                   names=["BM25", "base", "adapted"], output_dir=output, progress=True,
                                   cache_dir=run_dir / ".genq-cache")
-    return with_reranked_rows(collection, report, run_dir, seed, first_seed)
+    return with_reranked_rows(collection, report, run_dir, seed, first_seed) if reranked else report
 
 
 def seed_eval_dir(run_dir: Path, seed: int, first_seed: int) -> Path:
@@ -126,12 +127,12 @@ def with_reranked_rows(collection: str, report: dict, run_dir: Path, seed: int, 
 
 
 def evaluated_so_far(collection: str, run_dir: Path, seeds: list[int]) -> dict[int, dict]:
-    """The seeds whose evaluation and reranker scores are finished, with their results."""
+    """The seeds whose first stages are evaluated, with the reranked rows where its reranker's scores are kept."""
     found = {}
     for seed in seeds:
         results = seed_eval_dir(run_dir, seed, seeds[0]) / "results.json"
-        if results.exists() and scores_file(run_dir, seed).exists():
-            found[seed] = with_reranked_rows(collection, json.loads(results.read_text()), run_dir, seed, seeds[0])
+        if results.exists():
+            found[seed] = evaluate_seed(collection, run_dir, seed, seeds[0], scores_file(run_dir, seed).exists())
     return found
 
 
@@ -148,7 +149,8 @@ def report_so_far(collection: str, run_dir: Path, seeds: list[int]) -> dict | No
     return result
 
 
-def run_collection(collection: str, seeds: list[int], epochs: str, reranker_epochs: str, runs_dir: Path) -> dict:
+def run_collection(collection: str, seeds: list[int], epochs: str, reranker_epochs: str, runs_dir: Path,
+                   progress: Callable[[dict], None]) -> dict:
     run_dir = runs_dir / f"whole-{collection}"
     started = time.perf_counter()
     genq("adapt", str(SHARED / collection / "corpus.jsonl"), "-o", str(run_dir), "--queries-per-passage", "3",
@@ -157,33 +159,43 @@ def run_collection(collection: str, seeds: list[int], epochs: str, reranker_epoc
     manifest = json.loads((run_dir / "manifest.json").read_text())
     pairs = run_dir / manifest["stages"]["train"]["params"]["pairs"]
     reranker_pairs = run_dir / manifest["stages"]["reranker"]["params"]["pairs"]
+    # every seed's bi-encoder first (minutes each), then the rerankers (half an hour each on a CPU), so that
+    # the bi-encoder rows have all their seeds early; the report is rewritten after every seed
     reports = {}
     for seed in seeds:
-        model, reranker = seed_models(run_dir, seed, seeds[0])
         if seed != seeds[0]:
-            train_seed("bi-encoder", pairs, model, seed, epochs)
-            train_seed("reranker", reranker_pairs, reranker, seed, reranker_epochs)
+            train_seed("bi-encoder", pairs, seed_models(run_dir, seed, seeds[0])[0], seed, epochs)
+        reports[seed] = evaluate_seed(collection, run_dir, seed, seeds[0], reranked=False)
+        progress(summarise(collection, manifest, reports, time.perf_counter() - started))
+    for seed in seeds:
+        if seed != seeds[0]:
+            train_seed("reranker", reranker_pairs, seed_models(run_dir, seed, seeds[0])[1], seed, reranker_epochs)
         reports[seed] = evaluate_seed(collection, run_dir, seed, seeds[0])
+        progress(summarise(collection, manifest, reports, time.perf_counter() - started))
     return summarise(collection, manifest, reports, time.perf_counter() - started)
 
 
 def summarise(collection: str, manifest: dict, reports: dict[int, dict], seconds: float) -> dict:
     from scipy import stats
 
-    per_seed = {name: [next(s["metrics"]["ndcg@10"] for s in r["systems"] if s["name"] == name)
-                       for r in reports.values()] for name in SYSTEMS}
-    rows = {name: {"ndcg@10_per_seed": values, "mean": round(statistics.mean(values), 4),
-                   "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
-            for name, values in per_seed.items()}
-    best = max(ADAPTED, key=lambda name: rows[name]["mean"])
+    per_seed = {name: {seed: next(s["metrics"]["ndcg@10"] for s in r["systems"] if s["name"] == name)
+                       for seed, r in reports.items() if name in r["per_query"]} for name in SYSTEMS}
+    rows = {name: {"ndcg@10_per_seed": list(values.values()), "seeds": list(values),
+                   "mean": round(statistics.mean(values.values()), 4),
+                   "sd": round(statistics.stdev(values.values()), 4) if len(values) > 1 else 0.0}
+            for name, values in per_seed.items() if values}
+    best = max((name for name in ADAPTED if name in rows), key=lambda name: rows[name]["mean"])
     queries = sorted(next(iter(reports.values()))["per_query"]["hybrid(base)"])
 
-    def averaged(name: str) -> list[float]:
-        return [statistics.mean(r["per_query"][name][q]["ndcg@10"] for r in reports.values()) for q in queries]
+    def averaged(name: str, against: str) -> list[float]:
+        """Each query's nDCG@10 over the seeds that have both rows (a reranker may lag its bi-encoder)."""
+        shared = [r for r in reports.values() if name in r["per_query"] and against in r["per_query"]]
+        return [statistics.mean(r["per_query"][name][q]["ndcg@10"] for r in shared) for q in queries]
 
-    baseline, candidate = averaged("hybrid(base)"), averaged(best)
+    baseline, candidate = averaged("hybrid(base)", best), averaged(best, "hybrid(base)")
     test = stats.ttest_rel(candidate, baseline)
-    base, adapted = averaged("base"), averaged("adapted")  # the bi-encoder alone: what fine-tuning itself did
+    # the bi-encoder alone: what fine-tuning itself did
+    base, adapted = averaged("base", "adapted"), averaged("adapted", "base")
     bi_encoder_test = stats.ttest_rel(adapted, base)
     generate = manifest["stages"]["generate"]["summary"]
     filtered = manifest["stages"].get("filter", {}).get("summary", {})
@@ -202,6 +214,16 @@ def summarise(collection: str, manifest: dict, reports: dict[int, dict], seconds
             "seconds_this_invocation": round(seconds, 1)}
 
 
+def cell(result: dict, system: str) -> str:
+    """mean (sd), and how many seeds when a row has fewer than the collection (a reranker still training)."""
+    row = result["systems"].get(system)
+    if row is None:
+        return "–"
+    seeds = len(row.get("seeds", result["seeds"]))
+    fewer = f", {seeds} seed{'s' if seeds > 1 else ''}" if seeds < len(result["seeds"]) else ""
+    return f"{row['mean']:.4f} ({row['sd']:.4f}{fewer})"
+
+
 def write(results: list[dict], args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"machine": cpu_model(), "command": "python benchmarks/whole_collection.py --collections "
@@ -216,8 +238,7 @@ def write(results: list[dict], args) -> None:
              "nDCG@10, mean (sd) over training seeds; the generated pairs are the same for every seed.", "",
              "| collection | " + " | ".join(SYSTEMS) + " |", "|---|" + "---:|" * len(SYSTEMS)]
     for r in results:
-        lines.append(f"| {r['collection']} | " + " | ".join(
-            f"{r['systems'][s]['mean']:.4f} ({r['systems'][s]['sd']:.4f})" for s in SYSTEMS) + " |")
+        lines.append(f"| {r['collection']} | " + " | ".join(cell(r, s) for s in SYSTEMS) + " |")
     lines += ["", "Paired t-test over queries (nDCG@10 of each query averaged over the seeds):", "",
               "| collection | best adapted system | vs hybrid(base) | t | p | queries |",
               "|---|---|---:|---:|---:|---:|"]
@@ -230,10 +251,14 @@ def write(results: list[dict], args) -> None:
     for r in results:
         t = r["paired_t_test_bi_encoder"]
         lines.append(f"| {r['collection']} | {t['mean_difference']:+.4f} | {t['t']} | {t['p']} | {t['queries']} |")
-    partial = [r for r in results if len(r["seeds"]) < len(r.get("seeds_planned", r["seeds"]))]
+    def seeds_of(r: dict, system: str) -> int:
+        return len(r["systems"].get(system, {}).get("seeds", [])) if system in r["systems"] else 0
+
+    partial = [r for r in results if any(seeds_of(r, s) < len(r.get("seeds_planned", r["seeds"])) for s in SYSTEMS)]
     if partial:
         lines += ["", "**Partial:** " + "; ".join(
-            f"{r['collection']}: {len(r['seeds'])} of {len(r['seeds_planned'])} seeds evaluated so far (the run "
+            f"{r['collection']}: bi-encoder rows from {seeds_of(r, 'adapted')} and reranker rows from "
+            f"{seeds_of(r, SYSTEMS[-1])} of {len(r.get('seeds_planned', r['seeds']))} seeds so far (the run "
             "continues; rerun the command to finish it)" for r in partial) + ". With one seed the sd is 0 by "
             "construction, and the t-test is over that seed's per-query scores."]
     lines += ["", "| collection | passages | generated for | pairs generated | pairs trained | seeds |",
@@ -264,8 +289,12 @@ def main() -> None:
             if partial is not None:
                 previous[collection] = partial
         else:
+            def so_far(result: dict, collection: str = collection) -> None:
+                previous[collection] = {**result, "seeds_planned": args.seeds}
+                write([previous[c] for c in args.collections if c in previous], args)
+
             previous[collection] = run_collection(collection, args.seeds, args.epochs, args.reranker_epochs,
-                                                  args.runs_dir)
+                                                  args.runs_dir, so_far)
         write([previous[c] for c in args.collections if c in previous], args)
 
 
