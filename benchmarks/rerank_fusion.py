@@ -112,8 +112,30 @@ def label(stage: str, fusion: str, weight: float | None) -> str:
     return f"{stage} + reranker ({fusion}, w={weight})"
 
 
-def measure_seed(collection, run_dir: Path, seed: int, first_seed: int) -> dict[str, dict[str, float]] | None:
-    """Per-query nDCG@10 of every variant for one seed, or None when its models are not finished."""
+def ordering(collection, first: dict[str, dict[str, float]], cross: dict[str, dict[str, float]]) -> dict:
+    """How well each score orders the same candidates: the share of (relevant, non-relevant) pairs it
+    puts the right way round (AUC), and how often its top candidate is relevant (P@1); over the
+    queries with both kinds among the candidates. Says whether the reranker is worse everywhere in
+    the list or only at its top."""
+    auc = {"first stage": [], "reranker": []}
+    top = {"first stage": [], "reranker": []}
+    for query_id, pooled in first.items():
+        judged = collection.qrels.get(query_id, {})
+        relevant = [d for d in pooled if judged.get(d, 0) > 0]
+        other = [d for d in pooled if judged.get(d, 0) <= 0]
+        if not relevant or not other:
+            continue
+        for name, scores in (("first stage", pooled), ("reranker", cross[query_id])):
+            auc[name].append(statistics.mean(float(scores[a] > scores[b]) for a in relevant for b in other))
+            top[name].append(float(judged.get(max(pooled, key=lambda d: scores[d]), 0) > 0))
+    return {"queries": len(auc["reranker"]),
+            **{f"auc {name}": round(statistics.mean(values), 4) for name, values in auc.items()},
+            **{f"P@1 {name}": round(statistics.mean(values), 4) for name, values in top.items()}}
+
+
+def measure_seed(collection, run_dir: Path, seed: int, first_seed: int) -> tuple[dict, dict] | None:
+    """Per-query nDCG@10 of every variant for one seed and the ordering diagnostics over BM25's
+    candidates, or None when its models are not finished."""
     from genq.evaluate import score_run
 
     model, reranker = seed_models(run_dir, seed, first_seed)
@@ -129,10 +151,11 @@ def measure_seed(collection, run_dir: Path, seed: int, first_seed: int) -> dict[
             per_query[label(stage, fusion, weight)] = {q: m["ndcg@10"] for q, m in table.items()}
     _, table = score_run(collection.qrels, stages["hybrid(base)"])
     per_query["hybrid(base)"] = {q: m["ndcg@10"] for q, m in table.items()}
-    return per_query
+    return per_query, ordering(collection, stages["BM25"], cross)
 
 
-def summarise(collection_name: str, seeds: dict[int, dict[str, dict[str, float]]]) -> dict:
+def summarise(collection_name: str, seeds: dict[int, dict[str, dict[str, float]]],
+              diagnostics: dict[int, dict]) -> dict:
     from scipy import stats
 
     names = list(next(iter(seeds.values())))
@@ -155,7 +178,8 @@ def summarise(collection_name: str, seeds: dict[int, dict[str, dict[str, float]]
         tests[f"{name} vs {versus}"] = {"difference": round(statistics.mean(a) - statistics.mean(b), 4),
                                         "t": round(float(test.statistic), 3), "p": round(float(test.pvalue), 4),
                                         "queries": len(queries)}
-    return {"collection": collection_name, "seeds": list(seeds), "rows": rows, "paired_t_tests": tests}
+    return {"collection": collection_name, "seeds": list(seeds), "rows": rows, "paired_t_tests": tests,
+            "ordering_over_bm25_top_100": diagnostics}
 
 
 def write(results: list[dict], command: str) -> None:
@@ -181,6 +205,14 @@ def write(results: list[dict], command: str) -> None:
                   "| comparison | difference | t | p | queries |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {name} | {t['difference']:+.4f} | {t['t']:.3f} | {t['p']:.4f} | {t['queries']} |"
                   for name, t in result["paired_t_tests"].items()]
+        lines += ["", f"Why: how each score orders the same candidates (BM25's top {DEPTH}, queries with relevant "
+                  "and non-relevant passages among them). AUC: share of (relevant, non-relevant) pairs the right "
+                  "way round; P@1: top candidate relevant.", "",
+                  "| seed | queries | AUC BM25 | AUC reranker | P@1 BM25 | P@1 reranker |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {seed} | {d['queries']} | {d['auc first stage']:.3f} | {d['auc reranker']:.3f} | "
+                  f"{d['P@1 first stage']:.3f} | {d['P@1 reranker']:.3f} |"
+                  for seed, d in result["ordering_over_bm25_top_100"].items()]
         lines.append("")
     (RESULTS / "rerank_fusion.md").write_text("\n".join(lines))
 
@@ -198,15 +230,15 @@ def main() -> None:
         started = time.perf_counter()
         collection = load_collection(SHARED / name)
         run_dir = args.runs_dir / f"whole-{name}"
-        seeds = {}
+        seeds, diagnostics = {}, {}
         for seed in args.seeds:
             measured = measure_seed(collection, run_dir, seed, args.seeds[0])
             if measured is None:
                 print(f"{name} seed {seed}: models not finished, skipped", file=sys.stderr)
                 continue
-            seeds[seed] = measured
+            seeds[seed], diagnostics[seed] = measured
         if seeds:
-            results.append(summarise(name, seeds))
+            results.append(summarise(name, seeds, diagnostics))
             print(f"{name}: {len(seeds)} seeds in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     write(results, "python benchmarks/rerank_fusion.py --collections " + " ".join(args.collections)
           + " --seeds " + " ".join(map(str, args.seeds)))
