@@ -478,9 +478,16 @@ class Reranker:
         ``fusion`` (see :func:`blend_rerank`) needs them. Candidates below the depth follow in
         their original order with no scores (None, None).
         """
-        if fusion != "replace" and first_stage is None:
-            raise ValueError(f"rerank fusion {fusion!r} blends with the first stage's scores: pass first_stage")
-        cross = self.score(query, passages[:depth])
-        final = cross if fusion == "replace" else blend_rerank(list(first_stage)[:len(cross)], cross, fusion, weight)
-        head = sorted(zip(candidates[:depth], final.tolist(), cross.tolist()), key=lambda item: -item[1])
-        return head + [(c, None, None) for c in candidates[depth:]]
+        return reorder(candidates, self.score(query, passages[:depth]), first_stage, fusion, weight)
+
+
+def reorder(candidates: list, cross: Sequence[float], first_stage: Sequence[float] | None = None,
+            fusion: str = "replace", weight: float = 0.5) -> list[tuple[object, float | None, float | None]]:
+    """The candidates with cross-encoder scores (the first ``len(cross)``) sorted by their final
+    score, each as (candidate, final, cross); the rest follow in their order as (candidate, None, None)."""
+    if fusion != "replace" and first_stage is None:
+        raise ValueError(f"rerank fusion {fusion!r} blends with the first stage's scores: pass first_stage")
+    cross = np.asarray(cross, dtype=np.float64)
+    final = cross if fusion == "replace" else blend_rerank(list(first_stage)[:len(cross)], cross, fusion, weight)
+    head = sorted(zip(candidates[:len(cross)], final.tolist(), cross.tolist()), key=lambda item: -item[1])
+    return head + [(c, None, None) for c in candidates[len(cross):]]

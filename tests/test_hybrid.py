@@ -385,6 +385,23 @@ def test_evaluate_blended_rerank_at_weight_zero_keeps_each_system(tmp_path, tiny
     assert result.exit_code == 2 and "rerank-fusion" in result.output
 
 
+def test_evaluate_scores_a_document_two_systems_found_once(tmp_path, tiny_encoder_dir, tiny_cross_encoder_dir):
+    root = make_collection(tmp_path / "c")
+    reranker = Reranker(str(tiny_cross_encoder_dir), dtype="float32")
+    seen, score = [], reranker.score
+
+    def counted(query, passages):
+        seen.extend((query, p["_id"]) for p in passages)
+        return score(query, passages)
+
+    reranker.score = counted
+    report = evaluate_systems(root, models=[str(tiny_encoder_dir)], bm25=True, names=["BM25", "tiny"],
+                              reranker=reranker, rerank_depth=3, progress=False, dtype="float32")
+    assert len([s for s in report["systems"] if s["name"].endswith("+ rerank")]) == 3
+    queries = report["queries"]
+    assert len(seen) == len(set(seen)) and queries * 3 <= len(seen) < 3 * queries * 3
+
+
 def test_cli_evaluate_prints_the_sweep(tmp_path, tiny_encoder_dir):
     root = make_collection(tmp_path / "c")
     result = CliRunner().invoke(main, ["evaluate", "--data", str(root), "--bm25", "--model", str(tiny_encoder_dir),
