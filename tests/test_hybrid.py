@@ -263,10 +263,13 @@ def test_cli_search_modes_and_bad_values(hybrid_index, tmp_path, tiny_cross_enco
     run = tmp_path / "run.trec"
     result = runner.invoke(main, ["search", str(hybrid_index), "--queries", str(queries), "--run", str(run),
                                   "--fusion", "rrf", "-k", "3", "--dtype", "float32",
-                                  "--rerank", str(tiny_cross_encoder_dir)])
+                                  "--rerank", str(tiny_cross_encoder_dir), "--rerank-fusion", "minmax",
+                                  "--rerank-weight", "0.3"])
     assert result.exit_code == 0, result.output
     lines = run.read_text().splitlines()
     assert len(lines) == 6 and lines[0].split()[:2] == ["q1", "Q0"]
+    result = runner.invoke(main, ["search", str(hybrid_index), "chain", "--rerank-weight", "2"])
+    assert result.exit_code == 2 and "rerank-weight" in result.output
 
 
 def test_cli_dense_only_index_refuses_bm25_with_the_fix(tmp_path, passages_file, tiny_encoder_dir):
