@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -158,6 +159,10 @@ def user_errors(function):
             _close_bars()
             click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
             sys.exit(exc.exit_code)
+        except BrokenPipeError:  # `genq search ... | head`: the reader has what it wanted; stop as quietly as cat
+            _close_bars()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
         except Exception as exc:  # a full disk, however the library that was writing words it; any other OSError
             output = next((kwargs[k] for k in ("output", "run_dir", "output_dir") if kwargs.get(k)), None)
             if not disk_full(exc, output):

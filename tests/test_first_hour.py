@@ -220,6 +220,24 @@ def test_quiet_search_draws_no_bars(tmp_path, tiny_encoder_dir, bike_passages):
     assert any(line.startswith("error: ") for line in failing.stderr.splitlines()), failing.stderr
 
 
+# 16. `genq search ... | head` stops quietly when the reader leaves, with no "error: Broken pipe"
+def test_a_closed_pipe_ends_a_search_quietly(tmp_path, tiny_encoder_dir, bike_passages):
+    import subprocess
+    import sys
+
+    build_index(bike_passages, str(tiny_encoder_dir), tmp_path / "index", dtype="float32", progress=False)
+    queries = tmp_path / "queries.txt"
+    queries.write_text("brake chain tyre\n" * 2000)  # megabytes of JSON: far more than a pipe holds
+    search = subprocess.Popen([sys.executable, "-m", "genq", "-q", "search", str(tmp_path / "index"), "--queries",
+                               str(queries), "--json", "--dtype", "float32"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert json.loads(search.stdout.readline())["hits"]
+    search.stdout.close()  # what `head -1` does after its line
+    stderr = search.stderr.read().decode()
+    assert search.wait(timeout=300) == 141, stderr
+    assert "error" not in stderr.lower() and "Traceback" not in stderr
+
+
 # 14. one option vocabulary: adapt takes every stage's options under the stage command's own names
 STAGE_ONLY = {"output", "overwrite", "corpus", "resume", "add", "save_embeddings", "export_", "model", "help",
               # Ray runs stage by stage for now: `genq adapt` does not take --ray yet (said in the README)
