@@ -361,12 +361,13 @@ def blend_rerank(first_stage: Sequence[float], cross_encoder: Sequence[float], f
                  weight: float = 0.5, rrf_k: int = RRF_K) -> np.ndarray:
     """The reranked head's final scores: the cross-encoder's alone, or blended with the first stage's.
 
-    ``replace`` is the classic cascade. A cross-encoder trained only on a small model's
-    synthetic queries can be weaker than the BM25 or hybrid ranking it reorders (whole
-    Cranfield: BM25 0.362 nDCG@10, its top 100 reranked 0.269), and then interpolating the
-    two (Wang et al. 2021; Lassance & Clinchant 2023) keeps what each knows. ``minmax``
-    scales both to [0, 1] over the head and takes ``weight * cross + (1 - weight) * first``;
-    ``rrf`` mixes their ranks within the head the same way, ignoring scores.
+    ``replace`` is the classic cascade. Interpolating a neural score with BM25's is the usual
+    remedy when the neural model is weak out of its domain (Wang, Zhuang & Zuccon 2021).
+    ``minmax`` scales both to [0, 1] over the head and takes ``weight * cross + (1 - weight) *
+    first``; ``rrf`` mixes their ranks within the head the same way, ignoring scores. Measured
+    on whole Cranfield (benchmarks/results/rerank_fusion.md), it did not rescue a reranker
+    trained on SmolLM2's queries: any share of it lowered BM25's nDCG@10 beyond noise, so
+    ``replace`` stays the default.
     """
     check_rerank_fusion(fusion, weight)
     first = np.asarray(first_stage, dtype=np.float64)
