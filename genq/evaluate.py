@@ -286,8 +286,8 @@ def evaluate_systems(
     Rows: BM25, each model (dense), each model fused with BM25 (``hybrid``, on by default
     when ``bm25`` is), each index, and with ``reranker`` each of those reranked (or only
     ``rerank_systems``), named ``<system> + <rerank_label>``; ``rerank_fusion`` and
-    ``rerank_weight`` say whether its score replaces each system's or is blended with it. ``names`` name the BM25, model
-    and index rows in that order; hybrid rows are ``hybrid(<name>)``.
+    ``rerank_weight`` say whether its score replaces each system's or is blended with it.
+    ``names`` name the BM25, model and index rows in that order; hybrid rows are ``hybrid(<name>)``.
     """
     models, index_dirs = list(models or []), list(index_dirs or [])
     if not (models or bm25 or index_dirs):

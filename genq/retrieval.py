@@ -306,11 +306,8 @@ def _ranked(rows: np.ndarray, scores: np.ndarray) -> dict[int, tuple[int, float]
 def _min_max(ranked: dict[int, tuple[int, float]]) -> dict[int, float]:
     if not ranked:
         return {}
-    values = [score for _, score in ranked.values()]
-    low, high = min(values), max(values)
-    if high - low <= 1e-12:
-        return dict.fromkeys(ranked, 1.0)
-    return {row: (score - low) / (high - low) for row, (_, score) in ranked.items()}
+    scaled = _scaled(np.array([score for _, score in ranked.values()], dtype=np.float64))
+    return dict(zip(ranked, scaled.tolist()))
 
 
 def fuse(dense_rows: np.ndarray, dense_scores: np.ndarray, bm25_rows: np.ndarray, bm25_scores: np.ndarray,
@@ -386,6 +383,7 @@ def blend_rerank(first_stage: Sequence[float], cross_encoder: Sequence[float], f
 
 
 def _scaled(scores: np.ndarray) -> np.ndarray:
+    """Scores scaled to [0, 1]; all 1 when they are equal (nothing to tell apart)."""
     low, high = float(scores.min()), float(scores.max())
     return np.ones_like(scores) if high - low <= 1e-12 else (scores - low) / (high - low)
 
