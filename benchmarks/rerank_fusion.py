@@ -65,15 +65,20 @@ def first_stages(collection, model: Path, cache: Path) -> dict[str, dict[str, di
 
 
 def cross_scores(collection, reranker_dir: Path, stages: dict, cache_file: Path) -> dict[str, dict[str, float]]:
-    """The cross-encoder's logit for every (query, candidate) of the stages it reranks, kept in ``cache_file``."""
+    """The cross-encoder's logit for every (query, candidate) of the stages it reranks, kept in ``cache_file``
+    with the input length it was scored at. Scores kept at another length are scored again: before
+    genq read a reranker at its own trained length (256) it forced 512, and files from then hold
+    no length (see rerank_length.py)."""
     from tqdm.auto import tqdm
 
     from genq.io import atomic_write
     from genq.retrieval import Reranker
 
-    if cache_file.exists():
-        return json.loads(cache_file.read_text())
     reranker = Reranker(str(reranker_dir))
+    if cache_file.exists():
+        kept = json.loads(cache_file.read_text())
+        if kept.get("max_length") == reranker.max_length:
+            return kept["scores"]
     documents = {d["_id"]: d for d in collection.corpus}
     scores: dict[str, dict[str, float]] = {}
     for query_id in tqdm(list(collection.queries), desc=f"scoring with {reranker_dir}", unit=" queries"):
@@ -81,7 +86,7 @@ def cross_scores(collection, reranker_dir: Path, stages: dict, cache_file: Path)
         logits = reranker.score(collection.queries[query_id], [documents[d] for d in wanted])
         scores[query_id] = {d: round(float(s), 5) for d, s in zip(wanted, logits)}
     with atomic_write(cache_file) as handle:
-        json.dump(scores, handle)
+        json.dump({"max_length": reranker.max_length, "scores": scores}, handle)
     return scores
 
 

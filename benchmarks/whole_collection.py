@@ -226,14 +226,16 @@ def cell(result: dict, system: str) -> str:
 
 def write(results: list[dict], args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": cpu_model(), "command": "python benchmarks/whole_collection.py --collections "
-               + " ".join(args.collections) + " --seeds " + " ".join(map(str, args.seeds)), "results": results}
+    collections = " ".join(r["collection"] for r in results)
+    payload = {"machine": cpu_model(), "command": f"python benchmarks/whole_collection.py --collections {collections}"
+               " --seeds " + " ".join(map(str, args.seeds)), "results": results}
     (RESULTS / "whole_collection.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = ["# Adaptation on whole collections: does it pay?", "",
              f"Command: `{payload['command']}`  ", f"Machine: {payload['machine']}. No hub access: generator "
              "SmolLM2-135M-Instruct (3 queries per passage, round-trip filter top 3); bi-encoder and reranker from "
              "all-MiniLM-L6-v2; bi-encoder 1 epoch, reranker 3 epochs at a constant 5e-5 (genq's recipe); "
-             "reranking depth 100; \"(blended)\": the reranker's score min-max blended with the first stage's, "
+             "reranking depth 100, the reranker reading 256 tokens as trained; \"(blended)\": the reranker's score "
+             "min-max blended with the first stage's, "
              "half each, instead of replacing it (see rerank_fusion.md).", "",
              "nDCG@10, mean (sd) over training seeds; the generated pairs are the same for every seed.", "",
              "| collection | " + " | ".join(SYSTEMS) + " |", "|---|" + "---:|" * len(SYSTEMS)]
@@ -291,11 +293,11 @@ def main() -> None:
         else:
             def so_far(result: dict, collection: str = collection) -> None:
                 previous[collection] = {**result, "seeds_planned": args.seeds}
-                write([previous[c] for c in args.collections if c in previous], args)
+                write(list(previous.values()), args)
 
             previous[collection] = run_collection(collection, args.seeds, args.epochs, args.reranker_epochs,
                                                   args.runs_dir, so_far)
-        write([previous[c] for c in args.collections if c in previous], args)
+        write(list(previous.values()), args)  # every collection measured so far, not only these
 
 
 if __name__ == "__main__":

@@ -397,11 +397,18 @@ def _is_bi_encoder(directory: Path) -> bool:
     return any(str(m.get("type", "")).endswith("Pooling") for m in modules if isinstance(m, dict))
 
 
+RERANK_LENGTH_CAP = 512  # BERT-style cross-encoders' position limit; tokenizers may claim far more
+
+
 class Reranker:
     """A sentence-transformers CrossEncoder scoring (query, passage) pairs, bf16 where the hardware has it."""
 
     def __init__(self, model: str | object = DEFAULT_RERANKER, device: str | None = None, dtype: str = "auto",
-                 batch_size: int | None = 32, max_length: int = 512):
+                 batch_size: int | None = 32, max_length: int | None = None):
+        """``max_length`` None reads (query, passage) up to the model's own limit, at most 512 tokens:
+        a reranker genq trained at 256 tokens is scored at 256 (forcing 512 on it read text it never
+        saw in training and was 1.6x slower, see benchmarks/results/rerank_length.md), a hub
+        cross-encoder at its 512."""
         import torch
         from sentence_transformers import CrossEncoder
 
@@ -410,7 +417,6 @@ class Reranker:
         if self.dtype == torch.float16 and self.device == "cpu":
             self.dtype = torch.float32
         self.batch_size = batch_size
-        self.max_length = max_length
         if isinstance(model, str):
             self.name = model
             location = resolve_model(model)
@@ -418,7 +424,8 @@ class Reranker:
                 raise GenqError(f"{model} is a sentence-transformers bi-encoder, not a cross-encoder\n"
                                 f"  fix: pass a cross-encoder such as {DEFAULT_RERANKER}")
             try:
-                model = CrossEncoder(location, device=self.device, max_length=max_length)
+                model = CrossEncoder(location, device=self.device,
+                                     **({"max_length": max_length} if max_length else {}))
             except Exception as exc:
                 raise GenqError(f"could not load the cross-encoder {self.name!r}: "
                                 f"{describe_error(exc)}\n  fix: pass a cross-encoder directory or a reachable hub id "
@@ -430,6 +437,11 @@ class Reranker:
         else:
             self.name = getattr(model, "model_name_or_path", None) or "cross-encoder"
         self.model = model
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None) or RERANK_LENGTH_CAP
+        own = getattr(model, "max_seq_length", None) or RERANK_LENGTH_CAP
+        self.max_length = max_length or min(own, positions, RERANK_LENGTH_CAP)
+        if getattr(model, "max_seq_length", None) != self.max_length:
+            model.max_seq_length = self.max_length
         self._identity = torch.nn.Identity()
         if self.dtype != torch.float32:
             self.model.to(self.dtype)
@@ -437,8 +449,8 @@ class Reranker:
         if self.batch_size is None:  # by the device's free memory on a GPU, 32 on a CPU
             config = getattr(model, "config", None)
             self.batch_size = 32 if not str(self.device).startswith("cuda") else auto_encode_batch(
-                self.device, max_length, getattr(config, "hidden_size", 768), getattr(config, "num_hidden_layers", 12),
-                torch.tensor([], dtype=self.dtype).element_size())
+                self.device, self.max_length, getattr(config, "hidden_size", 768),
+                getattr(config, "num_hidden_layers", 12), torch.tensor([], dtype=self.dtype).element_size())
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """One relevance score per (query, passage text) pair, higher is better.

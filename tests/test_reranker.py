@@ -55,6 +55,18 @@ def test_a_reranker_trains_from_an_encoder_and_loads_as_a_cross_encoder(tmp_path
     assert not (tmp_path / "reranker" / "checkpoints").exists()
     reranker = Reranker(str(tmp_path / "reranker"), device="cpu", dtype="float32")
     assert reranker.score_pairs([("fix the chain", "the chain needs care")]).shape == (1,)
+    # scored at the length it was trained at, not at the 512 of hub cross-encoders
+    assert reranker.max_length == reranker.model.max_seq_length == summary.max_length < 512
+    assert Reranker(str(tmp_path / "reranker"), device="cpu", dtype="float32", max_length=24).max_length == 24
+
+
+def test_a_cross_encoder_without_its_own_limit_reads_at_most_its_positions(tiny_cross_encoder_dir):
+    """A tokenizer trained on the fly claims no limit (about 1e30 tokens): 512, or fewer positions, is the cap."""
+    from genq.retrieval import Reranker
+
+    reranker = Reranker(str(tiny_cross_encoder_dir), device="cpu", dtype="float32")
+    assert reranker.max_length == min(512, reranker.model.config.max_position_embeddings)
+    assert reranker.score_pairs([("chain " * 2000, "oil " * 2000)]).shape == (1,)
 
 
 def test_the_cli_trains_resumes_and_swaps_only_when_complete(tmp_path, reranker_pairs, tiny_cross_encoder_dir):
