@@ -64,17 +64,18 @@ def first_stages(collection, model: Path, cache: Path) -> dict[str, dict[str, di
             "hybrid(adapted)": hybrid_run(collection, adapted, bm25, k=DEPTH)}
 
 
-def cross_scores(collection, reranker_dir: Path, stages: dict, cache_file: Path) -> dict[str, dict[str, float]]:
+def cross_scores(collection, reranker_dir: Path, stages: dict, cache_file: Path,
+                 max_length: int | None = None) -> dict[str, dict[str, float]]:
     """The cross-encoder's logit for every (query, candidate) of the stages it reranks, kept in ``cache_file``
-    with the input length it was scored at. Scores kept at another length are scored again: before
-    genq read a reranker at its own trained length (256) it forced 512, and files from then hold
-    no length (see rerank_length.py)."""
+    with the input length it read (``max_length``; None: genq's default, the length it was trained at).
+    Scores kept at another length are scored again: before genq read a reranker at its own trained
+    length (256) it forced 512, and files from then hold no length (see rerank_length.py)."""
     from tqdm.auto import tqdm
 
     from genq.io import atomic_write
     from genq.retrieval import Reranker
 
-    reranker = Reranker(str(reranker_dir))
+    reranker = Reranker(str(reranker_dir), max_length=max_length)
     if cache_file.exists():
         kept = json.loads(cache_file.read_text())
         if kept.get("max_length") == reranker.max_length:
