@@ -210,8 +210,48 @@ def summarise(collection: str, manifest: dict, reports: dict[int, dict], seconds
             "passages": manifest["stages"]["prepare"]["summary"]["passages"],
             "passages_generated_for": generate.get("passages"), "pairs_generated": generate.get("pairs_in_file"),
             "pairs_trained": filtered.get("kept", generate.get("pairs_in_file")),
+            "funnel": funnel(manifest),
             "stage_seconds": {name: entry.get("seconds") for name, entry in manifest["stages"].items()},
             "seconds_this_invocation": round(seconds, 1)}
+
+
+def funnel(manifest: dict) -> dict:
+    """Where the sampled queries went, from the adapt run's own summaries: what the generator wrote
+    that was no query, what the round-trip filter dropped, and how many passages the models saw."""
+    stages = manifest["stages"]
+    generate = stages["generate"]["summary"]
+    filtered = stages.get("filter", {}).get("summary", {})
+    return {"queries_sampled": generate.get("queries_sampled"), "runaway": generate.get("filtered_runaway"),
+            "not_a_query": generate.get("filtered_not_a_query"),
+            "too_long": (generate["filtered_out"] - generate.get("filtered_runaway", 0)
+                         - generate.get("filtered_not_a_query", 0)) if "filtered_out" in generate else None,
+            "duplicates": generate.get("duplicates_dropped"),
+            "pairs_generated": generate.get("pairs_in_file"),
+            "passages_with_a_query": filtered.get("passages_with_query_before"),
+            "pairs_after_round_trip": filtered.get("kept"),
+            "passages_with_a_kept_query": filtered.get("passages_with_query_after"),
+            "bi_encoder_steps": stages.get("train", {}).get("summary", {}).get("steps"),
+            "reranker_steps": stages.get("reranker", {}).get("summary", {}).get("steps")}
+
+
+FUNNEL = {"queries_sampled": "queries sampled", "runaway": "runaway (no query in 32 tokens)",
+          "not_a_query": "not a query", "too_long": "longer than 20 words", "duplicates": "duplicates",
+          "pairs_generated": "pairs written",
+          "passages_with_a_query": "passages with a query", "pairs_after_round_trip": "pairs kept by the round trip",
+          "passages_with_a_kept_query": "passages with a kept query", "bi_encoder_steps": "bi-encoder steps",
+          "reranker_steps": "reranker steps"}
+
+
+def funnel_lines(results: list[dict]) -> list[str]:
+    shown = [r for r in results if r.get("funnel")]
+    if not shown:
+        return []
+    lines = ["", "Where the synthetic queries went (the adapt run's own counts; the same for every seed):", "",
+             "| | " + " | ".join(r["collection"] for r in shown) + " |", "|---|" + "---:|" * len(shown)]
+    for key, name in FUNNEL.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r['funnel'][key]:,}" if r["funnel"].get(key) is not None
+                                                 else "–" for r in shown) + " |")
+    return lines
 
 
 def cell(result: dict, system: str) -> str:
@@ -268,6 +308,7 @@ def write(results: list[dict], args) -> None:
     for r in results:
         lines.append(f"| {r['collection']} | {r['passages']:,} | {r['passages_generated_for']:,} | "
                      f"{r['pairs_generated']:,} | {r['pairs_trained']:,} | {', '.join(map(str, r['seeds']))} |")
+    lines += funnel_lines(results)
     (RESULTS / "whole_collection.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
