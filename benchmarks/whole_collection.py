@@ -219,7 +219,12 @@ def funnel(manifest: dict) -> dict:
     """Where the sampled queries went, from the adapt run's own summaries: what the generator wrote
     that was no query, what the round-trip filter dropped, and how many passages the models saw."""
     stages = manifest["stages"]
-    generate = stages["generate"]["summary"]
+    generate = stages["generate"]["summary"]  # this invocation's counts: a resumed run's are partial
+    for output in stages["generate"].get("outputs", []):
+        if output.endswith(".meta.json") and Path(output).exists():  # the whole file's counts
+            counts = json.loads(Path(output).read_text()).get("counts", {})
+            generate = {**counts, "pairs_in_file": counts.get("pairs"), "duplicates_dropped": counts.get(
+                "duplicates_dropped"), "filtered_out": counts.get("filtered_out")}
     filtered = stages.get("filter", {}).get("summary", {})
     return {"queries_sampled": generate.get("queries_sampled"), "runaway": generate.get("filtered_runaway"),
             "not_a_query": generate.get("filtered_not_a_query"),

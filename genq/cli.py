@@ -482,6 +482,11 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, use_ray
             f"(+ {meta_path_for(output).name}); "
             f"duplicates dropped {summary.duplicates_dropped:,}, filtered {summary.filtered_out:,}, "
             f"passages left without a query {summary.passages_without_query:,}")
+        whole = summary.file_counts
+        if summary.passages_skipped_as_done and whole:
+            say(f"  the whole file, earlier runs included: {whole['queries_sampled']:,} queries sampled, "
+                f"{whole['filtered_out']:,} filtered, {whole['duplicates_dropped']:,} duplicates, "
+                f"{whole['passages_without_query']:,} passages without a query")
         if summary.filtered_runaway or summary.filtered_not_a_query:
             say(f"  of the filtered: {summary.filtered_runaway:,} runaway samples (no query within "
                 f"--max-query-tokens), {summary.filtered_not_a_query:,} that wrote no query (a 'Document:', an "

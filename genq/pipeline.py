@@ -343,9 +343,11 @@ def adapt(
         summary = generate_pairs(paths["passages"], paths["pairs"], generation, overwrite=not resume,
                                  progress=progress, limit=config.limit, quality=config.quality,
                                  generator=probe.pop("generator", None))
-        runaway = f" ({summary.filtered_runaway:,} runaway)" if summary.filtered_runaway else ""
-        say(f"  {summary.pairs_in_file:,} pairs; {summary.filtered_out:,} of {summary.queries_sampled:,} samples "
-            f"dropped{runaway}, {summary.duplicates_dropped:,} duplicates; {summary.passages_without_query:,} "
+        # the whole file's counts: after a resume this run's own are only part of it
+        counts = summary.file_counts or summary.to_dict()
+        runaway = f" ({counts['filtered_runaway']:,} runaway)" if counts.get("filtered_runaway") else ""
+        say(f"  {summary.pairs_in_file:,} pairs; {counts['filtered_out']:,} of {counts['queries_sampled']:,} samples "
+            f"dropped{runaway}, {counts['duplicates_dropped']:,} duplicates; {counts['passages_without_query']:,} "
             "passages left without a query")
         if summary.quality:
             say(f"  quality: {summary.quality.headline()}")

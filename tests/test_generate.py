@@ -83,6 +83,22 @@ def test_resume_after_crash_equals_an_uninterrupted_run(tmp_path, tiny_t5_dir, b
     assert not partial.exists() and not journal.exists() and logged > 0
     counts, expected = (json.loads(meta_path_for(path).read_text())["counts"] for path in (out, reference))
     assert counts == expected and counts["pairs"] == len(out.read_text().splitlines())
+    # the summary's own counts are this run's half; file_counts (what adapt reports) are the whole file's
+    assert summary.file_counts == expected and summary.queries_sampled < expected["queries_sampled"]
+
+
+def test_the_cli_summary_of_a_resumed_run_gives_the_whole_files_counts(tmp_path, tiny_t5_dir, bike_passages):
+    out = tmp_path / "pairs.jsonl"
+    interrupted(bike_passages, out, config_for(tiny_t5_dir, batch_size=2), 2)
+    result = CliRunner().invoke(main, ["generate", str(bike_passages), "-o", str(out), "--generator",
+                                       str(tiny_t5_dir), "--queries-per-passage", "3", "--max-query-tokens", "8",
+                                       "--dtype", "float32", "--seed", "1", "--backend", "torch",
+                                       "--gen-batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    whole = json.loads(meta_path_for(out).read_text())["counts"]
+    assert "resumed: 4 passages were already done" in result.output
+    assert (f"the whole file, earlier runs included: {whole['queries_sampled']} queries sampled, "
+            f"{whole['filtered_out']} filtered") in result.output and whole["queries_sampled"] == 24
 
 
 def test_an_interrupted_run_moved_elsewhere_resumes_instead_of_starting_over(tmp_path, tiny_t5_dir, bike_passages):

@@ -224,6 +224,7 @@ def generate_pairs(
     os.replace(partial, output_path)
     journal.unlink(missing_ok=True)
     summary.pairs_in_file = done.pairs
+    summary.file_counts = counts
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from genq.io import GenqError
 from genq.quality import LONG_QUERY_WORDS, QualityReport
@@ -111,6 +111,9 @@ class GenerationSummary:
     backend: str = ""  # torch or ctranslate2
     backend_reason: str = ""  # why that one (the --backend asked for, or auto's measured reason)
     quality: QualityReport | None = None  # measured on a sample of the finished file
+    # the finished file's counts over every run that wrote it (as in pairs.meta.json); the fields
+    # above count this run only, which after a resume is part of the file
+    file_counts: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
