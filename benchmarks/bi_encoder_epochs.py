@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.rerank_fusion import seed_models  # noqa: E402
+from benchmarks.significance import over_seeds, paired_t  # noqa: E402
 from benchmarks.train_speed import cpu_model  # noqa: E402
 from benchmarks.whole_collection import BASE, SHARED, train_seed  # noqa: E402
 
@@ -54,8 +55,6 @@ def evaluation(collection: str, run_dir: Path, model: Path) -> dict:
 
 
 def measure(collection: str, run_dir: Path, epochs: list[float], seeds: list[int]) -> dict:
-    from scipy import stats
-
     manifest = json.loads((run_dir / "manifest.json").read_text())
     train = manifest["stages"]["train"]
     pairs = run_dir / train["params"]["pairs"]
@@ -74,9 +73,7 @@ def measure(collection: str, run_dir: Path, epochs: list[float], seeds: list[int
                 per_query.setdefault(name, {})[seed] = tables[name]
     rows = {}
     for name, by_seed in per_query.items():
-        means = [statistics.mean(v.values()) for v in by_seed.values()]
-        rows[name] = {"per_seed": [round(m, 4) for m in means], "mean": round(statistics.mean(means), 4),
-                      "sd": round(statistics.stdev(means), 4) if len(means) > 1 else 0.0}
+        rows[name] = over_seeds([statistics.mean(v.values()) for v in by_seed.values()])
     queries = sorted(next(iter(per_query["base"].values())))
 
     def averaged(name: str) -> list[float]:
@@ -89,11 +86,7 @@ def measure(collection: str, run_dir: Path, epochs: list[float], seeds: list[int
             if count != epochs[0]:
                 pairs_to_test.append((f"{name}, {count:g} epochs", f"{name}, {epochs[0]:g} epochs"))
             for row, versus in pairs_to_test:
-                a, b = averaged(row), averaged(versus)
-                test = stats.ttest_rel(a, b)
-                tests[f"{row} vs {versus}"] = {"difference": round(statistics.mean(a) - statistics.mean(b), 4),
-                                               "t": round(float(test.statistic), 3), "p": round(float(test.pvalue), 4),
-                                               "queries": len(queries)}
+                tests[f"{row} vs {versus}"] = paired_t(averaged(row), averaged(versus))
     return {"collection": collection, "seeds": seeds, "pairs": train.get("summary", {}).get("pairs"),
             "steps_per_epochs": steps, "rows": rows, "paired_t_tests": tests}
 

@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.significance import over_seeds, paired_t  # noqa: E402
 from benchmarks.train_speed import cpu_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
@@ -162,15 +163,11 @@ def measure_seed(collection, run_dir: Path, seed: int, first_seed: int) -> tuple
 
 def summarise(collection_name: str, seeds: dict[int, dict[str, dict[str, float]]],
               diagnostics: dict[int, dict]) -> dict:
-    from scipy import stats
-
     names = list(next(iter(seeds.values())))
     queries = sorted(next(iter(seeds.values()))["hybrid(base)"])
     rows = {}
     for name in names:
-        means = [statistics.mean(per_query[name].values()) for per_query in seeds.values()]
-        rows[name] = {"per_seed": [round(m, 4) for m in means], "mean": round(statistics.mean(means), 4),
-                      "sd": round(statistics.stdev(means), 4) if len(means) > 1 else 0.0}
+        rows[name] = over_seeds([statistics.mean(per_query[name].values()) for per_query in seeds.values()])
 
     def averaged(name: str) -> list[float]:
         return [statistics.mean(per_query[name][q] for per_query in seeds.values()) for q in queries]
@@ -179,11 +176,7 @@ def summarise(collection_name: str, seeds: dict[int, dict[str, dict[str, float]]
     default_rows = [label(stage, *DEFAULT) for stage in ("BM25", "hybrid(adapted)")]
     for name, versus in [(default_rows[0], "BM25"), (default_rows[1], "hybrid(adapted)"),
                          (default_rows[1], "hybrid(base)"), (label("BM25", "replace", 1.0), "BM25")]:
-        a, b = averaged(name), averaged(versus)
-        test = stats.ttest_rel(a, b)
-        tests[f"{name} vs {versus}"] = {"difference": round(statistics.mean(a) - statistics.mean(b), 4),
-                                        "t": round(float(test.statistic), 3), "p": round(float(test.pvalue), 4),
-                                        "queries": len(queries)}
+        tests[f"{name} vs {versus}"] = paired_t(averaged(name), averaged(versus))
     return {"collection": collection_name, "seeds": list(seeds), "rows": rows, "paired_t_tests": tests,
             "ordering_over_bm25_top_100": diagnostics}
 

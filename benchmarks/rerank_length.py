@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.rerank_fusion import DEFAULT, blended_run, complete, cross_scores, first_stages, seed_models  # noqa: E402
+from benchmarks.significance import over_seeds, paired_t  # noqa: E402
 from benchmarks.train_speed import cpu_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
@@ -72,8 +73,6 @@ def speed_ratio(collection, reranker: Path, stages: dict, lengths: list[int], qu
 
 def measure(name: str, run_dir: Path, seeds: list[int], lengths: list[int], speed_queries: int,
             rounds: int) -> dict | None:
-    from scipy import stats
-
     from genq.evaluate import load_collection, score_run
 
     collection = load_collection(SHARED / name)
@@ -98,20 +97,14 @@ def measure(name: str, run_dir: Path, seeds: list[int], lengths: list[int], spee
         return None
     rows = {}
     for key, by_seed in per_query.items():
-        means = [statistics.mean(v.values()) for v in by_seed.values()]
-        rows[key] = {"seeds": list(by_seed), "per_seed": [round(m, 4) for m in means],
-                     "mean": round(statistics.mean(means), 4),
-                     "sd": round(statistics.stdev(means), 4) if len(means) > 1 else 0.0}
+        rows[key] = {"seeds": list(by_seed), **over_seeds([statistics.mean(v.values()) for v in by_seed.values()])}
     tests = {}
     for row in ROWS:
         a, b = per_query[f"{row} @ {lengths[0]}"], per_query[f"{row} @ {lengths[1]}"]
         queries = sorted(next(iter(a.values())))
         x = [statistics.mean(a[s][q] for s in a) for q in queries]
         y = [statistics.mean(b[s][q] for s in b) for q in queries]
-        test = stats.ttest_rel(x, y)
-        tests[f"{row}: {lengths[0]} vs {lengths[1]} tokens"] = {
-            "difference": round(statistics.mean(x) - statistics.mean(y), 4), "t": round(float(test.statistic), 3),
-            "p": round(float(test.pvalue), 4), "queries": len(queries)}
+        tests[f"{row}: {lengths[0]} vs {lengths[1]} tokens"] = paired_t(x, y)
     return {"collection": name, "trained_length": trained_length, "rows": rows, "paired_t_tests": tests,
             "speed": speed}
 
