@@ -144,7 +144,7 @@ def report_so_far(collection: str, run_dir: Path, seeds: list[int]) -> dict | No
     if not reports:
         return None
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    result = summarise(collection, manifest, reports, 0.0)
+    result = summarise(collection, run_dir, manifest, reports, 0.0)
     result["seeds_planned"] = seeds
     return result
 
@@ -166,16 +166,16 @@ def run_collection(collection: str, seeds: list[int], epochs: str, reranker_epoc
         if seed != seeds[0]:
             train_seed("bi-encoder", pairs, seed_models(run_dir, seed, seeds[0])[0], seed, epochs)
         reports[seed] = evaluate_seed(collection, run_dir, seed, seeds[0], reranked=False)
-        progress(summarise(collection, manifest, reports, time.perf_counter() - started))
+        progress(summarise(collection, run_dir, manifest, reports, time.perf_counter() - started))
     for seed in seeds:
         if seed != seeds[0]:
             train_seed("reranker", reranker_pairs, seed_models(run_dir, seed, seeds[0])[1], seed, reranker_epochs)
         reports[seed] = evaluate_seed(collection, run_dir, seed, seeds[0])
-        progress(summarise(collection, manifest, reports, time.perf_counter() - started))
-    return summarise(collection, manifest, reports, time.perf_counter() - started)
+        progress(summarise(collection, run_dir, manifest, reports, time.perf_counter() - started))
+    return summarise(collection, run_dir, manifest, reports, time.perf_counter() - started)
 
 
-def summarise(collection: str, manifest: dict, reports: dict[int, dict], seconds: float) -> dict:
+def summarise(collection: str, run_dir: Path, manifest: dict, reports: dict[int, dict], seconds: float) -> dict:
     from scipy import stats
 
     per_seed = {name: {seed: next(s["metrics"]["ndcg@10"] for s in r["systems"] if s["name"] == name)
@@ -211,8 +211,21 @@ def summarise(collection: str, manifest: dict, reports: dict[int, dict], seconds
             "passages_generated_for": generate.get("passages"), "pairs_generated": generate.get("pairs_in_file"),
             "pairs_trained": filtered.get("kept", generate.get("pairs_in_file")),
             "funnel": funnel(manifest),
+            "reranker_tokens": reranker_tokens(run_dir),
             "stage_seconds": {name: entry.get("seconds") for name, entry in manifest["stages"].items()},
             "seconds_this_invocation": round(seconds, 1)}
+
+
+def reranker_tokens(run_dir: Path) -> list[int]:
+    """The input lengths the seeds' rerankers were read at, from the kept scores (none recorded: 512,
+    what genq read every reranker at before it used the trained length)."""
+    lengths = set()
+    for kept in sorted((run_dir / "rerank-fusion").glob("seed-*.scores.json")):
+        try:
+            lengths.add(json.loads(kept.read_text()).get("max_length", 512))
+        except (OSError, ValueError):
+            continue
+    return sorted(lengths)
 
 
 def funnel(manifest: dict) -> dict:
@@ -279,7 +292,7 @@ def write(results: list[dict], args) -> None:
              f"Command: `{payload['command']}`  ", f"Machine: {payload['machine']}. No hub access: generator "
              "SmolLM2-135M-Instruct (3 queries per passage, round-trip filter top 3); bi-encoder and reranker from "
              "all-MiniLM-L6-v2; bi-encoder 1 epoch, reranker 3 epochs at a constant 5e-5 (genq's recipe); "
-             "reranking depth 100, the reranker reading 256 tokens as trained; \"(blended)\": the reranker's score "
+             "reranking depth 100 (the reranker's input length: the table below); \"(blended)\": the reranker's score "
              "min-max blended with the first stage's, "
              "half each, instead of replacing it (see rerank_fusion.md).", "",
              "nDCG@10, mean (sd) over training seeds; the generated pairs are the same for every seed.", "",
@@ -308,11 +321,13 @@ def write(results: list[dict], args) -> None:
             f"{seeds_of(r, SYSTEMS[-1])} of {len(r.get('seeds_planned', r['seeds']))} seeds so far (the run "
             "continues; rerun the command to finish it)" for r in partial) + ". With one seed the sd is 0 by "
             "construction, and the t-test is over that seed's per-query scores."]
-    lines += ["", "| collection | passages | generated for | pairs generated | pairs trained | seeds |",
-              "|---|---:|---:|---:|---:|---|"]
+    lines += ["", "| collection | passages | generated for | pairs generated | pairs trained | seeds | "
+              "reranker read at (tokens) |", "|---|---:|---:|---:|---:|---|---:|"]
     for r in results:
+        tokens = ", ".join(map(str, r.get("reranker_tokens") or [512]))  # reports from before it was recorded: 512
         lines.append(f"| {r['collection']} | {r['passages']:,} | {r['passages_generated_for']:,} | "
-                     f"{r['pairs_generated']:,} | {r['pairs_trained']:,} | {', '.join(map(str, r['seeds']))} |")
+                     f"{r['pairs_generated']:,} | {r['pairs_trained']:,} | {', '.join(map(str, r['seeds']))} | "
+                     f"{tokens} |")
     lines += funnel_lines(results)
     (RESULTS / "whole_collection.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
