@@ -224,6 +224,9 @@ def main() -> None:
     args = parser.parse_args()
     from genq.evaluate import load_collection
 
+    previous = {}  # collections measured by earlier invocations stay in the report
+    if (RESULTS / "rerank_fusion.json").exists():
+        previous = {r["collection"]: r for r in json.loads((RESULTS / "rerank_fusion.json").read_text())["results"]}
     results = []
     for name in args.collections:
         started = time.perf_counter()
@@ -239,7 +242,8 @@ def main() -> None:
         if seeds:
             results.append(summarise(name, seeds, diagnostics))
             print(f"{name}: {len(seeds)} seeds in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    write(results, "python benchmarks/rerank_fusion.py --collections " + " ".join(args.collections)
+    previous.update({r["collection"]: r for r in results})
+    write(list(previous.values()), "python benchmarks/rerank_fusion.py --collections " + " ".join(previous)
           + " --seeds " + " ".join(map(str, args.seeds)))
 
 
