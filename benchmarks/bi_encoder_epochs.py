@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report_files import merged_results  # noqa: E402
 from benchmarks.rerank_fusion import seed_models  # noqa: E402
 from benchmarks.significance import over_seeds, paired_t  # noqa: E402
 from benchmarks.train_speed import cpu_model  # noqa: E402
@@ -119,11 +120,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
     args = parser.parse_args()
-    results = []
     for name in args.collections:
-        results.append(measure(name, args.runs_dir / f"whole-{name}", args.epochs, args.seeds))
-        write(results, "python benchmarks/bi_encoder_epochs.py --collections " + " ".join(args.collections)
-              + " --epochs " + " ".join(f"{e:g}" for e in args.epochs)
+        # after every collection, beside the collections earlier invocations measured
+        results = merged_results(RESULTS / "bi_encoder_epochs.json",
+                                 [measure(name, args.runs_dir / f"whole-{name}", args.epochs, args.seeds)])
+        write(results, "python benchmarks/bi_encoder_epochs.py --collections "
+              + " ".join(r["collection"] for r in results) + " --epochs " + " ".join(f"{e:g}" for e in args.epochs)
               + " --seeds " + " ".join(map(str, args.seeds)))
 
 

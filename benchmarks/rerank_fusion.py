@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report_files import merged_results  # noqa: E402
 from benchmarks.significance import over_seeds, paired_t  # noqa: E402
 from benchmarks.train_speed import cpu_model  # noqa: E402
 
@@ -224,9 +225,6 @@ def main() -> None:
     args = parser.parse_args()
     from genq.evaluate import load_collection
 
-    previous = {}  # collections measured by earlier invocations stay in the report
-    if (RESULTS / "rerank_fusion.json").exists():
-        previous = {r["collection"]: r for r in json.loads((RESULTS / "rerank_fusion.json").read_text())["results"]}
     results = []
     for name in args.collections:
         started = time.perf_counter()
@@ -242,8 +240,8 @@ def main() -> None:
         if seeds:
             results.append(summarise(name, seeds, diagnostics))
             print(f"{name}: {len(seeds)} seeds in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    previous.update({r["collection"]: r for r in results})
-    write(list(previous.values()), "python benchmarks/rerank_fusion.py --collections " + " ".join(previous)
+    results = merged_results(RESULTS / "rerank_fusion.json", results)  # earlier collections stay
+    write(results, "python benchmarks/rerank_fusion.py --collections " + " ".join(r["collection"] for r in results)
           + " --seeds " + " ".join(map(str, args.seeds)))
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report_files import merged_results  # noqa: E402
 from benchmarks.rerank_fusion import DEFAULT, blended_run, complete, cross_scores, first_stages, seed_models  # noqa: E402
 from benchmarks.significance import over_seeds, paired_t  # noqa: E402
 from benchmarks.train_speed import cpu_model  # noqa: E402
@@ -147,7 +148,8 @@ def main() -> None:
     results = [r for name in args.collections
                if (r := measure(name, args.runs_dir / f"whole-{name}", args.seeds, args.lengths, args.speed_queries,
                                 args.rounds))]
-    write(results, "python benchmarks/rerank_length.py --collections " + " ".join(args.collections)
+    results = merged_results(RESULTS / "rerank_length.json", results)  # earlier collections stay
+    write(results, "python benchmarks/rerank_length.py --collections " + " ".join(r["collection"] for r in results)
           + " --seeds " + " ".join(map(str, args.seeds)))
 
 
