@@ -346,6 +346,10 @@ def main() -> None:
     previous = {}
     if (RESULTS / "whole_collection.json").exists():
         previous = {r["collection"]: r for r in json.loads((RESULTS / "whole_collection.json").read_text())["results"]}
+    for name, result in previous.items():  # reports from before the funnel was kept: from their run's own counts
+        manifest = args.runs_dir / f"whole-{name}" / "manifest.json"
+        if "funnel" not in result and manifest.exists():
+            result["funnel"] = funnel(json.loads(manifest.read_text()))
     for collection in args.collections:
         if args.report_only:
             partial = report_so_far(collection, args.runs_dir / f"whole-{collection}", args.seeds)
