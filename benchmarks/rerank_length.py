@@ -59,9 +59,9 @@ def speed_ratio(collection, reranker: Path, stages: dict, lengths: list[int], qu
     seconds = {length: 0.0 for length in lengths}
     pairs = 0
     for round_ in range(rounds):
-        for query_id in chosen:
+        for turn, query_id in enumerate(chosen):
             candidates = [documents[d] for d in stages["BM25"][query_id]]
-            order = lengths if (round_ + len(candidates)) % 2 == 0 else lengths[::-1]
+            order = lengths if (round_ + turn) % 2 == 0 else lengths[::-1]
             for length in order:
                 started = time.perf_counter()
                 models[length].score(collection.queries[query_id], candidates)
