@@ -210,7 +210,7 @@ def summarise(collection: str, run_dir: Path, manifest: dict, reports: dict[int,
             "passages": manifest["stages"]["prepare"]["summary"]["passages"],
             "passages_generated_for": generate.get("passages"), "pairs_generated": generate.get("pairs_in_file"),
             "pairs_trained": filtered.get("kept", generate.get("pairs_in_file")),
-            "funnel": funnel(manifest),
+            "funnel": funnel(run_dir, manifest),
             "reranker_tokens": reranker_tokens(run_dir),
             "stage_seconds": {name: entry.get("seconds") for name, entry in manifest["stages"].items()},
             "seconds_this_invocation": round(seconds, 1)}
@@ -228,16 +228,16 @@ def reranker_tokens(run_dir: Path) -> list[int]:
     return sorted(lengths)
 
 
-def funnel(manifest: dict) -> dict:
+def funnel(run_dir: Path, manifest: dict) -> dict:
     """Where the sampled queries went, from the adapt run's own summaries: what the generator wrote
     that was no query, what the round-trip filter dropped, and how many passages the models saw."""
     stages = manifest["stages"]
     generate = stages["generate"]["summary"]  # this invocation's counts: a resumed run's are partial
     for output in stages["generate"].get("outputs", []):
-        if output.endswith(".meta.json") and Path(output).exists():  # the whole file's counts
-            counts = json.loads(Path(output).read_text()).get("counts", {})
-            generate = {**counts, "pairs_in_file": counts.get("pairs"), "duplicates_dropped": counts.get(
-                "duplicates_dropped"), "filtered_out": counts.get("filtered_out")}
+        meta = run_dir / Path(output).name  # the run directory may have moved since
+        if meta.name.endswith(".meta.json") and meta.exists():  # the whole file's counts
+            counts = json.loads(meta.read_text()).get("counts", {})
+            generate = {**counts, "pairs_in_file": counts.get("pairs")}
     filtered = stages.get("filter", {}).get("summary", {})
     return {"queries_sampled": generate.get("queries_sampled"), "runaway": generate.get("filtered_runaway"),
             "not_a_query": generate.get("filtered_not_a_query"),
@@ -347,9 +347,9 @@ def main() -> None:
     if (RESULTS / "whole_collection.json").exists():
         previous = {r["collection"]: r for r in json.loads((RESULTS / "whole_collection.json").read_text())["results"]}
     for name, result in previous.items():  # reports from before the funnel was kept: from their run's own counts
-        manifest = args.runs_dir / f"whole-{name}" / "manifest.json"
-        if "funnel" not in result and manifest.exists():
-            result["funnel"] = funnel(json.loads(manifest.read_text()))
+        run_dir = args.runs_dir / f"whole-{name}"
+        if "funnel" not in result and (run_dir / "manifest.json").exists():
+            result["funnel"] = funnel(run_dir, json.loads((run_dir / "manifest.json").read_text()))
     for collection in args.collections:
         if args.report_only:
             partial = report_so_far(collection, args.runs_dir / f"whole-{collection}", args.seeds)
