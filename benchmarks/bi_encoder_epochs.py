@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.report_files import merged_results  # noqa: E402
 from benchmarks.rerank_fusion import seed_models  # noqa: E402
-from benchmarks.significance import over_seeds, paired_t  # noqa: E402
+from benchmarks.significance import over_seeds, paired_t, paired_tests_table, seed_rows_table  # noqa: E402
 from benchmarks.train_speed import cpu_model  # noqa: E402
 from benchmarks.whole_collection import BASE, SHARED, train_seed  # noqa: E402
 
@@ -101,14 +101,8 @@ def write(results: list[dict], command: str) -> None:
              "(batch 64, MultipleNegativesRankingLoss, genq's defaults); nDCG@10 mean (sd) over the seeds.", ""]
     for r in results:
         lines += [f"## {r['collection']} ({r['pairs']:,} pairs; optimizer steps: "
-                  + ", ".join(f"{e} epochs {s}" for e, s in r["steps_per_epochs"].items()) + ")", "",
-                  "| system | nDCG@10 mean | sd | per seed |", "|---|---:|---:|---|"]
-        lines += [f"| {k} | {v['mean']:.4f} | {v['sd']:.4f} | {', '.join(f'{x:.4f}' for x in v['per_seed'])} |"
-                  for k, v in r["rows"].items()]
-        lines += ["", "Paired t-tests over queries (each query's nDCG@10 averaged over the seeds):", "",
-                  "| comparison | difference | t | p | queries |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {k} | {t['difference']:+.4f} | {t['t']:.3f} | {t['p']:.4f} | {t['queries']} |"
-                  for k, t in r["paired_t_tests"].items()]
+                  + ", ".join(f"{e} epochs {s}" for e, s in r["steps_per_epochs"].items()) + ")", ""]
+        lines += [*seed_rows_table(r["rows"]), "", *paired_tests_table(r["paired_t_tests"])]
         lines.append("")
     (RESULTS / "bi_encoder_epochs.md").write_text("\n".join(lines))
 

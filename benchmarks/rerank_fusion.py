@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report_files import merged_results  # noqa: E402
-from benchmarks.significance import over_seeds, paired_t  # noqa: E402
+from benchmarks.significance import over_seeds, paired_t, paired_tests_table, seed_rows_table  # noqa: E402
 from benchmarks.train_speed import cpu_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
@@ -195,16 +195,9 @@ def write(results: list[dict], command: str) -> None:
              "fixed before this ran; the rest of the sweep is on the test queries, so its best row is optimistic.",
              ""]
     for result in results:
-        lines += [f"## {result['collection']} (seeds {', '.join(map(str, result['seeds']))})", "",
-                  "| system | nDCG@10 mean | sd | per seed |", "|---|---:|---:|---|"]
-        for name, row in result["rows"].items():
-            bold = "**" if DEFAULT[0] in name and f"w={DEFAULT[1]}" in name else ""
-            lines.append(f"| {bold}{name}{bold} | {row['mean']:.4f} | {row['sd']:.4f} | "
-                         f"{', '.join(f'{v:.4f}' for v in row['per_seed'])} |")
-        lines += ["", "Paired t-tests over queries (each query's nDCG@10 averaged over the seeds):", "",
-                  "| comparison | difference | t | p | queries |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {name} | {t['difference']:+.4f} | {t['t']:.3f} | {t['p']:.4f} | {t['queries']} |"
-                  for name, t in result["paired_t_tests"].items()]
+        lines += [f"## {result['collection']} (seeds {', '.join(map(str, result['seeds']))})", ""]
+        lines += seed_rows_table(result["rows"], bold=lambda name: DEFAULT[0] in name and f"w={DEFAULT[1]}" in name)
+        lines += ["", *paired_tests_table(result["paired_t_tests"])]
         lines += ["", f"Why: how each score orders the same candidates (BM25's top {DEPTH}, queries with relevant "
                   "and non-relevant passages among them). AUC: share of (relevant, non-relevant) pairs the right "
                   "way round; P@1: top candidate relevant.", "",

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.report_files import merged_results  # noqa: E402
 from benchmarks.rerank_fusion import DEFAULT, blended_run, complete, cross_scores, first_stages, seed_models  # noqa: E402
-from benchmarks.significance import over_seeds, paired_t  # noqa: E402
+from benchmarks.significance import over_seeds, paired_t, paired_tests_table, seed_rows_table  # noqa: E402
 from benchmarks.train_speed import cpu_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
@@ -119,14 +119,9 @@ def write(results: list[dict], command: str) -> None:
              f"Machine: {cpu_model()}. Each seed's own bi-encoder and reranker from `benchmarks/whole_collection.py`; "
              "reranking depth 100; blended: min-max, the cross-encoder's share 0.5.", ""]
     for r in results:
-        lines += [f"## {r['collection']} (reranker trained at {r['trained_length']} tokens)", "",
-                  "| system @ input tokens | nDCG@10 mean | sd | per seed |", "|---|---:|---:|---|"]
-        lines += [f"| {k} | {v['mean']:.4f} | {v['sd']:.4f} | {', '.join(f'{x:.4f}' for x in v['per_seed'])} |"
-                  for k, v in sorted(r["rows"].items())]
-        lines += ["", "Paired t-tests over queries (each query's nDCG@10 averaged over the seeds):", "",
-                  "| comparison | difference | t | p | queries |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {k} | {t['difference']:+.4f} | {t['t']:.3f} | {t['p']:.4f} | {t['queries']} |"
-                  for k, t in r["paired_t_tests"].items()]
+        lines += [f"## {r['collection']} (reranker trained at {r['trained_length']} tokens; rows: system @ input "
+                  "tokens)", "", *seed_rows_table(dict(sorted(r["rows"].items()))), "",
+                  *paired_tests_table(r["paired_t_tests"])]
         if r["speed"]:
             s = r["speed"]
             lines += ["", f"Speed, one reranker, {s['queries']} queries x {s['rounds']} rounds "
