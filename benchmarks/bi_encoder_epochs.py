@@ -35,6 +35,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 ROWS = ("adapted", "hybrid(adapted)")
 
 
+def epochs_label(count: float) -> str:
+    return f"{count:g} epoch" + ("" if count == 1 else "s")
+
+
 def model_for(run_dir: Path, epochs: float, seed: int, first_seed: int, first_epochs: float) -> Path:
     """The seeds' own model for the run's epochs, else one trained here."""
     if epochs == first_epochs:
@@ -69,7 +73,7 @@ def measure(collection: str, run_dir: Path, epochs: list[float], seeds: list[int
             steps[f"{count:g}"] = json.loads((model / "genq_training.json").read_text())["summary"]["steps"]
             tables = evaluation(collection, run_dir, model)
             for name in ROWS:
-                per_query.setdefault(f"{name}, {count:g} epochs", {})[seed] = tables[name]
+                per_query.setdefault(f"{name}, {epochs_label(count)}", {})[seed] = tables[name]
             for name in ("base", "hybrid(base)"):
                 per_query.setdefault(name, {})[seed] = tables[name]
     rows = {}
@@ -83,25 +87,31 @@ def measure(collection: str, run_dir: Path, epochs: list[float], seeds: list[int
     tests = {}
     for count in epochs:
         for name, against in (("adapted", "base"), ("hybrid(adapted)", "hybrid(base)")):
-            pairs_to_test = [(f"{name}, {count:g} epochs", against)]
+            pairs_to_test = [(f"{name}, {epochs_label(count)}", against)]
             if count != epochs[0]:
-                pairs_to_test.append((f"{name}, {count:g} epochs", f"{name}, {epochs[0]:g} epochs"))
+                pairs_to_test.append((f"{name}, {epochs_label(count)}", f"{name}, {epochs_label(epochs[0])}"))
             for row, versus in pairs_to_test:
                 tests[f"{row} vs {versus}"] = paired_t(averaged(row), averaged(versus))
-    return {"collection": collection, "seeds": seeds, "pairs": train.get("summary", {}).get("pairs"),
-            "steps_per_epochs": steps, "rows": rows, "paired_t_tests": tests}
+    command = (f"python benchmarks/bi_encoder_epochs.py --collections {collection} --epochs "
+               + " ".join(f"{e:g}" for e in epochs) + " --seeds " + " ".join(map(str, seeds)))
+    return {"collection": collection, "command": command, "seeds": seeds,
+            "pairs": train.get("summary", {}).get("pairs"), "steps_per_epochs": steps, "rows": rows,
+            "paired_t_tests": tests}
 
 
-def write(results: list[dict], command: str) -> None:
+def write(results: list[dict]) -> None:
+    """Each collection carries its own command: the epochs measured may differ between them."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bi_encoder_epochs.json").write_text(json.dumps({"machine": cpu_model(), "command": command,
-                                                                "results": results}, indent=2) + "\n")
-    lines = ["# Bi-encoder epochs on a small corpus's synthetic pairs", "", f"Command: `{command}`  ",
+    (RESULTS / "bi_encoder_epochs.json").write_text(json.dumps({"machine": cpu_model(), "results": results},
+                                                               indent=2) + "\n")
+    lines = ["# Bi-encoder epochs on a small corpus's synthetic pairs", "",
              f"Machine: {cpu_model()}. The pairs, seeds and everything else as in `whole_collection.py` "
-             "(batch 64, MultipleNegativesRankingLoss, genq's defaults); nDCG@10 mean (sd) over the seeds.", ""]
+             "(batch 64, MultipleNegativesRankingLoss, genq's defaults); nDCG@10 mean (sd) over the seeds. "
+             "Add `--runs-dir` where `whole_collection.py` kept its runs.", ""]
     for r in results:
         lines += [f"## {r['collection']} ({r['pairs']:,} pairs; optimizer steps: "
-                  + ", ".join(f"{e} epochs {s}" for e, s in r["steps_per_epochs"].items()) + ")", ""]
+                  + ", ".join(f"{epochs_label(float(e))} {s}" for e, s in r["steps_per_epochs"].items()) + ")", "",
+                  f"Command: `{r['command']}`", ""]
         lines += [*seed_rows_table(r["rows"]), "", *paired_tests_table(r["paired_t_tests"])]
         lines.append("")
     (RESULTS / "bi_encoder_epochs.md").write_text("\n".join(lines))
@@ -118,9 +128,7 @@ def main() -> None:
         # after every collection, beside the collections earlier invocations measured
         results = merged_results(RESULTS / "bi_encoder_epochs.json",
                                  [measure(name, args.runs_dir / f"whole-{name}", args.epochs, args.seeds)])
-        write(results, "python benchmarks/bi_encoder_epochs.py --collections "
-              + " ".join(r["collection"] for r in results) + " --epochs " + " ".join(f"{e:g}" for e in args.epochs)
-              + " --seeds " + " ".join(map(str, args.seeds)))
+        write(results)
 
 
 if __name__ == "__main__":
