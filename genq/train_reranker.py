@@ -153,8 +153,10 @@ def negatives_for(rows: list[dict], count: int, seed: int) -> tuple[list[list[st
     return chosen, hard_total, random_total
 
 
-def _dataset(rows: list[dict], negatives: list[list[str]], loss: str):
-    """The trainer's columns, and each row's texts (for length grouping)."""
+def training_dataset(rows: list[dict], negatives: list[list[str]], loss: str):
+    """The trainer's columns for ``loss``, and each row's texts (for length grouping).
+
+    Public so that a probe of other recipes (benchmarks/reranker_recipe.py) trains on the very rows genq does."""
     from datasets import Dataset
 
     if loss == "bce":
@@ -284,13 +286,14 @@ def learned_little_record(directory: str | Path) -> str | None:
             "telling nothing apart)")
 
 
-def _loss(model, config: RerankerConfig):
+def training_loss(model, loss: str, negatives: int):
+    """The sentence-transformers loss behind each of RERANKER_LOSSES (public for the same probe)."""
     from sentence_transformers.cross_encoder import losses
 
-    if config.loss == "bce":
+    if loss == "bce":
         return losses.BinaryCrossEntropyLoss(model)
     # every negative of the row plus in-batch passages of the other rows, softmax over the lot
-    return losses.MultipleNegativesRankingLoss(model, num_negatives=config.negatives)
+    return losses.MultipleNegativesRankingLoss(model, num_negatives=negatives)
 
 
 def _fit(output: Path, *, model, rows: list[dict], negatives: list[list[str]], config: RerankerConfig,
@@ -304,7 +307,7 @@ def _fit(output: Path, *, model, rows: list[dict], negatives: list[list[str]], c
         write_json_atomic(output / RUN_RECORD, {"genq_version": __version__, "kind": "reranker",
                                                 "pairs_file": str(pairs_path), "settings": settings,
                                                 "complete": False})
-    dataset, texts = _dataset(rows, negatives, config.loss)
+    dataset, texts = training_dataset(rows, negatives, config.loss)
     summary.rows = len(dataset)
     batch_size = min(config.batch_size, len(dataset))
     args = CrossEncoderTrainingArguments(
@@ -326,7 +329,8 @@ def _fit(output: Path, *, model, rows: list[dict], negatives: list[list[str]], c
         use_cpu=resolve_device(config.device) == "cpu",
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    trainer = _trainer_class(config, texts)(model=model, args=args, train_dataset=dataset, loss=_loss(model, config))
+    trainer = _trainer_class(config, texts)(model=model, args=args, train_dataset=dataset,
+                                            loss=training_loss(model, config.loss, config.negatives))
     checkpoint = processes.agree(lambda: last_checkpoint(output)) if resume else None
     summary.resumed_from = checkpoint
     if resume and checkpoint is None:
