@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 
-def merged_results(results_file: Path, new: list[dict]) -> list[dict]:
-    """The results kept in ``results_file`` (its "results" list, one entry per "collection") with
-    ``new`` replacing the entries of its collections; earlier collections keep their order."""
+def merged_results(results_file: Path, new: list[dict], key: str = "collection") -> list[dict]:
+    """The results kept in ``results_file`` (its "results" list, one entry per ``key``: a collection, a
+    recipe...) with ``new`` replacing the entries of its keys; earlier entries keep their order."""
     kept: dict[str, dict] = {}
     if results_file.exists():
-        kept = {r["collection"]: r for r in json.loads(results_file.read_text()).get("results", [])}
-    kept.update({r["collection"]: r for r in new})
+        kept = {r[key]: r for r in json.loads(results_file.read_text()).get("results", [])}
+    kept.update({r[key]: r for r in new})
     return list(kept.values())

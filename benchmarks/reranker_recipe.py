@@ -43,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report_files import merged_results  # noqa: E402
 from genq.evaluate import bm25_candidates, load_collection, score_run  # noqa: E402
 from genq.hardware import training_bf16  # noqa: E402
 from genq.models import resolve_model  # noqa: E402
@@ -152,14 +153,12 @@ def run_recipe(name: str, rows: list[dict], held: set[str], collection, max_leng
 
 
 def merged(results: list[dict]) -> list[dict]:
-    """``results`` over the recipes kept in the results file, in RECIPES' order; each row keeps its command."""
-    kept = {}
-    if (RESULTS / "reranker_recipe.json").exists():
-        report = json.loads((RESULTS / "reranker_recipe.json").read_text())
-        for row in report["results"]:
-            kept[row["recipe"]] = {"command": report.get("command"), "loss": "bce", **row}
-    kept.update({r["recipe"]: r for r in results})
-    return sorted(kept.values(), key=lambda r: list(RECIPES).index(r["recipe"]))
+    """``results`` over the recipes kept in the results file, in RECIPES' order. Rows from before the
+    loss and the command were kept per row: bce, and the file's one command."""
+    results_file = RESULTS / "reranker_recipe.json"
+    legacy_command = json.loads(results_file.read_text()).get("command") if results_file.exists() else None
+    rows = [{"command": legacy_command, "loss": "bce", **r} for r in merged_results(results_file, results, "recipe")]
+    return sorted(rows, key=lambda r: list(RECIPES).index(r["recipe"]))
 
 
 def write(results: list[dict], collection: str) -> None:

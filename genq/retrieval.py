@@ -407,7 +407,7 @@ class Reranker:
                  batch_size: int | None = 32, max_length: int | None = None):
         """``max_length`` None reads (query, passage) up to the model's own limit, at most 512 tokens:
         a reranker genq trained at 256 tokens is scored at 256 (forcing 512 on it read text it never
-        saw in training and was 1.6x slower; benchmarks/rerank_length.py compares the two), a hub
+        saw in training and was 1.59x slower: benchmarks/results/rerank_length.md), a hub
         cross-encoder at its 512."""
         import torch
         from sentence_transformers import CrossEncoder
