@@ -32,16 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from genq.corpus import iter_passage_file
-from genq.generate import (
-    GenerationConfig,
-    GenerationSummary,
-    QualityCheck,
-    check_quality,
-    finished_output,
-    identify_run,
-    meta_path_for,
-    write_pairs_meta,
-)
+from genq.generation.run import check_quality, finished_output, identify_run, meta_path_for, write_pairs_meta
+from genq.generation.settings import GenerationConfig, GenerationSummary, QualityCheck
 from genq.io import (
     GenqError,
     atomic_write,
@@ -136,7 +128,7 @@ class ShardGenerator:
     def __init__(self, config: dict, threads: int) -> None:
         import torch
 
-        from genq.generate import load_generator
+        from genq.generation.load import load_generator
 
         if threads > 0:
             torch.set_num_threads(threads)  # CTranslate2 takes the same share (ct2_backend.cpu_threads)
@@ -144,7 +136,7 @@ class ShardGenerator:
         self.generator = load_generator(self.config)
 
     def __call__(self, batch: dict) -> dict:
-        from genq.generate import generate_pairs
+        from genq.generation.run import generate_pairs
 
         outputs = []
         for passages, output in zip(batch["passages"], batch["output"]):

@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from genq.generate import iter_pairs
+from genq.generation.pairs_file import iter_pairs
 from genq.io import (
     GenqError,
     atomic_write,

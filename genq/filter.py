@@ -22,7 +22,8 @@ import numpy as np
 
 from genq.corpus import check_pairs_against, load_passages
 from genq.encode import Encoder
-from genq.generate import SCORE_FIELD, iter_pairs
+from genq.generation.pairs_file import iter_pairs
+from genq.generation.settings import SCORE_FIELD
 from genq.io import DataError, GenqError, atomic_write, dumps_line, refuse_same_path, write_json_atomic
 from genq.locks import one_writer
 from genq.quality import ROUND_TRIP_DEPTHS, QualityReport, QualityTally, Reservoir, own_ranks

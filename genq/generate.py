@@ -5,16 +5,11 @@ prompted InPars-style) on two backends (genq's torch loops, CTranslate2), behind
 writer. See :mod:`genq.generation` for where each part lives.
 """
 
-from genq.generation.backend import (
-    BackendChoice,
-    PromptedGenerator,
-    QueryBackend,
-    choose_backend,
-    load_generator,
-)
+from genq.generation.backend import PromptedGenerator, QueryBackend
 from genq.generation.family import detect_family, generator_family, split_gguf
 from genq.generation.journal import journal_check, run_paths
 from genq.generation.kv_cache import cache_argument
+from genq.generation.load import BackendChoice, choose_backend, load_generator
 from genq.generation.pairs_file import iter_pairs
 from genq.generation.prompts import (
     BUILTIN_TEMPLATES,

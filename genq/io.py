@@ -209,6 +209,12 @@ def dumps_line(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
+def count_records(path: str | os.PathLike) -> int:
+    """Non-blank lines of a JSONL file genq wrote: its records, counted without parsing them."""
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """Load a JSON document with a user-facing error on failure."""
     path = require_file(path, what)

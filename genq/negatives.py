@@ -21,7 +21,7 @@ import numpy as np
 
 from genq.corpus import check_pairs_against, load_passages
 from genq.encode import Encoder
-from genq.generate import iter_pairs
+from genq.generation.pairs_file import iter_pairs
 from genq.io import DataError, GenqError, atomic_write, dumps_line, refuse_same_path
 from genq.locks import one_writer
 from genq.retrieval import DenseCorpus, LexicalCorpus

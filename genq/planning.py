@@ -3,10 +3,11 @@
 What a run can afford depends on this machine's rates on this corpus: a 135M decoder-only
 generator on two CPU cores writes for a passage or so a second, a GPU for hundreds; a MiniLM
 step is 13 s or 0.1 s. So the plan is made from rates measured on the run's own data (one
-generation batch, a few training steps, one encoding batch; see :func:`measure_rates` in
-``pipeline``), and only what the user left unset is sized: how many passages to generate
-for, and how many optimizer steps to train. The rest of the pipeline (indexing, filtering,
-evaluating) is costed from the same encoding rate and taken off the top.
+generation batch, a few training steps, one encoding batch; see
+:func:`genq.pipeline.probe.measure_rates`), and only what the user left unset is sized: how
+many passages to generate for, and how many optimizer steps to train. The rest of the
+pipeline (indexing, filtering, evaluating) is costed from the same encoding rate and taken off
+the top.
 
 The split: generation and training share what is left equally, within two bounds. Training
 runs at least one epoch over the pairs it has (fewer passages are generated for if one epoch
@@ -17,40 +18,14 @@ any are left): queries for new passages teach more than another pass over the sa
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field
 
-from genq.io import GenqError
+from genq.durations import format_duration
 
 MAX_EPOCHS = 10  # past this, more passages beat more passes (the same cap as sizing by corpus)
 SAFETY = 0.97  # plan to this share of the budget: the stages after training are estimates, with tails
 BUDGET_QUERIES_PER_PASSAGE = 3  # GenQ's: under a budget, breadth (passages covered) beats depth
 MAX_BUDGET_QUERIES_PER_PASSAGE = 10  # when the whole corpus is covered with time to spare, up to this many
-PROBE_STEPS = 5  # the first two steps pay one-off costs (kernels picked for new shapes); the rest are steady
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``90s``, ``30m``, ``2h``, ``1h30m`` or a plain number of seconds."""
-    cleaned = str(text).strip().lower().replace(" ", "")
-    if re.fullmatch(r"\d+(\.\d+)?", cleaned):
-        seconds = float(cleaned)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", cleaned)
-        if not parts or "".join(n + u for n, u in parts) != cleaned:
-            raise GenqError(f"cannot read the duration {text!r}\n  fix: write it like 90s, 30m, 2h or 1h30m")
-        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    if seconds <= 0:
-        raise GenqError(f"the duration {text!r} is not positive\n  fix: write it like 90s, 30m, 2h or 1h30m")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f}m" if seconds < 600 else f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 @dataclass
@@ -210,89 +185,3 @@ def plan_run(budget_seconds: float, elapsed_seconds: float, passages_total: int,
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def spread(passages: list[dict], count: int) -> list[dict]:
-    """``count`` passages evenly spaced across the corpus (cycling when it holds fewer)."""
-    if not passages:
-        return []
-    if count >= len(passages):
-        return [passages[i % len(passages)] for i in range(count)]
-    step = len(passages) / count
-    return [passages[int(i * step)] for i in range(count)]
-
-
-@dataclass
-class Probe:
-    """The measured rates, and the generator the measurement loaded (the generate stage reuses it)."""
-
-    rates: Rates
-    generator: object | None
-    seconds: float
-
-
-def measure_rates(passages: list[dict], generation, training, *, work_dir, encode_batch_size: int | None = None,
-                  dtype: str = "auto", filter_keep_share: float = 1.0, say=lambda message: None) -> Probe:
-    """Measure generation, training and encoding on this run's own passages.
-
-    Two generation batches, timed by the second (the generator stays loaded for the generate
-    stage), ``PROBE_STEPS`` training steps on passage-shaped pairs (the passage's opening words
-    as the query: the passage side sets a step's cost) timed by the steady ones, and one
-    encoding batch of passages drawn from across the corpus.
-    """
-    import shutil
-    import time
-    from pathlib import Path
-
-    from genq.encode import Encoder
-    from genq.generate import clean_queries, load_generator
-    from genq.io import write_jsonl_atomic
-    from genq.train import TrainConfig, train_bi_encoder
-
-    started = time.perf_counter()
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-
-    say("  measuring generation (two batches) ...")
-    generator = load_generator(generation)  # its load counts as time spent; the generate stage reuses it
-    size = max(1, min(generation.batch_size or generator.auto_batch_size(), len(passages) // 2 or 1))
-    drawn = spread(passages, 2 * size)  # from across the corpus: its first passages need not be typical
-    kept = sampled_passages = 0
-    per_passage = []
-    for batch in (drawn[:size], drawn[size:2 * size] or drawn[:size]):
-        sampling = time.perf_counter()
-        sampled = generator.sample(batch, seed=generation.seed)
-        per_passage.append((time.perf_counter() - sampling) / len(batch))
-        kept += sum(len(clean_queries(queries, passage["text"], generator.config)[0])
-                    for passage, queries in zip(batch, sampled))
-        sampled_passages += len(batch)
-    generate_per_passage = per_passage[-1]  # the first batch also pays one-off costs (a few-shot prefix, warm-up)
-    pairs_per_passage = max(kept / sampled_passages, 0.1) * filter_keep_share
-
-    say(f"  measuring training ({PROBE_STEPS} steps) ...")
-    rows = max(PROBE_STEPS * training.batch_size, 8)
-    sample = spread(passages, rows)
-    probe_pairs = work_dir / "probe-pairs.jsonl"
-    write_jsonl_atomic(probe_pairs, ({"query": " ".join(p["text"].split()[:7]) + f" {number}",
-                                      "passage_id": f"{p['_id']}~{number}", "passage": p["text"],
-                                      "title": p.get("title", "")} for number, p in enumerate(sample)))
-    probe_model = work_dir / "probe-model"
-    config = TrainConfig(**{**asdict(training), "max_steps": PROBE_STEPS, "eval_share": 0.0, "save_steps": 10_000})
-    try:
-        summary = train_bi_encoder(probe_pairs, probe_model, config, overwrite=True, progress=False)
-    finally:
-        shutil.rmtree(probe_model, ignore_errors=True)
-    per_step = summary.seconds_per_step or summary.seconds / max(summary.steps, 1)
-    overhead = max(0.0, summary.seconds - summary.steps * per_step)
-
-    say("  measuring encoding (one batch) ...")
-    encoder = Encoder(training.base_model, device=training.device, dtype=dtype, batch_size=encode_batch_size)
-    drawn = spread(passages, 4 * encoder.batch_size)
-    encoder.encode_passages(drawn[:8])  # warm-up, not timed
-    encoding = time.perf_counter()
-    encoder.encode_passages(drawn)
-    encode_per_passage = (time.perf_counter() - encoding) / max(len(drawn), 1)
-    rates = Rates(generate_seconds_per_passage=generate_per_passage, pairs_per_passage=pairs_per_passage,
-                  train_seconds_per_step=per_step, encode_seconds_per_passage=encode_per_passage,
-                  train_overhead_seconds=overhead)
-    return Probe(rates, generator, time.perf_counter() - started)

@@ -38,7 +38,7 @@ import numpy as np
 
 from genq import __version__
 from genq.encode import passage_text
-from genq.generate import iter_pairs
+from genq.generation.pairs_file import iter_pairs
 from genq.io import (
     DataError,
     GenqError,

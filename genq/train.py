@@ -28,7 +28,7 @@ from pathlib import Path
 
 from genq import __version__
 from genq.corpus import MAX_CHARS_PER_TOKEN, clip_for_model
-from genq.generate import iter_pairs
+from genq.generation.pairs_file import iter_pairs
 from genq.hardware import resolve_device, training_bf16
 from genq.io import (
     DataError,

@@ -43,7 +43,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_auto_picks_what_was_measured_faster(monkeypatch):
-    from genq.generation import backend
+    from genq.generation import load
 
     seq2seq = choose_backend(GenerationConfig(device="cpu"), "seq2seq")
     assert seq2seq.name == "ctranslate2" and "measured" in seq2seq.reason
@@ -55,7 +55,7 @@ def test_auto_picks_what_was_measured_faster(monkeypatch):
     if "bfloat16" not in ctranslate2.get_supported_compute_types("cpu"):
         bf16 = choose_backend(GenerationConfig(device="cpu", dtype="bfloat16"), "seq2seq")
         assert bf16.name == "torch" and "bfloat16" in bf16.reason
-    monkeypatch.setattr(backend, "ctranslate2_installed", lambda: False)
+    monkeypatch.setattr(load, "ctranslate2_installed", lambda: False)
     missing = choose_backend(GenerationConfig(device="cpu"), "seq2seq")
     assert missing.name == "torch" and "not installed" in missing.reason
 

@@ -74,12 +74,12 @@ def test_unreachable_default_without_an_offline_copy_names_the_install_command(o
 # 4. a failed or interrupted run says so in its manifest
 def test_failed_stage_is_recorded_as_such(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir,  # noqa: F811
                                           monkeypatch):
-    import genq.pipeline
+    import genq.pipeline.stages
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(genq.pipeline, "train_bi_encoder", interrupted)
+    monkeypatch.setattr(genq.pipeline.stages, "train_bi_encoder", interrupted)
     result = CliRunner().invoke(main, adapt_args(raw_corpus, tmp_path / "run", tiny_t5_dir, tiny_encoder_dir))
     assert result.exit_code == 130
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
@@ -89,7 +89,7 @@ def test_failed_stage_is_recorded_as_such(tmp_path, raw_corpus, tiny_t5_dir, tin
     def failing(*_args, **_kwargs):
         raise GenqError("the disk is full")
 
-    monkeypatch.setattr(genq.pipeline, "train_bi_encoder", failing)
+    monkeypatch.setattr(genq.pipeline.stages, "train_bi_encoder", failing)
     result = CliRunner().invoke(main, adapt_args(raw_corpus, tmp_path / "run", tiny_t5_dir, tiny_encoder_dir))
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert result.exit_code == 2 and manifest["stages"]["train"]["status"] == "failed"

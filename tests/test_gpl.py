@@ -213,15 +213,15 @@ def test_adapt_gpl_runs_every_stage_resumes_and_skips(tmp_path, raw_corpus, tiny
             raise KeyboardInterrupt
         return real(self, texts)
 
-    import genq.pipeline
+    import genq.pipeline.stages
 
-    real_stage = genq.pipeline.pseudo_label
+    real_stage = genq.pipeline.stages.pseudo_label
 
     def in_small_chunks(pairs, output, config, **kwargs):
         config.chunk_records = 4
         return real_stage(pairs, output, config, **kwargs)
 
-    monkeypatch.setattr(genq.pipeline, "pseudo_label", in_small_chunks)
+    monkeypatch.setattr(genq.pipeline.stages, "pseudo_label", in_small_chunks)
     monkeypatch.setattr(genq.pseudo_label.Reranker, "score_pairs", crash_on_second_chunk)
     runner = CliRunner()
     result = runner.invoke(main, args)

@@ -367,7 +367,7 @@ def test_an_index_on_a_full_disk_is_one_line_not_a_bus_error(tmp_path, tiny_enco
 def test_torch_noticing_a_short_write_counts_as_a_full_disk_only_where_the_disk_is_nearly_full(tmp_path, monkeypatch):
     """torch.save into a full tmpfs ends in "unexpected pos 29120 vs 29012" (its zip writer seeing a short write):
     a full disk when the output's disk has (almost) nothing left, an unexpected error otherwise."""
-    from genq import cli
+    from genq.cli import common as cli
 
     short_write = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 29120 vs 29012")
     monkeypatch.setattr(cli, "_free_bytes", lambda path: 300_000)

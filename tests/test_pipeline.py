@@ -132,3 +132,31 @@ def test_a_setting_added_by_a_newer_genq_does_not_redo_finished_stages(tmp_path,
     # choosing the non-default value does rerun it
     result = runner.invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--keep-duplicates"))
     assert result.exit_code == 0 and stage_status(result.output)["prepare"] == "ran"
+
+
+def test_a_run_directory_written_before_the_stage_list_resumes(tmp_path, tiny_t5_dir, tiny_encoder_dir):
+    """A run written by genq 0.1.0 as it was before ``adapt`` became a list of stages (commit 96ad994), interrupted
+    in training: the same command continues it, keeping every finished stage. Its paths are stored as @ROOT@."""
+    import shutil
+    from pathlib import Path
+
+    recorded = Path(__file__).parent / "data" / "run-before-stage-list"
+    shutil.copytree(recorded, tmp_path, dirs_exist_ok=True)
+    for path in tmp_path.rglob("*.json"):
+        path.write_text(path.read_text().replace("@ROOT@", str(tmp_path)))
+    shutil.copytree(tiny_t5_dir, tmp_path / "models" / "t5")
+    shutil.copytree(tiny_encoder_dir, tmp_path / "models" / "encoder")
+    run_dir = tmp_path / "run"
+    before = {name: (run_dir / name).read_bytes() for name in ("passages.jsonl", "pairs.jsonl",
+                                                                 "pairs.filtered.jsonl", "pairs.negatives.jsonl")}
+    args = adapt_args(tmp_path / "docs.jsonl", run_dir, tmp_path / "models" / "t5", tmp_path / "models" / "encoder",
+                      "--filter-min-score", "-1", "--num-negatives", "1", "--neg-range-min", "0",
+                      "--queries-per-passage", "2", "--backend", "torch")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert stage_status(result.output) == {"prepare": "skipped", "generate": "skipped", "filter": "skipped",
+                                           "negatives": "skipped", "train": "ran", "index": "ran"}
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert {name: entry["status"] for name, entry in manifest["stages"].items()} == {
+        name: "done" for name in ("prepare", "generate", "filter", "negatives", "train", "index")}

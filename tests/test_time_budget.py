@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from genq.cli import main
+from genq.durations import format_duration, parse_duration
 from genq.io import GenqError
 from genq.planning import (
     MAX_BUDGET_QUERIES_PER_PASSAGE,
@@ -13,8 +14,6 @@ from genq.planning import (
     SAFETY,
     Fixed,
     Rates,
-    format_duration,
-    parse_duration,
     plan_run,
 )
 

@@ -3,7 +3,8 @@
 * :mod:`~genq.generation.settings`: the knobs of a run and its family defaults;
 * :mod:`~genq.generation.prompts`: templates, chat rendering, query clean-up (every backend's);
 * :mod:`~genq.generation.family`: seq2seq or decoder-only, from the model's config;
-* :mod:`~genq.generation.backend`: what backends share, and which one a run uses;
+* :mod:`~genq.generation.backend`: what backends share;
+* :mod:`~genq.generation.load`: which backend a run uses, and loading it;
 * :mod:`~genq.generation.torch_backend` (with :mod:`~genq.generation.sampling` and
   :mod:`~genq.generation.kv_cache`): genq's own decoding loops, any torch device;
 * :mod:`~genq.generation.ct2_backend`: CTranslate2, int8 on a CPU;

@@ -22,9 +22,11 @@ from tqdm.auto import tqdm
 from genq import __version__
 from genq.batch_sizing import HalvingBatches
 from genq.corpus import iter_passage_file
-from genq.generation.backend import QueryBackend, choose_backend, device_kind, load_generator
+from genq.durations import format_duration
+from genq.generation.backend import QueryBackend, device_kind
 from genq.generation.family import generator_family
 from genq.generation.journal import Progress, journal_check, read_journal, run_paths
+from genq.generation.load import choose_backend, load_generator
 from genq.generation.pairs_file import iter_pairs
 from genq.generation.prompts import clean_queries
 from genq.generation.settings import (
@@ -47,7 +49,6 @@ from genq.io import (
     write_json_atomic,
 )
 from genq.locks import one_writer
-from genq.planning import format_duration
 from genq.quality import QualityReport
 
 logger = logging.getLogger(__name__)

@@ -52,7 +52,7 @@ class GenerationConfig:
     device: str | None = None
     dtype: str = "auto"  # torch: auto/float32/bfloat16/float16; CTranslate2 also int8 (its auto on a CPU)
     family: str = "auto"
-    backend: str = "auto"  # see genq.generation.backend.choose_backend
+    backend: str = "auto"  # see genq.generation.load.choose_backend
 
     def __post_init__(self) -> None:
         # a Path from Python callers: recorded as text in the journal and the meta

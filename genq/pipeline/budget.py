@@ -1,0 +1,181 @@
+"""``--time-budget`` in a run: the plan stage, the training re-planned once the pairs exist, and plan against actual.
+
+:mod:`genq.planning` does the arithmetic; :mod:`genq.pipeline.probe` measures the rates. This
+module is where a run's stages meet them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from genq.batch_sizing import CPU_GENERATION_BATCH
+from genq.corpus import load_passages
+from genq.durations import format_duration
+from genq.io import count_records
+from genq.pipeline.config import AdaptConfig
+from genq.pipeline.probe import measure_rates
+from genq.pipeline.stage import RunContext, Stage, StageResult
+from genq.planning import BUDGET_QUERIES_PER_PASSAGE, MAX_EPOCHS, SAFETY, Fixed, Plan, plan_run
+from genq.train import TrainConfig
+
+MODEL_LOAD_SECONDS = 2.0  # a bi-encoder from the local cache (measured: 1-3 s for MiniLM on 2 cores)
+STEP_HEADROOM = 0.85  # steps planned as if a step took this share of the probe's time; the time limit ends it
+FILTER_KEEP_PRIOR = 0.5  # the share of pairs a round-trip filter keeps, before the filter has run (measured: 35-60%)
+
+
+def plan_stage(context: RunContext) -> Stage:
+    """Measure this machine on this corpus and size what the user left unset (runs after prepare)."""
+    config = context.config
+    generation, training = config.generation, config.training
+    settings = {"budget_seconds": config.time_budget, "limit": config.limit, "filter": config.filtering,
+                "queries_per_passage": None if config.auto_queries_per_passage else generation.queries_per_passage,
+                "epochs": None if config.auto_epochs else training.epochs,
+                "max_steps": training.max_steps if training.max_steps > 0 else None,
+                "eval_data": config.eval_data, "batch_size": training.batch_size}
+    return Stage("plan", settings, _run_plan, outputs=[], inputs=[context.paths.passages], restore=_restore_plan)
+
+
+def _run_plan(context: RunContext, _resume: bool) -> tuple[dict, str]:
+    plan, rates, generator = make_plan(context)
+    context.handed_on["generator"] = generator  # loaded to measure it: the generate stage samples with it
+    apply_plan(context.config, plan)
+    return {"plan": plan.to_dict(), "rates": rates.to_dict()}, "ran"
+
+
+def _restore_plan(context: RunContext) -> None:
+    plan = Plan.from_dict(context.manifest.summary("plan")["plan"])
+    apply_plan(context.config, plan)
+    context.say(f"  the plan recorded for this budget: {plan.describe()}")
+
+
+def make_plan(context: RunContext):
+    """Measure, then size the run to ``config.time_budget``; prints the plan before the slow stages."""
+    config, say = context.config, context.say
+    generation, training = config.generation, config.training
+    if config.auto_queries_per_passage:
+        generation.queries_per_passage = BUDGET_QUERIES_PER_PASSAGE
+    passages = load_passages(context.paths.passages)
+    keep = FILTER_KEEP_PRIOR if config.filtering else 1.0
+    measured = measure_rates(passages, generation, training, work_dir=context.paths.cache / "plan",
+                             encode_batch_size=config.encode_batch_size, dtype=config.dtype, filter_keep_share=keep,
+                             say=say)
+    rates = measured.rates
+    plan = plan_run(config.time_budget, _elapsed(context), len(passages), rates,
+                    Fixed(_fixed_costs(config, len(passages), rates.encode_seconds_per_passage)),
+                    batch_size=training.batch_size, queries_per_passage=generation.queries_per_passage,
+                    limit=config.limit, epochs=None if config.auto_epochs else training.epochs,
+                    max_steps=training.max_steps if training.max_steps > 0 else None,
+                    min_passages=generation.batch_size or CPU_GENERATION_BATCH,
+                    size_queries=config.auto_queries_per_passage)
+    say(f"  rates here: {1 / max(rates.generate_seconds_per_passage, 1e-9):.2f} passages/s generating "
+        f"({rates.pairs_per_passage:.1f} pairs kept per passage{', after the filter (assumed 50%)' if keep < 1 else ''}"
+        f"), {rates.train_seconds_per_step:.1f} s per training step, "
+        f"{1 / max(rates.encode_seconds_per_passage, 1e-9):.0f} passages/s encoding")
+    say(f"  {plan.describe()}")
+    for note in plan.notes:
+        say(f"  note: {note}")
+    if config.gpl:
+        say("  note: pseudo-labelling is not costed in the plan")
+    if config.reranker:
+        say("  note: the reranker's training is not costed in the plan")
+    return plan, rates, measured.generator
+
+
+def _elapsed(context: RunContext) -> float:
+    return time.perf_counter() - context.started
+
+
+def _fixed_costs(config: AdaptConfig, passages: int, encode: float) -> dict[str, float]:
+    """Seconds of the stages whose cost the budget does not size: each encodes the corpus once (or a sample)."""
+    load = MODEL_LOAD_SECONDS
+    fixed = {"index": passages * encode + load}
+    if config.filtering:
+        fixed["filter"] = passages * encode + load
+    if config.hard_negatives:
+        fixed["negatives"] = passages * encode + load
+    if config.quality and config.quality.sample:
+        fixed["quality check"] = min(config.quality.corpus, passages) * encode + load
+    if config.eval_data:
+        documents = count_records(Path(config.eval_data) / "corpus.jsonl")
+        fixed["evaluate"] = 2 * (documents * encode + load)
+    return fixed
+
+
+def apply_plan(config: AdaptConfig, plan: Plan) -> None:
+    """Set what the plan sized; what the user set stays as it was (the plan was made around it)."""
+    if "passages" in plan.chosen:
+        config.limit = plan.passages if plan.passages < plan.passages_total else None
+    config.generation.queries_per_passage = plan.queries_per_passage
+    if "steps" in plan.chosen:
+        config.training.max_steps = plan.steps
+
+
+def replan_training(context: RunContext, pairs_path: Path, training: TrainConfig, resuming: bool) -> None:
+    """Size the training steps again from the time actually left, once the pairs exist.
+
+    The plan was made before generation, from one probe batch and an assumed filter share;
+    by now the generate and filter stages have run, their real times are in the manifest,
+    and the pairs are counted. Only steps the plan chose are re-sized (never a user's
+    ``--epochs``/``--max-steps``); a resumed training keeps the count it started with.
+
+    The probe's rate is a few steps' worth, so the steps are planned with headroom
+    (``STEP_HEADROOM``) and training stops at the time left whichever comes first: a
+    pessimistic probe no longer leaves the budget unspent, an optimistic one no longer
+    overruns it.
+    """
+    manifest = context.manifest
+    stored = manifest.summary("plan")
+    plan, rates = stored["plan"], stored["rates"]
+    if "steps" not in plan["chosen"]:
+        return
+    replanned = manifest.data.get("replanned_training")
+    left, after = _training_time_left(manifest.data["stages"], plan, rates)
+    training.time_limit = max(left, 1.0)
+    if resuming and replanned:
+        training.max_steps = replanned["steps"]
+        return
+    pairs = count_records(pairs_path)
+    per_epoch = max(1, -(-pairs // training.batch_size))
+    per_step = rates["train_seconds_per_step"] * STEP_HEADROOM
+    steps = int(left / per_step) if per_step > 0 else per_epoch
+    steps = max(min(steps, MAX_EPOCHS * per_epoch), per_epoch)
+    training.max_steps = steps
+    manifest.data["replanned_training"] = {"steps": steps, "planned_steps": plan["steps"], "pairs": pairs,
+                                           "seconds_left": round(left, 1), "seconds_after": round(after, 1),
+                                           "estimate": round(min(steps * rates["train_seconds_per_step"], left), 1)}
+    manifest.save()
+    context.say(f"  training re-planned: up to {steps:,} steps for the {pairs:,} pairs there are, stopping at "
+                f"{format_duration(left)} (the budget left for training; the plan said {plan['steps']:,} steps)")
+
+
+def _training_time_left(stages: dict, plan: dict, rates: dict) -> tuple[float, float]:
+    """(seconds left for training, seconds the stages after it are expected to take)."""
+    spent = sum(entry.get("seconds") or 0 for entry in stages.values() if entry.get("status") == "done")
+    after = sum(seconds for name, seconds in plan["estimates"].items() if name in ("index", "evaluate"))
+    filtered = stages.get("filter", {})
+    if filtered.get("status") == "done" and plan["estimates"].get("filter"):
+        # the filter encoded the whole corpus with the base model, as index and evaluate will: its real time
+        # corrects the probe's encoding rate (one batch) for the stages still to come
+        after *= min(max(filtered["seconds"] / plan["estimates"]["filter"], 0.5), 2.0)
+    left = plan["budget_seconds"] * SAFETY - spent - after - rates.get("train_overhead_seconds", 0)
+    return left, after
+
+
+def report_plan(plan: dict, results: list[StageResult], total: float, say, replanned: dict | None = None) -> dict:
+    """Estimate against actual for each stage this invocation ran, printed and returned for the manifest."""
+    rows = {}
+    for result in results:
+        estimate = plan["estimates"].get(result.name)
+        if result.name == "generate" and "quality check" in plan["estimates"]:
+            estimate = (estimate or 0) + plan["estimates"]["quality check"]
+        if result.name == "train" and replanned:
+            estimate = replanned["estimate"]
+        if estimate is not None and result.status != "skipped":
+            rows[result.name] = {"estimate": estimate, "actual": round(result.seconds, 1)}
+    say(f"time budget {format_duration(plan['budget_seconds'])}: this run took {format_duration(total)} "
+        f"(planned {format_duration(plan['estimated_total_seconds'])})")
+    for name, row in rows.items():
+        say(f"  {name}: est. {format_duration(row['estimate'])}, took {format_duration(row['actual'])}")
+    return {"budget_seconds": plan["budget_seconds"], "planned_seconds": plan["estimated_total_seconds"],
+            "actual_seconds": round(total, 1), "stages": rows}

@@ -1,0 +1,106 @@
+"""Measuring this machine on this run's corpus, for ``--time-budget``: the rates :mod:`genq.planning` plans with."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from genq.encode import Encoder
+from genq.generation.load import load_generator
+from genq.generation.prompts import clean_queries
+from genq.io import write_jsonl_atomic
+from genq.planning import Rates
+from genq.train import TrainConfig, train_bi_encoder
+
+PROBE_STEPS = 5  # the first two steps pay one-off costs (kernels picked for new shapes); the rest are steady
+
+
+def spread(passages: list[dict], count: int) -> list[dict]:
+    """``count`` passages evenly spaced across the corpus (cycling when it holds fewer)."""
+    if not passages:
+        return []
+    if count >= len(passages):
+        return [passages[i % len(passages)] for i in range(count)]
+    step = len(passages) / count
+    return [passages[int(i * step)] for i in range(count)]
+
+
+@dataclass
+class Probe:
+    """The measured rates, and the generator the measurement loaded (the generate stage reuses it)."""
+
+    rates: Rates
+    generator: object | None
+    seconds: float
+
+
+def measure_rates(passages: list[dict], generation, training, *, work_dir, encode_batch_size: int | None = None,
+                  dtype: str = "auto", filter_keep_share: float = 1.0, say=lambda message: None) -> Probe:
+    """Measure generation, training and encoding on this run's own passages.
+
+    Two generation batches, timed by the second (the generator stays loaded for the generate
+    stage), ``PROBE_STEPS`` training steps on passage-shaped pairs (the passage's opening words
+    as the query: the passage side sets a step's cost) timed by the steady ones, and one
+    encoding batch of passages drawn from across the corpus.
+    """
+    started = time.perf_counter()
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    say("  measuring generation (two batches) ...")
+    generator, generate_per_passage, pairs_per_passage = _measure_generation(passages, generation)
+    say(f"  measuring training ({PROBE_STEPS} steps) ...")
+    per_step, overhead = _measure_training(passages, training, work_dir)
+    say("  measuring encoding (one batch) ...")
+    encode_per_passage = _measure_encoding(passages, training, encode_batch_size, dtype)
+    rates = Rates(generate_seconds_per_passage=generate_per_passage,
+                  pairs_per_passage=pairs_per_passage * filter_keep_share, train_seconds_per_step=per_step,
+                  encode_seconds_per_passage=encode_per_passage, train_overhead_seconds=overhead)
+    return Probe(rates, generator, time.perf_counter() - started)
+
+
+def _measure_generation(passages: list[dict], generation) -> tuple[object, float, float]:
+    """(the loaded generator, seconds per passage, queries kept per passage) from two batches."""
+    generator = load_generator(generation)  # its load counts as time spent; the generate stage reuses it
+    size = max(1, min(generation.batch_size or generator.auto_batch_size(), len(passages) // 2 or 1))
+    drawn = spread(passages, 2 * size)  # from across the corpus: its first passages need not be typical
+    kept = sampled_passages = 0
+    per_passage = []
+    for batch in (drawn[:size], drawn[size:2 * size] or drawn[:size]):
+        sampling = time.perf_counter()
+        sampled = generator.sample(batch, seed=generation.seed)
+        per_passage.append((time.perf_counter() - sampling) / len(batch))
+        kept += sum(len(clean_queries(queries, passage["text"], generator.config)[0])
+                    for passage, queries in zip(batch, sampled))
+        sampled_passages += len(batch)
+    # the first batch also pays one-off costs (a few-shot prefix, warm-up): the second is the rate
+    return generator, per_passage[-1], max(kept / sampled_passages, 0.1)
+
+
+def _measure_training(passages: list[dict], training, work_dir: Path) -> tuple[float, float]:
+    """(seconds per steady step, the run's one-off seconds) from ``PROBE_STEPS`` steps on passage-shaped pairs."""
+    rows = max(PROBE_STEPS * training.batch_size, 8)
+    sample = spread(passages, rows)
+    probe_pairs = work_dir / "probe-pairs.jsonl"
+    write_jsonl_atomic(probe_pairs, ({"query": " ".join(p["text"].split()[:7]) + f" {number}",
+                                      "passage_id": f"{p['_id']}~{number}", "passage": p["text"],
+                                      "title": p.get("title", "")} for number, p in enumerate(sample)))
+    probe_model = work_dir / "probe-model"
+    config = TrainConfig(**{**asdict(training), "max_steps": PROBE_STEPS, "eval_share": 0.0, "save_steps": 10_000})
+    try:
+        summary = train_bi_encoder(probe_pairs, probe_model, config, overwrite=True, progress=False)
+    finally:
+        shutil.rmtree(probe_model, ignore_errors=True)
+    per_step = summary.seconds_per_step or summary.seconds / max(summary.steps, 1)
+    return per_step, max(0.0, summary.seconds - summary.steps * per_step)
+
+
+def _measure_encoding(passages: list[dict], training, batch_size: int | None, dtype: str) -> float:
+    """Seconds per passage encoding one batch drawn from across the corpus (after a small warm-up)."""
+    encoder = Encoder(training.base_model, device=training.device, dtype=dtype, batch_size=batch_size)
+    drawn = spread(passages, 4 * encoder.batch_size)
+    encoder.encode_passages(drawn[:8])  # warm-up, not timed
+    encoding = time.perf_counter()
+    encoder.encode_passages(drawn)
+    return (time.perf_counter() - encoding) / max(len(drawn), 1)

@@ -1,0 +1,310 @@
+"""The stages of ``genq adapt``, each built from the run's config as a :class:`~genq.pipeline.stage.Stage`.
+
+A builder returns the stage's record: the settings that identify its result, its inputs and
+outputs, and the function that runs it. :func:`build_stages` lists them in order; which pairs
+file a stage reads is decided there, once, so that a stage added between two others is one
+line in that list.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from functools import partial
+from pathlib import Path
+
+from genq.corpus import TokenCounter, prepare_corpus
+from genq.evaluate import evaluate_systems, format_table
+from genq.filter import filter_pairs
+from genq.generation.family import generator_family
+from genq.generation.run import generate_pairs, meta_path_for
+from genq.index import build_index
+from genq.io import GenqError, count_records
+from genq.negatives import mine_negatives
+from genq.pipeline.budget import plan_stage, replan_training
+from genq.pipeline.config import AdaptConfig, queries_per_passage_for, training_length_for
+from genq.pipeline.stage import RunContext, Stage
+from genq.pseudo_label import pseudo_label
+from genq.train import RUN_RECORD, train_bi_encoder
+from genq.train_reranker import train_reranker
+from genq.training_run import last_checkpoint
+
+RERANKED_SYSTEMS = ("BM25", "hybrid(adapted)")  # the reranker over the plainest and over the best first stage
+RERANK_DEPTH = 100  # InPars-light reranks BM25's top 100
+
+
+def build_stages(context: RunContext) -> list[Stage]:
+    """The run's stages in order; each pairs-reading stage reads what the one before it wrote."""
+    config, paths = context.config, context.paths
+    stages = [prepare_stage(context)]
+    if config.time_budget:
+        stages.append(plan_stage(context))
+    stages.append(generate_stage(context))
+    pairs = paths.pairs
+    if config.filtering:
+        stages.append(filter_stage(context, pairs))
+        pairs = paths.filtered
+    if config.hard_negatives:
+        stages.append(negatives_stage(context, pairs))
+        pairs = paths.negatives
+    with_negatives = pairs  # before GPL's labels: what a reranker trains on
+    if config.gpl:
+        stages.append(pseudo_label_stage(context, pairs))
+        pairs = paths.labelled
+    stages.append(train_stage(context, pairs))
+    if config.reranker:
+        stages += reranker_stages(context, with_negatives)
+    stages.append(index_stage(context))
+    if config.eval_data:
+        stages.append(evaluate_stage(context))
+    return stages
+
+
+def check_combination(config: AdaptConfig) -> None:
+    """Options that only work together, refused before any stage runs."""
+    if config.gpl and not config.hard_negatives:
+        raise GenqError("--gpl grades mined negatives: --hard-negatives must be at least 1")
+    if config.gpl and config.training.loss != "margin-mse":
+        raise GenqError("--gpl trains on cross-encoder margins: use --loss margin-mse (the --gpl default)")
+
+
+def jsonable(obj) -> dict:
+    """A config as the plain JSON the manifest records (paths and other objects as strings)."""
+    return json.loads(json.dumps(asdict(obj) if hasattr(obj, "__dataclass_fields__") else obj, default=str))
+
+
+def without(settings: dict, *execution_only: str) -> dict:
+    """``settings`` less what says where or how often a stage runs, not what it produces."""
+    return {key: value for key, value in settings.items() if key not in execution_only}
+
+
+# -- prepare: raw documents -> passages.jsonl
+
+def prepare_stage(context: RunContext) -> Stage:
+    config = context.config
+    tokenizer = config.corpus.tokenizer or config.generation.gguf_file or config.generation.model
+    settings = {**jsonable(config.corpus), "tokenizer": tokenizer, "input": str(context.corpus_path.resolve())}
+    return Stage("prepare", settings, partial(_prepare, tokenizer=tokenizer), outputs=[context.paths.passages],
+                 inputs=[context.corpus_path])
+
+
+def _prepare(context: RunContext, _resume: bool, tokenizer: str) -> tuple[dict, str]:
+    options = without(jsonable(context.config.corpus), "tokenizer")
+    summary = prepare_corpus(context.corpus_path, context.paths.passages, tokenizer=TokenCounter(tokenizer),
+                             progress=context.progress, **options)
+    return summary.to_dict(), "ran"
+
+
+# -- generate: passages -> pairs.jsonl
+
+def generate_stage(context: RunContext) -> Stage:
+    config, paths = context.config, context.paths
+    generation = config.generation
+    # the settings as they will run (the family's defaults filled in), so that leaving a default unset and
+    # giving its value are the same run, and runs recorded before per-family defaults still match
+    as_run = without(jsonable(generation.for_family(generator_family(generation))), "batch_size", "device")
+    settings = {**as_run, "family": generation.family, "limit": config.limit}
+    if config.auto_queries_per_passage:
+        settings["queries_per_passage"] = "by corpus size"
+    if config.time_budget:
+        settings["limit"] = "by time budget" if config.limit is None else config.limit
+        if config.auto_queries_per_passage:
+            settings["queries_per_passage"] = "by time budget"
+    return Stage("generate", settings, _generate, outputs=[paths.pairs, meta_path_for(paths.pairs)],
+                 inputs=[paths.passages], resumes_unrecorded=True)
+
+
+def _generate(context: RunContext, resume: bool) -> tuple[dict, str]:
+    config, paths, say = context.config, context.paths, context.say
+    generation = config.generation
+    if config.auto_queries_per_passage and not config.time_budget:
+        passages = count_records(paths.passages)
+        generation.queries_per_passage, why = queries_per_passage_for(min(passages, config.limit or passages))
+        say(f"  queries per passage: {generation.queries_per_passage} ({why}; --queries-per-passage sets it)")
+    summary = generate_pairs(paths.passages, paths.pairs, generation, overwrite=not resume,
+                             progress=context.progress, limit=config.limit, quality=config.quality,
+                             generator=context.handed_on.pop("generator", None))
+    # the whole file's counts: after a resume this run's own are only part of it
+    counts = summary.file_counts or summary.to_dict()
+    runaway = f" ({counts['filtered_runaway']:,} runaway)" if counts.get("filtered_runaway") else ""
+    say(f"  {summary.pairs_in_file:,} pairs; {counts['filtered_out']:,} of {counts['queries_sampled']:,} samples "
+        f"dropped{runaway}, {counts['duplicates_dropped']:,} duplicates; {counts['passages_without_query']:,} "
+        "passages left without a query")
+    if summary.quality:
+        say(f"  quality: {summary.quality.headline()}")
+    return summary.to_dict(), "resumed" if summary.passages_skipped_as_done else "ran"
+
+
+# -- filter: keep the pairs whose passage the base model finds again (and/or the generator scored high)
+
+def filter_stage(context: RunContext, pairs_in: Path) -> Stage:
+    config = context.config
+    settings = {"top_k": config.filter_top_k, "min_score": config.filter_min_score,
+                "keep_top_share": config.filter_keep_top_share, "min_logprob": config.filter_min_logprob,
+                "model": config.training.base_model}
+    return Stage("filter", settings, partial(_filter, pairs_in=pairs_in), outputs=[context.paths.filtered],
+                 inputs=[pairs_in, context.paths.passages])
+
+
+def _filter(context: RunContext, _resume: bool, pairs_in: Path) -> tuple[dict, str]:
+    config, paths = context.config, context.paths
+    summary = filter_pairs(pairs_in, paths.passages, config.training.base_model, paths.filtered,
+                           top_k=config.filter_top_k, min_score=config.filter_min_score,
+                           keep_top_share=config.filter_keep_top_share, min_logprob=config.filter_min_logprob,
+                           cache_dir=paths.cache, dtype=config.dtype, progress=context.progress)
+    if summary.kept < 2:
+        raise GenqError(f"the filter kept {summary.kept} of {summary.total} pairs: too few to train on\n"
+                        "  fix: raise --filter-top-k, lower --filter-min-score, or generate more queries")
+    context.say(f"  kept {summary.kept:,} of {summary.total:,} pairs; quality after: "
+                f"{summary.quality_after.headline()}")
+    return summary.to_dict(), "ran"
+
+
+# -- negatives: hard negatives mined for each pair
+
+def negatives_stage(context: RunContext, pairs_in: Path) -> Stage:
+    config = context.config
+    config.mining.num_negatives = config.hard_negatives
+    settings = {**jsonable(config.mining), "model": config.training.base_model}
+    return Stage("negatives", settings, partial(_mine, pairs_in=pairs_in), outputs=[context.paths.negatives],
+                 inputs=[pairs_in, context.paths.passages])
+
+
+def _mine(context: RunContext, _resume: bool, pairs_in: Path) -> tuple[dict, str]:
+    config, paths = context.config, context.paths
+    summary = mine_negatives(pairs_in, paths.passages, paths.negatives, model=config.training.base_model,
+                             config=config.mining, cache_dir=paths.cache, dtype=config.dtype,
+                             progress=context.progress)
+    return summary.to_dict(), "ran"
+
+
+# -- pseudo-label (GPL): cross-encoder margins for each negative
+
+def pseudo_label_stage(context: RunContext, pairs_in: Path) -> Stage:
+    settings = {**context.config.pseudo_label.settings(), "input": pairs_in.name}
+    return Stage("pseudo-label", settings, partial(_pseudo_label, pairs_in=pairs_in),
+                 outputs=[context.paths.labelled], inputs=[pairs_in])
+
+
+def _pseudo_label(context: RunContext, resume: bool, pairs_in: Path) -> tuple[dict, str]:
+    summary = pseudo_label(pairs_in, context.paths.labelled, context.config.pseudo_label, overwrite=not resume,
+                           progress=context.progress)
+    return summary.to_dict(), "resumed" if summary.resumed_after else "ran"
+
+
+# -- train: the bi-encoder on the pairs
+
+def train_stage(context: RunContext, pairs_in: Path) -> Stage:
+    config = context.config
+    # where and how often to checkpoint say nothing about the result
+    settings = {**without(jsonable(config.training), "device", "save_minutes"), "pairs": pairs_in.name}
+    if config.auto_epochs and config.time_budget:
+        settings.update(epochs="by time budget", max_steps="by time budget")
+    elif config.auto_epochs:
+        settings.update(epochs="by pair count")
+        if config.auto_warmup:
+            settings.update(warmup_ratio="by pair count")
+    return Stage("train", settings, partial(_train, pairs_in=pairs_in),
+                 outputs=[context.paths.model / "config.json"], inputs=[pairs_in])
+
+
+def _train(context: RunContext, resume: bool, pairs_in: Path) -> tuple[dict, str]:
+    config, model_dir, say = context.config, context.paths.model, context.say
+    training = config.training
+    if config.auto_epochs and not config.time_budget:
+        training.epochs, warmup, why = training_length_for(count_records(pairs_in), training.batch_size)
+        training.warmup_ratio = warmup if config.auto_warmup else training.warmup_ratio
+        say(f"  training length: {why} (--epochs sets it)")
+    can_resume = bool(resume and (model_dir / RUN_RECORD).exists() and last_checkpoint(model_dir))
+    if config.time_budget and "plan" in context.manifest.data["stages"]:
+        replan_training(context, pairs_in, training, can_resume)
+    summary = train_bi_encoder(pairs_in, model_dir, training, resume=can_resume, overwrite=not can_resume,
+                               progress=context.progress)
+    for note in summary.notes:
+        say(f"  note: {note}")
+    if summary.verdict():
+        say(f"  {summary.verdict()}")
+    return summary.to_dict(), "resumed" if summary.resumed_from else "ran"
+
+
+# -- reranker: a cross-encoder on the same pairs, with negatives of its own unless the run mined some
+
+def reranker_stages(context: RunContext, with_negatives: Path) -> list[Stage]:
+    config, paths = context.config, context.paths
+    stages = []
+    reranker_input = with_negatives if config.hard_negatives else paths.reranker_negatives
+    if not config.hard_negatives:
+        # the run's mining knobs (--neg-range-min ...), with BM25 as the retriever: no encoding, and
+        # lexical neighbours are the confusions a reranker over BM25 must learn to undo
+        mining = replace(config.mining, num_negatives=config.reranker.negatives, retriever="bm25")
+        stages.append(Stage("reranker negatives", {**jsonable(mining), "pairs": with_negatives.name},
+                            partial(_mine_for_reranker, pairs_in=with_negatives, mining=mining),
+                            outputs=[paths.reranker_negatives], inputs=[with_negatives, paths.passages]))
+    settings = {**without(jsonable(config.reranker), "device", "save_steps", "save_minutes", "logging_steps",
+                          "time_limit"), "pairs": reranker_input.name}
+    stages.append(Stage("reranker", settings, partial(_train_reranker, pairs_in=reranker_input),
+                        outputs=[paths.reranker / RUN_RECORD], inputs=[reranker_input]))
+    return stages
+
+
+def _mine_for_reranker(context: RunContext, _resume: bool, pairs_in: Path, mining) -> tuple[dict, str]:
+    paths = context.paths
+    summary = mine_negatives(pairs_in, paths.passages, paths.reranker_negatives, model=None, config=mining,
+                             cache_dir=paths.cache, dtype=context.config.dtype, progress=context.progress)
+    return summary.to_dict(), "ran"
+
+
+def _train_reranker(context: RunContext, resume: bool, pairs_in: Path) -> tuple[dict, str]:
+    reranker_dir = context.paths.reranker
+    can_resume = bool(resume and (reranker_dir / RUN_RECORD).exists() and last_checkpoint(reranker_dir))
+    summary = train_reranker(pairs_in, reranker_dir, context.config.reranker, resume=can_resume,
+                             overwrite=not can_resume, progress=context.progress)
+    for note in summary.notes:
+        context.say(f"  note: {note}")
+    return summary.to_dict(), "resumed" if summary.resumed_from else "ran"
+
+
+# -- index: Faiss + BM25 over the passages, with the adapted model
+
+def index_stage(context: RunContext) -> Stage:
+    config, paths = context.config, context.paths
+    settings = {**jsonable(config.index), "lexical": jsonable(config.lexical) if config.lexical else None}
+    return Stage("index", settings, _index, outputs=[paths.index / "index.json"],
+                 inputs=[paths.passages, paths.model])
+
+
+def _index(context: RunContext, _resume: bool) -> tuple[dict, str]:
+    from genq.query_encoder import prepare
+
+    config, paths = context.config, context.paths
+    summary = build_index(paths.passages, str(paths.model), paths.index, config.index,
+                          batch_size=config.encode_batch_size, dtype=config.dtype, progress=context.progress,
+                          lexical=config.lexical, overwrite=True)
+    prepare(str(paths.model))  # the run's searches then start without torch
+    return summary.to_dict(), "ran"
+
+
+# -- evaluate: BM25 | base | adapted | hybrid(base) | hybrid(adapted) [| reranked] on a labelled collection
+
+def evaluate_stage(context: RunContext) -> Stage:
+    config, paths = context.config, context.paths
+    settings = {"data": str(Path(config.eval_data).resolve()), "base_model": config.training.base_model,
+                "hybrid": True}
+    if config.reranker:
+        settings["reranker"] = list(RERANKED_SYSTEMS)
+    return Stage("evaluate", settings, _evaluate, outputs=[paths.eval / "results.json"],
+                 inputs=[paths.model] + ([paths.reranker] if config.reranker else []))
+
+
+def _evaluate(context: RunContext, _resume: bool) -> tuple[dict, str]:
+    # does adaptation help, and does fusion on top; with a reranker, it reranks BM25 alone and the best first stage
+    config, paths, say = context.config, context.paths, context.say
+    reranker = {"reranker": str(paths.reranker), "rerank_systems": list(RERANKED_SYSTEMS),
+                "rerank_label": "adapted reranker", "rerank_depth": RERANK_DEPTH} if config.reranker else {}
+    report = evaluate_systems(config.eval_data, models=[config.training.base_model, str(paths.model)], bm25=True,
+                              hybrid=True, output_dir=paths.eval, names=["BM25", "base", "adapted"],
+                              dtype=config.dtype, progress=context.progress, cache_dir=paths.cache, **reranker)
+    say(format_table(report))
+    say(f"  base = {config.training.base_model}; adapted = {paths.model}; hybrid = fused with BM25 "
+        f"({report['settings']['fusion']}, alpha {report['settings']['alpha']})")
+    return {"systems": report["systems"]}, "ran"
