@@ -38,9 +38,9 @@ from genq.generation.run import batches_by_length  # noqa: E402
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    from benchmarks.train_speed import cpu_model
+    from benchmarks.common import machine
 
-    return cpu_model()
+    return machine()
 
 
 def one_pass(generator: QueryGenerator, passages: list[dict], size: int) -> tuple[float, int]:

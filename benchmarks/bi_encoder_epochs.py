@@ -25,10 +25,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report_files import merged_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    machine,  # noqa: E402
+    merged_results,  # noqa: E402
+    over_seeds,
+    paired_t,
+    paired_tests_table,
+    seed_rows_table,
+)
 from benchmarks.rerank_fusion import seed_models  # noqa: E402
-from benchmarks.significance import over_seeds, paired_t, paired_tests_table, seed_rows_table  # noqa: E402
-from benchmarks.train_speed import cpu_model  # noqa: E402
 from benchmarks.whole_collection import BASE, SHARED, train_seed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -102,10 +107,10 @@ def measure(collection: str, run_dir: Path, epochs: list[float], seeds: list[int
 def write(results: list[dict]) -> None:
     """Each collection carries its own command: the epochs measured may differ between them."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bi_encoder_epochs.json").write_text(json.dumps({"machine": cpu_model(), "results": results},
+    (RESULTS / "bi_encoder_epochs.json").write_text(json.dumps({"machine": machine(), "results": results},
                                                                indent=2) + "\n")
     lines = ["# Bi-encoder epochs on a small corpus's synthetic pairs", "",
-             f"Machine: {cpu_model()}. The pairs, seeds and everything else as in `whole_collection.py` "
+             f"Machine: {machine()}. The pairs, seeds and everything else as in `whole_collection.py` "
              "(batch 64, MultipleNegativesRankingLoss, genq's defaults); nDCG@10 mean (sd) over the seeds. "
              "Add `--runs-dir` where `whole_collection.py` kept its runs.", ""]
     for r in results:

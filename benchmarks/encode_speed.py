@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import alternating_rounds, command_line, write_results  # noqa: E402
 from genq.encode import Encoder, passage_text  # noqa: E402
 from genq.hardware import cpu_has_fast_bf16  # noqa: E402
 
@@ -66,13 +66,8 @@ def main() -> None:
     plain.encode(texts[:64], batch_size=64)
     genq_auto.encode(texts[:64])
     genq_fp32.encode(texts[:64])
-    timings = {name: [] for name in systems}
-    vectors = {}
-    for _ in range(args.rounds):
-        for name, fn in systems.items():
-            started = time.perf_counter()
-            vectors[name] = np.asarray(fn())
-            timings[name].append(time.perf_counter() - started)
+    timings, vectors = alternating_rounds(systems, args.rounds)
+    vectors = {name: np.asarray(found) for name, found in vectors.items()}
     baseline_name = next(iter(systems))
     baseline = min(timings[baseline_name])
     reference = vectors[baseline_name]
@@ -85,10 +80,7 @@ def main() -> None:
     payload = {"passages": len(texts), "collections": args.collections, "rounds": args.rounds,
                "threads": torch.get_num_threads(), "fast_bf16_cpu": cpu_has_fast_bf16(), "model": MODEL,
                "max_seq_length": plain.max_seq_length, "results": rows,
-               "command": "python benchmarks/encode_speed.py " + " ".join(sys.argv[1:])}
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "encode_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
+               "command": command_line("encode_speed.py")}
     lines = [f"# Encoding speed ({len(texts)} passages from {', '.join(args.collections)}, all-MiniLM-L6-v2, CPU)",
              "", f"Command: `{payload['command']}`  ",
              f"Threads: {payload['threads']}; native bf16: {payload['fast_bf16_cpu']}; best of {args.rounds} "
@@ -96,7 +88,7 @@ def main() -> None:
              "| system | seconds | docs/s | speed-up | mean cosine to baseline vectors |", "|---|---|---|---|---|"]
     lines += [f"| {r['system']} | {r['seconds_best']} | {r['docs_per_s']} | {r['speedup']}x | "
               f"{r['mean_cosine_to_baseline']} |" for r in rows]
-    (out / "encode_speed.md").write_text("\n".join(lines) + "\n")
+    write_results("encode_speed", payload, lines)
     print("\n".join(lines))
 
 

@@ -26,7 +26,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import alternating_rounds, command_line, write_results  # noqa: E402
 from genq.encode import passage_text  # noqa: E402
 from genq.hardware import cpu_has_fast_bf16  # noqa: E402
 from genq.models import packaged_model_path  # noqa: E402
@@ -133,13 +133,7 @@ def main() -> None:
     plain_loop(plain, records[:32], args.negatives)  # warm-up
     genq_fp32.score_pairs([("warm", "up")] * 8)
     genq_auto.score_pairs([("warm", "up")] * 8)
-    timings = {name: [] for name in systems}
-    margins = {}
-    for _ in range(args.rounds):
-        for name, run in systems.items():
-            started = time.perf_counter()
-            margins[name] = run()
-            timings[name].append(time.perf_counter() - started)
+    timings, margins = alternating_rounds(systems, args.rounds)
     baseline_name = next(iter(systems))
     scored = len(records) * (1 + args.negatives)
     rows = []
@@ -151,9 +145,7 @@ def main() -> None:
                      "max_abs_margin_diff": round(float(np.max(np.abs(margins[name] - margins[baseline_name]))), 4)})
     payload = {"records": len(records), "negatives_per_record": args.negatives, "cross_encoder_pairs": scored,
                "rounds": args.rounds, "threads": torch.get_num_threads(), "fast_bf16_cpu": cpu_has_fast_bf16(),
-               "results": rows, "command": "python benchmarks/pseudo_label_speed.py " + " ".join(sys.argv[1:])}
-    out = ROOT / "benchmarks" / "results"
-    (out / "pseudo_label_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
+               "results": rows, "command": command_line("pseudo_label_speed.py")}
     lines = [f"# Pseudo-labelling speed ({len(records)} Cranfield records x (1 positive + {args.negatives} "
              f"negatives) = {scored} cross-encoder pairs, CPU)", "",
              f"Command: `{payload['command']}`  ",
@@ -164,7 +156,7 @@ def main() -> None:
              "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['system']} | {r['seconds_best']} | {r['records_per_s']} | {r['ce_pairs_per_s']} | "
               f"{r['speedup']}x | {r['max_abs_margin_diff']} |" for r in rows]
-    (out / "pseudo_label_speed.md").write_text("\n".join(lines) + "\n")
+    write_results("pseudo_label_speed", payload, lines)
     print("\n".join(lines))
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import machine  # noqa: E402
 from genq.evaluate import evaluate_systems  # noqa: E402
 from genq.filter import filter_pairs  # noqa: E402
 from genq.generate import GenerationConfig, generate_pairs  # noqa: E402
@@ -172,20 +173,6 @@ def write_results(results: dict, args) -> None:
     (RESULTS / "query_quality.md").write_text("\n".join(lines) + "\n")
 
 
-def machine() -> str:
-    """The CPU's model name and core count (platform.processor() is empty on Linux)."""
-    import os
-
-    model = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores, no GPU"
-
-
 def reading(results: dict, args) -> list[str]:
     """What the numbers say, computed from them."""
     lines = []
@@ -235,7 +222,7 @@ def main() -> None:
         return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    results = {"args": vars(args), "machine": machine(),
+    results = {"args": vars(args), "machine": f"{machine()}, no GPU",
                "quality": {}, "adaptation": {}, "generation": {}}
     for collection in args.collections:
         before = generate_before(collection, args, work)

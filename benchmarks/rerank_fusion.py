@@ -30,9 +30,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report_files import merged_results  # noqa: E402
-from benchmarks.significance import over_seeds, paired_t, paired_tests_table, seed_rows_table  # noqa: E402
-from benchmarks.train_speed import cpu_model  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    machine,  # noqa: E402
+    merged_results,  # noqa: E402
+    over_seeds,
+    paired_t,
+    paired_tests_table,
+    seed_rows_table,
+)
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -184,12 +189,12 @@ def summarise(collection_name: str, seeds: dict[int, dict[str, dict[str, float]]
 
 def write(results: list[dict], command: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rerank_fusion.json").write_text(json.dumps({"machine": cpu_model(), "command": command,
+    (RESULTS / "rerank_fusion.json").write_text(json.dumps({"machine": machine(), "command": command,
                                                             "depth": DEPTH, "default": DEFAULT,
                                                             "results": results}, indent=2) + "\n")
     lines = ["# Reranking: replace the first stage's score, or blend with it?", "",
              f"Command: `{command}`  ",
-             f"Machine: {cpu_model()}. Each seed's own adapted bi-encoder and reranker from "
+             f"Machine: {machine()}. Each seed's own adapted bi-encoder and reranker from "
              "`benchmarks/whole_collection.py` (SmolLM2 queries, all-MiniLM-L6-v2 starts); reranking depth "
              f"{DEPTH}; w is the cross-encoder's share. genq's default blend ({DEFAULT[0]}, w={DEFAULT[1]}) was "
              "fixed before this ran; the rest of the sweep is on the test queries, so its best row is optimistic.",

@@ -29,10 +29,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report_files import merged_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    machine,  # noqa: E402
+    merged_results,  # noqa: E402
+    over_seeds,
+    paired_t,
+    paired_tests_table,
+    seed_rows_table,
+)
 from benchmarks.rerank_fusion import DEFAULT, blended_run, complete, cross_scores, first_stages, seed_models  # noqa: E402
-from benchmarks.significance import over_seeds, paired_t, paired_tests_table, seed_rows_table  # noqa: E402
-from benchmarks.train_speed import cpu_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -112,11 +117,11 @@ def measure(name: str, run_dir: Path, seeds: list[int], lengths: list[int], spee
 
 def write(results: list[dict], command: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rerank_length.json").write_text(json.dumps({"machine": cpu_model(), "command": command,
+    (RESULTS / "rerank_length.json").write_text(json.dumps({"machine": machine(), "command": command,
                                                             "results": results}, indent=2) + "\n")
     lines = ["# The adapted reranker's input length: as trained (256 tokens) or 512?", "",
              f"Command: `{command}`  ",
-             f"Machine: {cpu_model()}. Each seed's own bi-encoder and reranker from `benchmarks/whole_collection.py`; "
+             f"Machine: {machine()}. Each seed's own bi-encoder and reranker from `benchmarks/whole_collection.py`; "
              "reranking depth 100; blended: min-max, the cross-encoder's share 0.5.", ""]
     for r in results:
         lines += [f"## {r['collection']} (reranker trained at {r['trained_length']} tokens; rows: system @ input "

@@ -43,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report_files import merged_results  # noqa: E402
+from benchmarks.common import merged_results  # noqa: E402
 from genq.evaluate import bm25_candidates, load_collection, score_run  # noqa: E402
 from genq.hardware import training_bf16  # noqa: E402
 from genq.models import resolve_model  # noqa: E402

@@ -522,7 +522,7 @@ def load_test(server: Server, clients: int = 16, seconds: float = 20) -> dict:
 def run(tmp: Path, models: dict) -> dict:
     import torch
 
-    from benchmarks.robustness import Tally
+    from benchmarks.robustness_harness import Tally
     from tests.conftest import build_tiny_encoder
 
     torch.manual_seed(1)  # a second encoder of the same shape: same dimension, other weights

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import statistics
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import machine  # noqa: E402
 from benchmarks.train_cranfield import BASE, SHARED  # noqa: E402
 from genq.evaluate import dense_run, load_collection, score_run  # noqa: E402
 from genq.hardware import cpu_has_fast_bf16  # noqa: E402
@@ -128,14 +128,6 @@ def quality(pairs: Path, test, work: Path, seeds: list[int], steps: int) -> dict
     return results
 
 
-def cpu_model() -> str:
-    """The CPU's model name and core count, as /proc/cpuinfo gives them."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
-    return f"{names[0] if names else platform.machine()}, {len(names) or '?'} cores"
-
-
 def write(payload: dict) -> None:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +192,7 @@ def main() -> None:
         speed = step_speed(pairs, work, args.rounds, args.steps) if args.part != "quality" else previous["speed"]
         quality_result = quality(pairs, test, work, args.seeds, args.quality_steps) if args.part != "speed" else None
     command = shlex.join(["python", "benchmarks/train_speed.py", *sys.argv[1:]])
-    payload = {**previous, "cpu": cpu_model(), "fast_bf16": cpu_has_fast_bf16(), "train_pairs": train_pairs,
+    payload = {**previous, "cpu": machine(), "fast_bf16": cpu_has_fast_bf16(), "train_pairs": train_pairs,
                "speed": speed, "quality": quality_result or previous.get("quality")}
     if args.part != "quality":
         payload.update(command=command, rounds=args.rounds, steps=args.steps)

@@ -41,9 +41,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import machine  # noqa: E402
 from benchmarks.rerank_fusion import DEFAULT as BLEND  # noqa: E402
 from benchmarks.rerank_fusion import blended_run, cross_scores, first_stages, seed_models  # noqa: E402
-from benchmarks.train_speed import cpu_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -285,7 +285,7 @@ def cell(result: dict, system: str) -> str:
 def write(results: list[dict], args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     collections = " ".join(r["collection"] for r in results)
-    payload = {"machine": cpu_model(), "command": f"python benchmarks/whole_collection.py --collections {collections}"
+    payload = {"machine": machine(), "command": f"python benchmarks/whole_collection.py --collections {collections}"
                " --seeds " + " ".join(map(str, args.seeds)), "results": results}
     (RESULTS / "whole_collection.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = ["# Adaptation on whole collections: does it pay?", "",
