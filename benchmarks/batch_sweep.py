@@ -16,7 +16,6 @@ Writes benchmarks/results/batch_sweep_<device>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -29,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_results  # noqa: E402
 from benchmarks.generate_speed import build_model, load_passages  # noqa: E402
 from genq.batch_sizing import HalvingBatches  # noqa: E402
 from genq.generate import GenerationConfig, QueryGenerator  # noqa: E402
@@ -102,8 +102,6 @@ def main() -> None:
               "dtype": str(generator.dtype).removeprefix("torch."), "passages": len(passages), "rounds": args.rounds,
               "command": "python benchmarks/batch_sweep.py " + " ".join(sys.argv[1:]), "rows": rows}
     out = args.out or ROOT / "benchmarks" / "results" / f"batch_sweep_{args.device.split(':')[0]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Generation throughput by batch size ({args.device})", "",
              f"`{report['command']}` on {report['device']}, {report['dtype']}, torch {report['torch']}: a random "
              f"T5-base-shaped generator, {len(passages)} Cranfield passages x 3 queries x 64 tokens, median of "
@@ -113,7 +111,7 @@ def main() -> None:
         lines.append(f"| {row['batch']} | {row['passages_per_s']:.2f} | {row['vs_best']:.2f} | "
                      f"{row['peak_gib'] if row['peak_gib'] is not None else '-'} | "
                      f"{', '.join(map(str, row['rounds_seconds']))} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(out.stem, report, "\n".join(lines) + "\n", out.parent)
     print("\n".join(lines))
 
 

@@ -32,6 +32,7 @@ from benchmarks.common import (  # noqa: E402
     paired_t,
     paired_tests_table,
     seed_rows_table,
+    write_results,
 )
 from benchmarks.rerank_fusion import seed_models  # noqa: E402
 from benchmarks.whole_collection import BASE, SHARED, train_seed  # noqa: E402
@@ -106,9 +107,6 @@ def measure(collection: str, run_dir: Path, epochs: list[float], seeds: list[int
 
 def write(results: list[dict]) -> None:
     """Each collection carries its own command: the epochs measured may differ between them."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bi_encoder_epochs.json").write_text(json.dumps({"machine": machine(), "results": results},
-                                                               indent=2) + "\n")
     lines = ["# Bi-encoder epochs on a small corpus's synthetic pairs", "",
              f"Machine: {machine()}. The pairs, seeds and everything else as in `whole_collection.py` "
              "(batch 64, MultipleNegativesRankingLoss, genq's defaults); nDCG@10 mean (sd) over the seeds. "
@@ -119,7 +117,7 @@ def write(results: list[dict]) -> None:
                   f"Command: `{r['command']}`", ""]
         lines += [*seed_rows_table(r["rows"]), "", *paired_tests_table(r["paired_t_tests"])]
         lines.append("")
-    (RESULTS / "bi_encoder_epochs.md").write_text("\n".join(lines))
+    write_results("bi_encoder_epochs", {"machine": machine(), "results": results}, "\n".join(lines))
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_results  # noqa: E402
 from genq.batch_sizing import HalvingBatches  # noqa: E402
 from genq.generate import GenerationConfig, QueryGenerator, load_generator  # noqa: E402
 from genq.hardware import cpu_has_fast_bf16  # noqa: E402
@@ -241,8 +242,6 @@ def main() -> None:
                                        "speedup_vs_generate": round(reference / seconds, 2)}
                                       for name, seconds, rate in causal]},
                "command": "python benchmarks/generate_speed.py " + " ".join(sys.argv[1:])}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [f"# Query generation speed ({args.passages} cranfield passages, T5-base-sized random model)", "",
              f"Command: `{payload['command']}`  ", f"CPU: {payload['cpu']}, {payload['threads']} threads; CPU bf16 "
              f"native: {payload['fast_bf16']}. {args.rounds} rounds, systems in alternating order; speed-ups are "
@@ -260,7 +259,7 @@ def main() -> None:
                   "| system | seconds | passages/s | speed-up vs generate |", "|---|---|---|---|"]
         for r in payload["causal"]["results"]:
             lines.append(f"| {r['system']} | {r['seconds']} | {r['passages_per_s']} | {r['speedup_vs_generate']}x |")
-    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+    write_results(Path(args.out).name, payload, "\n".join(lines) + "\n", Path(args.out).parent)
     print("\n".join(lines))
 
 

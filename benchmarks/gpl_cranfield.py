@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_results  # noqa: E402
 from benchmarks.pseudo_label_speed import build_cross_encoder  # noqa: E402
 from genq.models import packaged_model_path  # noqa: E402
 
@@ -112,10 +113,9 @@ def main() -> None:
         "wall_seconds_both_runs": round(seconds, 1),
     }
     out = ROOT / "benchmarks" / "results"
-    (out / "gpl_cranfield.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# GPL mechanics on Cranfield (random-head MiniLM-size teacher: mechanics, not quality)", "",
              f"Command: `{result['command']}`", ""] + [f"- {k}: {v}" for k, v in result.items() if k != "command"]
-    (out / "gpl_cranfield.md").write_text("\n".join(lines) + "\n")
+    write_results("gpl_cranfield", result, "\n".join(lines) + "\n", out)
     print("\n".join(lines))
 
 

@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_results  # noqa: E402
 from genq.encode import Encoder  # noqa: E402
 from genq.evaluate import (  # noqa: E402
     bm25_candidates,
@@ -240,9 +241,7 @@ def main() -> None:
             queries = list(load_collection(SHARED / collections[0]).queries.values())[:args.latency_queries]
             report["latency"].append(latency(f"synthetic (random vectors, {args.synthetic:,})", index_dir, queries,
                                              random_vectors, repeats=1))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (RESULTS / f"{args.out}.md").write_text(markdown(report), encoding="utf-8")
+    write_results(args.out, report, markdown(report))
     print(markdown(report))
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_results  # noqa: E402
 from genq.corpus import iter_passage_file  # noqa: E402
 from genq.encode import Encoder  # noqa: E402
 from genq.generate import GenerationConfig, QueryGenerator, clean_queries  # noqa: E402
@@ -57,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.report_only:
         stored = json.loads((RESULTS / "prompt_styles.json").read_text())
-        write_results(stored["rows"], argparse.Namespace(**stored["args"]))
+        write_report(stored["rows"], argparse.Namespace(**stored["args"]))
         return
     generator_path = packaged_model_path("HuggingFaceTB/SmolLM2-135M-Instruct")
     if generator_path is None:
@@ -92,12 +93,10 @@ def main() -> None:
                "examples": [q for q, _ in pairs[:6]]}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    write_results(rows, args)
+    write_report(rows, args)
 
 
-def write_results(rows: list[dict], args) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "prompt_styles.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
+def write_report(rows: list[dict], args) -> None:
     lines = ["# Prompt styles for SmolLM2-135M-Instruct (label-free round trip)", "",
              f"Command: `python benchmarks/prompt_styles.py --passages {args.passages} --start {args.start}`  ",
              f"{args.collection} passages {args.start}-{args.start + args.passages - 1}, 3 queries each, genq's "
@@ -113,7 +112,7 @@ def write_results(rows: list[dict], args) -> None:
     lines += ["", f"Most top-3 hits per sampled query: {best['variant']} ({best['top3_of_sampled']:.1%}; {others}).",
               "", "Examples (the first kept queries):", ""]
     lines += [f"- {row['variant']}: " + "; ".join(repr(q) for q in row["examples"]) for row in rows]
-    (RESULTS / "prompt_styles.md").write_text("\n".join(lines) + "\n")
+    write_results("prompt_styles", {"args": vars(args), "rows": rows}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

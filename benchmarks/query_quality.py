@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine, write_results  # noqa: E402
 from genq.evaluate import evaluate_systems  # noqa: E402
 from genq.filter import filter_pairs  # noqa: E402
 from genq.generate import GenerationConfig, generate_pairs  # noqa: E402
@@ -125,9 +125,7 @@ def adaptation(collection: str, filtered: Path, args, work: Path) -> dict:
             "train_seconds": train_seconds}
 
 
-def write_results(results: dict, args) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "query_quality.json").write_text(json.dumps(results, indent=2) + "\n")
+def write_report(results: dict, args) -> None:
     lines = ["# Query quality before and after issue 12 (SmolLM2-135M-Instruct, label-free measure)", "",
              f"Command: `python benchmarks/query_quality.py --quality-passages {args.quality_passages} "
              f"--train-passages {args.train_passages} --seeds {' '.join(map(str, args.seeds))} --epochs {args.epochs} "
@@ -170,7 +168,7 @@ def write_results(results: dict, args) -> None:
                          f"{', '.join(f'{v:.4f}' for v in row['adapted'])} | {row['adapted_mean']:.4f} | "
                          f"{row['adapted_spread']:.4f} | {row['adapted_mean'] - row['base']:+.4f} |")
     lines += ["", "## Reading it", "", *reading(results, args)]
-    (RESULTS / "query_quality.md").write_text("\n".join(lines) + "\n")
+    write_results("query_quality", results, "\n".join(lines) + "\n")
 
 
 def reading(results: dict, args) -> list[str]:
@@ -218,7 +216,7 @@ def main() -> None:
     if args.report_only:
         results = json.loads((RESULTS / "query_quality.json").read_text())
         args = argparse.Namespace(**results["args"])
-        write_results(results, args)
+        write_report(results, args)
         return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -234,12 +232,12 @@ def main() -> None:
             "before": quality(before, collection, work, f"before-{collection}"),
             "after": quality(after_sample, collection, work, f"after-{collection}-sample"),
         }
-        write_results(results, args)
+        write_report(results, args)
         if not args.skip_adaptation:
             all_after = quality(after, collection, work, f"after-{collection}")
             results["quality"][collection][f"after ({args.train_passages} passages)"] = all_after
             results["adaptation"][collection] = adaptation(collection, Path(all_after["filtered_file"]), args, work)
-            write_results(results, args)
+            write_report(results, args)
     print((RESULTS / "query_quality.md").read_text())
 
 

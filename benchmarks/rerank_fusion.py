@@ -37,6 +37,7 @@ from benchmarks.common import (  # noqa: E402
     paired_t,
     paired_tests_table,
     seed_rows_table,
+    write_results,
 )
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
@@ -188,10 +189,6 @@ def summarise(collection_name: str, seeds: dict[int, dict[str, dict[str, float]]
 
 
 def write(results: list[dict], command: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rerank_fusion.json").write_text(json.dumps({"machine": machine(), "command": command,
-                                                            "depth": DEPTH, "default": DEFAULT,
-                                                            "results": results}, indent=2) + "\n")
     lines = ["# Reranking: replace the first stage's score, or blend with it?", "",
              f"Command: `{command}`  ",
              f"Machine: {machine()}. Each seed's own adapted bi-encoder and reranker from "
@@ -212,7 +209,9 @@ def write(results: list[dict], command: str) -> None:
                   f"{d['P@1 first stage']:.3f} | {d['P@1 reranker']:.3f} |"
                   for seed, d in result["ordering_over_bm25_top_100"].items()]
         lines.append("")
-    (RESULTS / "rerank_fusion.md").write_text("\n".join(lines))
+    write_results("rerank_fusion", {"machine": machine(), "command": command,
+                                                            "depth": DEPTH, "default": DEFAULT,
+                                                            "results": results}, "\n".join(lines))
 
 
 def main() -> None:

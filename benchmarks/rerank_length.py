@@ -36,6 +36,7 @@ from benchmarks.common import (  # noqa: E402
     paired_t,
     paired_tests_table,
     seed_rows_table,
+    write_results,
 )
 from benchmarks.rerank_fusion import DEFAULT, blended_run, complete, cross_scores, first_stages, seed_models  # noqa: E402
 
@@ -116,9 +117,6 @@ def measure(name: str, run_dir: Path, seeds: list[int], lengths: list[int], spee
 
 
 def write(results: list[dict], command: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rerank_length.json").write_text(json.dumps({"machine": machine(), "command": command,
-                                                            "results": results}, indent=2) + "\n")
     lines = ["# The adapted reranker's input length: as trained (256 tokens) or 512?", "",
              f"Command: `{command}`  ",
              f"Machine: {machine()}. Each seed's own bi-encoder and reranker from `benchmarks/whole_collection.py`; "
@@ -133,7 +131,8 @@ def write(results: list[dict], command: str) -> None:
                       f"({s['pairs_per_length']:,} pairs per length, the lengths alternating): time relative to "
                       + ", ".join(f"{k} tokens {v:.2f}" for k, v in s["time_ratio_vs_first"].items()) + "."]
         lines.append("")
-    (RESULTS / "rerank_length.md").write_text("\n".join(lines))
+    write_results("rerank_length", {"machine": machine(), "command": command,
+                                                            "results": results}, "\n".join(lines))
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import merged_results  # noqa: E402
+from benchmarks.common import merged_results, write_results  # noqa: E402
 from genq.evaluate import bm25_candidates, load_collection, score_run  # noqa: E402
 from genq.hardware import training_bf16  # noqa: E402
 from genq.models import resolve_model  # noqa: E402
@@ -162,8 +162,6 @@ def merged(results: list[dict]) -> list[dict]:
 
 
 def write(results: list[dict], collection: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "reranker_recipe.json").write_text(json.dumps({"results": results}, indent=2) + "\n")
     lines = [f"# Reranker recipes on the whole-{collection} synthetic pairs (all-MiniLM-L6-v2, new one-logit head)", "",
              "Commands: " + "; ".join(sorted({f"`{r['command']}`" for r in results})) + "  ",
              "Pairs of 100 passages held out; each pair and its 3 negatives (bce: binary cross-entropy over each; "
@@ -177,7 +175,7 @@ def write(results: list[dict], collection: str) -> None:
                      f"{r['schedule']} | {r['loss']} | {r['steps']} | {r['losses'][-1] if r['losses'] else ''} | "
                      f"{r['heldout_mrr']} | {r['bm25_top20_ndcg10']} | {r['reranked_top20_ndcg10']} |")
     lines += ["", "Loss curves (every 10 steps): " + "; ".join(f"{r['recipe']}: {r['losses']}" for r in results)]
-    (RESULTS / "reranker_recipe.md").write_text("\n".join(lines) + "\n")
+    write_results("reranker_recipe", {"results": results}, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

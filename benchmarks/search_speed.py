@@ -11,7 +11,6 @@ returns; QPS is measured on the same queries, one batch, on this machine's threa
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_results  # noqa: E402
 from genq.index import IndexParams, apply_search_params, build_faiss_index  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
@@ -106,14 +106,12 @@ def main() -> None:
     payload = {"threads": faiss.omp_get_max_threads(), "rows": rows,
                "command": "python benchmarks/search_speed.py " + " ".join(sys.argv[1:])}
     out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "search_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = ["# Search: recall@10 and QPS against exact search", "", f"Command: `{payload['command']}`  ",
              f"Faiss threads: {payload['threads']}. Recall@10 = share of the exact top 10 returned.", "",
              "| corpus | index | build s | recall@10 | QPS | x flat QPS |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['corpus']} | {r['index']} | {r['build_s']} | {r['recall@10']} | {r['qps']} | "
               f"{r['speedup_vs_flat']} |" for r in rows]
-    (out / "search_speed.md").write_text("\n".join(lines) + "\n")
+    write_results("search_speed", payload, "\n".join(lines) + "\n", out)
     print("\n".join(lines))
 
 

@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_results  # noqa: E402
+
 SHARED = ROOT.parent / "shared" / "data" / "ir"
 RESULTS = ROOT / "benchmarks" / "results"
 SYSTEMS = ("BM25", "base", "adapted", "hybrid(base)", "hybrid(adapted)")
@@ -60,9 +64,6 @@ def run_budget(collection: str, budget: str, fresh: bool) -> dict:
 
 
 def write(collection: str, rows: list[dict], machine: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "time_budget.json").write_text(json.dumps({"collection": collection, "machine": machine,
-                                                          "runs": rows}, indent=2) + "\n")
     lines = [f"# `genq adapt --time-budget` on the whole of {collection}", "",
              f"Command: `python benchmarks/time_budget.py --collection {collection} --budgets "
              f"{' '.join(r['budget'] for r in rows)}`  ",
@@ -94,7 +95,8 @@ def write(collection: str, rows: list[dict], machine: str) -> None:
         lines.append(f"| {r['budget']} | " + " | ".join(f"{r['ndcg@10'].get(s, float('nan')):.4f}" for s in SYSTEMS)
                      + " |")
     lines.append("")
-    (RESULTS / "time_budget.md").write_text("\n".join(lines))
+    write_results("time_budget", {"collection": collection, "machine": machine,
+                                                          "runs": rows}, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_results  # noqa: E402
+
 SHARED = ROOT.parent / "shared" / "data" / "ir"
 RESULTS = ROOT / "benchmarks" / "results"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -101,8 +105,6 @@ def main() -> None:
                   "same_metrics": ndcg(first) == ndcg(second)},
         "machine": f"{os.cpu_count()} cores",
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "title_only_eval.json").write_text(json.dumps(result, indent=2) + "\n")
     systems = list(result["now"]["ndcg@10"])
     lines = [
         "# Title-only documents and evaluate's embedding cache (issue 28)", "",
@@ -124,7 +126,7 @@ def main() -> None:
         f"Ratio first / second: {result['cache']['ratio']:.2f}x; same metrics: {result['cache']['same_metrics']}. "
         f"The second run said: `{'; '.join(result['cache']['said']) or 'nothing'}`", "",
     ]
-    (RESULTS / "title_only_eval.md").write_text("\n".join(lines))
+    write_results("title_only_eval", result, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_results  # noqa: E402
 from genq.evaluate import Collection, dense_run, load_collection, score_run  # noqa: E402
 from genq.train import TrainConfig, train_bi_encoder  # noqa: E402
 
@@ -68,10 +69,8 @@ def run(work: Path, epochs: float = 1.0, lr: float = 2e-5, max_steps: int | None
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def write_results(rows: list[dict], command: str) -> None:
+def write_report(rows: list[dict], command: str) -> None:
     out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_cranfield.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
     lines = ["# genq train on real Cranfield pairs (half the queries train, the other half test)", "",
              f"Command: `{command}`  ", "Base all-MiniLM-L6-v2; MultipleNegativesRankingLoss, batch 64, "
              "no-duplicates batches, max_seq_length 256; exact search over all 1,400 documents.", "",
@@ -82,7 +81,7 @@ def write_results(rows: list[dict], command: str) -> None:
                      f"{r['before']['ndcg@10']:.4f} | {r['after']['ndcg@10']:.4f} | {r['before']['mrr@10']:.4f} | "
                      f"{r['after']['mrr@10']:.4f} | {r['before']['recall@100']:.4f} | "
                      f"{r['after']['recall@100']:.4f} |")
-    (out / "train_cranfield.md").write_text("\n".join(lines) + "\n")
+    write_results("train_cranfield", {"command": command, "rows": rows}, "\n".join(lines) + "\n", out)
     print("\n".join(lines))
 
 
@@ -97,7 +96,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rows.append(run(Path(tmp), epochs=epochs, lr=args.lr))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    write_results(rows, "python benchmarks/train_cranfield.py " + " ".join(sys.argv[1:]))
+    write_report(rows, "python benchmarks/train_cranfield.py " + " ".join(sys.argv[1:]))
 
 if __name__ == "__main__":
     main()

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine, write_results  # noqa: E402
 from benchmarks.train_cranfield import BASE, SHARED  # noqa: E402
 from genq.evaluate import dense_run, load_collection, score_run  # noqa: E402
 from genq.hardware import cpu_has_fast_bf16  # noqa: E402
@@ -130,8 +130,6 @@ def quality(pairs: Path, test, work: Path, seeds: list[int], steps: int) -> dict
 
 def write(payload: dict) -> None:
     out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
     speed, quality_result = payload["speed"], payload["quality"]
     lines = ["# Training speed: bf16 where native, the model's own length, length-grouped batches (issue 22)", "",
              f"Command: `{payload['command']}`  ",
@@ -161,7 +159,7 @@ def write(payload: dict) -> None:
                   f"{test['mean_difference']:+.4f}, t = {test['t']}, p = {test['p']}.", ""]
     else:
         lines += ["", "nDCG@10 check: not run yet (`--part quality`).", ""]
-    (out / "train_speed.md").write_text("\n".join(lines))
+    write_results("train_speed", payload, "\n".join(lines), out)
     print("\n".join(lines))
 
 

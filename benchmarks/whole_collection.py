@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine, write_results  # noqa: E402
 from benchmarks.rerank_fusion import DEFAULT as BLEND  # noqa: E402
 from benchmarks.rerank_fusion import blended_run, cross_scores, first_stages, seed_models  # noqa: E402
 
@@ -283,11 +283,9 @@ def cell(result: dict, system: str) -> str:
 
 
 def write(results: list[dict], args) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
     collections = " ".join(r["collection"] for r in results)
     payload = {"machine": machine(), "command": f"python benchmarks/whole_collection.py --collections {collections}"
                " --seeds " + " ".join(map(str, args.seeds)), "results": results}
-    (RESULTS / "whole_collection.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = ["# Adaptation on whole collections: does it pay?", "",
              f"Command: `{payload['command']}`  ", f"Machine: {payload['machine']}. No hub access: generator "
              "SmolLM2-135M-Instruct (3 queries per passage, round-trip filter top 3); bi-encoder and reranker from "
@@ -329,7 +327,7 @@ def write(results: list[dict], args) -> None:
                      f"{r['pairs_generated']:,} | {r['pairs_trained']:,} | {', '.join(map(str, r['seeds']))} | "
                      f"{tokens} |")
     lines += funnel_lines(results)
-    (RESULTS / "whole_collection.md").write_text("\n".join(lines) + "\n")
+    write_results("whole_collection", payload, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genq.io import describe_error, terminate_as_interrupt
+from genq.io import GenqError, describe_error, terminate_as_interrupt
 from genq.pipeline.config import AdaptConfig
 from genq.pipeline.manifest import Manifest, same_settings
 
@@ -116,6 +116,10 @@ def run_stages(context: RunContext, stages: list[Stage]) -> list[StageResult]:
 def _run_one(context: RunContext, stage: Stage, resume: bool) -> StageResult:
     """One stage, recorded as running before and as done, interrupted or failed after."""
     manifest = context.manifest
+    missing = [path for path in stage.inputs if not path.exists()]
+    if missing:  # a file an earlier stage wrote was removed since: name it instead of failing inside the stage
+        raise GenqError(f"the {stage.name} stage reads {missing[0]}, which is missing\n  fix: put it back, or "
+                        "start a new run directory")
     manifest.start(stage.name, stage.settings)
     context.say(f"[{stage.name}] {'continuing' if resume else 'running'} ...")
     started = time.perf_counter()
