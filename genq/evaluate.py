@@ -280,6 +280,7 @@ def evaluate_systems(
     rerank_weight: float = 0.5,
     device: str | None = None,
     cache_dir: str | Path | None = None,
+    rerank_generator: str | None = None,
 ) -> dict:
     """Evaluate every system on the collection; write results.json/.md and a chart if ``output_dir``.
 
@@ -287,6 +288,8 @@ def evaluate_systems(
     when ``bm25`` is), each index, and with ``reranker`` each of those reranked (or only
     ``rerank_systems``), named ``<system> + <rerank_label>``; ``rerank_fusion`` and
     ``rerank_weight`` say whether its score replaces each system's or is blended with it.
+    ``reranker`` is a cross-encoder, or ``query-likelihood``: log p(query | passage) under
+    ``rerank_generator`` (default: the first index's run's generator, else genq's default).
     ``names`` name the BM25, model and index rows in that order; hybrid rows are ``hybrid(<name>)``.
     """
     models, index_dirs = list(models or []), list(index_dirs or [])
@@ -311,7 +314,9 @@ def evaluate_systems(
     index_names = base_names[int(bm25) + len(models):]
     collection = load_collection(data_dir, split)
     if isinstance(reranker, str):
-        reranker = Reranker(reranker, device=device, dtype=dtype)
+        from genq.search import load_reranker
+
+        reranker = load_reranker(reranker, index_dirs[0] if index_dirs else None, rerank_generator, device, dtype)
     report = {"genq_version": __version__, "collection": collection.path, "split": split,
               "corpus": len(collection.corpus), "queries": len(collection.queries),
               "judgements": sum(len(v) for v in collection.qrels.values()), "notes": collection.notes,

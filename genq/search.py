@@ -147,6 +147,57 @@ def choose_reranker(requested: str | None, index_dir: str | Path | None = None) 
     return DEFAULT_RERANKER
 
 
+def load_reranker(requested: str | None, index_dir: str | Path | None = None, generator: str | None = None,
+                  device: str | None = None, dtype: str = "auto"):
+    """What ``--rerank`` names, loaded: a cross-encoder (bare ``--rerank``: the run's own, see
+    :func:`choose_reranker`), or ``query-likelihood``: the generator's log p(query | passage) (UPR)."""
+    from genq.generation.likelihood import QUERY_LIKELIHOOD, QueryLikelihoodReranker
+
+    if requested is None:
+        return None
+    if requested == QUERY_LIKELIHOOD and not Path(requested).exists():
+        return QueryLikelihoodReranker(likelihood_generator(generator, index_dir, device, dtype))
+    if generator:
+        raise GenqError(f"--rerank-generator goes with --rerank {QUERY_LIKELIHOOD}, not with a cross-encoder\n"
+                        f"  fix: --rerank {QUERY_LIKELIHOOD} --rerank-generator {generator}, or leave out "
+                        "--rerank-generator")
+    return Reranker(choose_reranker(requested, index_dir), device=device, dtype=dtype)
+
+
+def likelihood_generator(generator: str | None, index_dir: str | Path | None = None, device: str | None = None,
+                         dtype: str = "auto"):
+    """The generator that scores queries: as named, else the one the run generated its pairs with (RUN/
+    pairs.meta.json beside RUN/index, prompt included), else genq's default (its offline stand-in without a hub)."""
+    from genq.generation.settings import DEFAULT_GENERATOR, GenerationConfig
+    from genq.models import offline_fallback
+
+    if generator:
+        return GenerationConfig(model=generator, device=device, dtype=dtype)
+    recorded = _run_generator(index_dir)
+    if recorded is not None:
+        logger.info("query likelihood under the run's generator %s", recorded.get("gguf_file") or recorded["model"])
+        return GenerationConfig(model=recorded["model"], gguf_file=recorded.get("gguf_file"),
+                                prompt_template=recorded.get("prompt_template") or "msmarco",
+                                prompt_style=recorded.get("prompt_style") or "auto", device=device, dtype=dtype)
+    found = offline_fallback(DEFAULT_GENERATOR)
+    return GenerationConfig(model=found[0] if found else DEFAULT_GENERATOR, device=device, dtype=dtype)
+
+
+def _run_generator(index_dir: str | Path | None) -> dict | None:
+    """The generator recorded by the run that built ``index_dir`` (RUN/pairs.meta.json), if it is still there."""
+    if index_dir is None:
+        return None
+    meta_path = locate_index(index_dir).parent / "pairs.meta.json"
+    try:
+        generator = json.loads(meta_path.read_text(encoding="utf-8")).get("generator")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(generator, dict) or not isinstance(generator.get("model"), str):
+        return None
+    model = generator["model"]
+    return generator if Path(model).exists() or "/" in model else None
+
+
 class PassageStore:
     """Random access to the index's passages by row, one seek per hit; nothing loaded up front."""
 
@@ -257,12 +308,14 @@ class Searcher:
     @classmethod
     def load(cls, index_dir: str | Path, model: str | Encoder | None = None, device: str | None = None,
              dtype: str = "auto", ef_search: int | None = None, nprobe: int | None = None,
-             reranker: str | Reranker | None = None, lexical: bool = True) -> Searcher:
+             reranker: str | Reranker | None = None, lexical: bool = True,
+             rerank_generator: str | None = None) -> Searcher:
         """Open ``index_dir``; the model recorded in index.json is used unless ``model`` overrides it.
 
         The BM25 part is opened when the index has one (``lexical=False`` skips it); an index
         built before genq had hybrid search opens dense-only, with a note. ``reranker`` loads
-        a cross-encoder (a hub id or directory) that then reranks every search.
+        a cross-encoder (a hub id or directory), or ``query-likelihood`` the generator
+        ``rerank_generator`` (default: the run's), that then reranks every search.
         """
         directory = locate_index(index_dir)
         # an `index --overwrite` may swap the directory while it is being opened: the parts would then come
@@ -288,7 +341,7 @@ class Searcher:
             raise GenqError(f"the model makes {encoder.dimension}-d vectors but the index holds "
                             f"{meta['dimension']}-d ones; search with the model that built the index")
         if isinstance(reranker, str):
-            reranker = Reranker(reranker, device=device, dtype=dtype)
+            reranker = load_reranker(reranker, directory, rerank_generator, device, dtype)
         return cls(index, store, encoder, meta, directory, lexical_index, reranker)
 
     def __len__(self) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from genq.cli.common import device_options, option, say, show_progress, user_errors
-from genq.cli.search import with_rerank_fusion
+from genq.cli.search import with_shared_rerank_options
 from genq.retrieval import DEFAULT_RERANKER
 
 
@@ -37,9 +37,9 @@ def default_cache_dir(output: str | None) -> Path:
               help="How deep each side is searched before fusing.")
 @click.option("--rerank", "rerank_model", metavar="MODEL", is_flag=False, flag_value="own", default=None,
               help="Also evaluate every system reranked by this cross-encoder (bare --rerank: the first --index's "
-                   f"run's own reranker, else {DEFAULT_RERANKER}).")
+                   f"run's own reranker, else {DEFAULT_RERANKER}), or by `query-likelihood` (UPR).")
 @click.option("--rerank-depth", type=click.IntRange(1), default=50, show_default=True)
-@with_rerank_fusion
+@with_shared_rerank_options
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=str),
               help="Where corpus embeddings are kept between runs, keyed by model weights and corpus content "
                    "[default: .genq-cache beside -o, else in the current folder].")
@@ -47,16 +47,16 @@ def default_cache_dir(output: str | None) -> Path:
 @device_options
 @user_errors
 def evaluate(data_dir, models, bm25, index_dirs, names, split, output, hybrid, alpha, fusion, alpha_sweep, candidates,
-             rerank_model, rerank_depth, rerank_fusion, rerank_weight, cache_dir, no_cache, device, dtype):
+             rerank_model, rerank_depth, rerank_fusion, rerank_weight, rerank_generator, cache_dir, no_cache, device,
+             dtype):
     """Compare BM25, models, hybrids and indexes on a labelled collection (nDCG@10, MRR@10, R@100, MAP@100, P@10)."""
     from genq.evaluate import evaluate_systems, format_sweep, format_table, parse_alphas
-    from genq.search import choose_reranker
 
     report = evaluate_systems(data_dir, models=list(models), bm25=bm25, index_dirs=list(index_dirs), output_dir=output,
                               split=split, names=list(names) or None, dtype=dtype, progress=show_progress(),
                               hybrid=hybrid, fusion=fusion, alpha=alpha,
                               alpha_sweep=parse_alphas(alpha_sweep) if alpha_sweep else None, candidates=candidates,
-                              reranker=choose_reranker(rerank_model, index_dirs[0] if index_dirs else None),
+                              reranker=rerank_model, rerank_generator=rerank_generator,
                               rerank_depth=rerank_depth, rerank_fusion=rerank_fusion, rerank_weight=rerank_weight,
                               device=device,
                               cache_dir=None if no_cache else cache_dir or default_cache_dir(output))

@@ -27,17 +27,19 @@ def search_options(function):
                      help="Hybrid: how deep each side is searched before fusing."),
         click.option("--rerank", "rerank_model", metavar="MODEL", is_flag=False, flag_value="own",
                      default=None, help="Rerank with a cross-encoder (bare --rerank: the run's own reranker, from "
-                                        f"`genq adapt --reranker`, else {DEFAULT_RERANKER})."),
+                                        f"`genq adapt --reranker`, else {DEFAULT_RERANKER}), or with "
+                                        "`query-likelihood`: log p(query | passage) under a generator (UPR)."),
         click.option("--rerank-depth", type=click.IntRange(1), default=50, show_default=True,
-                     help="How many hits the cross-encoder rescores."),
-        *rerank_fusion_options(),
+                     help="How many hits the reranker rescores."),
+        *shared_rerank_options(),
     ]):
         function = decorator(function)
     return function
 
 
-def rerank_fusion_options() -> list:
-    """Whether a reranker's score replaces the first stage's or is blended with it: search, serve, evaluate."""
+def shared_rerank_options() -> list:
+    """Whether a reranker's score replaces the first stage's or is blended with it, and which generator scores
+    query likelihood: search, serve, evaluate."""
     from genq.retrieval import DEFAULT_RERANK_FUSION, RERANK_FUSIONS
 
     return [
@@ -47,12 +49,15 @@ def rerank_fusion_options() -> list:
                           "blended with the first stage's score / rank (a reranker weaker than BM25 then still adds "
                           "what it knows)."),
         click.option("--rerank-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-                     help="The cross-encoder's share when --rerank-fusion blends (1 = its score alone)."),
+                     help="The reranker's share when --rerank-fusion blends (1 = its score alone)."),
+        click.option("--rerank-generator", metavar="MODEL",
+                     help="--rerank query-likelihood: the generator that scores (a model id or directory, or a .gguf "
+                          "file) [default: the run's generator, else genq's default generator]."),
     ]
 
 
-def with_rerank_fusion(function):
-    return stack(function, rerank_fusion_options())
+def with_shared_rerank_options(function):
+    return stack(function, shared_rerank_options())
 
 
 def search_settings(mode, alpha, fusion, candidates, rerank_depth, rerank_fusion, rerank_weight):
@@ -76,9 +81,9 @@ def search_settings(mode, alpha, fusion, candidates, rerank_depth, rerank_fusion
 @device_options
 @user_errors
 def search(index_dir, query, k, as_json, queries, run_out, ef_search, nprobe, model, mode, alpha, fusion, candidates,
-           rerank_model, rerank_depth, rerank_fusion, rerank_weight, device, dtype):
+           rerank_model, rerank_depth, rerank_fusion, rerank_weight, rerank_generator, device, dtype):
     """Search INDEX_DIR for QUERY (or every query of --queries); hybrid by default."""
-    from genq.search import Searcher, choose_reranker, iter_run, read_queries, write_trec_run
+    from genq.search import Searcher, iter_run, read_queries, write_trec_run
 
     if bool(query) == bool(queries):
         raise click.UsageError("give either a QUERY or --queries FILE")
@@ -86,7 +91,7 @@ def search(index_dir, query, k, as_json, queries, run_out, ef_search, nprobe, mo
         raise click.UsageError("--run writes a TREC run for every query of --queries FILE; add --queries")
     options = search_settings(mode, alpha, fusion, candidates, rerank_depth, rerank_fusion, rerank_weight)
     searcher = Searcher.load(index_dir, model=model, device=device, dtype=dtype, ef_search=ef_search,
-                             nprobe=nprobe, reranker=choose_reranker(rerank_model, index_dir))
+                             nprobe=nprobe, reranker=rerank_model, rerank_generator=rerank_generator)
     searcher.resolve_options(options)
     if queries:
         items = read_queries(queries)
@@ -139,17 +144,17 @@ def _where_found(hit, mode: str) -> str:
 @device_options
 @user_errors
 def serve(index_dir, host, port, allowed_hosts, docs, model, mode, alpha, fusion, candidates, rerank_model,
-          rerank_depth, rerank_fusion, rerank_weight, device, dtype):
+          rerank_depth, rerank_fusion, rerank_weight, rerank_generator, device, dtype):
     """Serve INDEX_DIR: JSON API (/search, /health, /info) and a search page at /.
 
     The search options set the server's defaults; each request may override mode, alpha and fusion.
     """
-    from genq.search import Searcher, choose_reranker
+    from genq.search import Searcher
     from genq.serve import run_server
 
     options = search_settings(mode, alpha, fusion, candidates, rerank_depth, rerank_fusion, rerank_weight)
     searcher = Searcher.load(index_dir, model=model, device=device, dtype=dtype,
-                             reranker=choose_reranker(rerank_model, index_dir))
+                             reranker=rerank_model, rerank_generator=rerank_generator)
     searcher.resolve_options(options)
     say(f"serving {len(searcher):,} passages on http://{host}:{port}/  (modes: {', '.join(searcher.modes)}; "
         f"API: /search?q=...&k=10, /info, /health)")

@@ -231,6 +231,105 @@ class QueryGenerator(PromptedGenerator):
             next_position = next_position + 1
         return samples
 
+    def score_queries(self, passages: list[dict], queries: list[str], batch_size: int = 16) -> list[float]:
+        """Mean log-probability of each query given its passage, the query's tokens and its end teacher-forced.
+
+        The passage is read exactly as :meth:`sample` reads it (the same encoder input, or the
+        same few-shot prompt and chat rendering), so this is the number a sampled query gets as
+        its ``generator_logprob``, computed for any query: the query-likelihood (UPR) reranker's
+        score. Rows are sorted by length and batched; the few-shot part of a decoder-only prompt
+        is run once and its KV cache shared, as in sampling.
+        """
+        import torch
+
+        if len(passages) != len(queries):
+            raise ValueError(f"{len(passages)} passages for {len(queries)} queries")
+        order = sorted(range(len(queries)), key=lambda i: self.input_length(passages[i]) + len(queries[i]))
+        scores = [0.0] * len(queries)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                batch = ([passages[i] for i in rows], [queries[i] for i in rows])
+                values = self._score_seq2seq(*batch) if self.family == "seq2seq" else self._score_causal(*batch)
+                for row, value in zip(rows, values):
+                    scores[row] = value
+        return scores
+
+    def _query_targets(self, queries: list[str], lead: str = "") -> list[list[int]]:
+        """Each query's token ids followed by the token that ends it (what sampling stops at)."""
+        end = self._query_end_id()
+        limit = max(self.config.max_length, SCORED_QUERY_TOKENS)
+        return [self.tokenizer(lead + query.strip(), add_special_tokens=False)["input_ids"][:limit] + [end]
+                for query in queries]
+
+    def _query_end_id(self) -> int:
+        """seq2seq: the end-of-sequence token; chat: the token that closes the assistant's turn; plain: newline."""
+        if getattr(self, "_end_id", None) is not None:
+            return self._end_id
+        tokenizer = self.tokenizer
+        if self.family == "seq2seq":
+            eos = self.model.generation_config.eos_token_id
+            eos = eos[0] if isinstance(eos, list) else eos
+            end = eos if eos is not None else tokenizer.eos_token_id
+        elif self.prompt_style == "chat":
+            turn = tokenizer.apply_chat_template([{"role": "user", "content": "a"},
+                                                  {"role": "assistant", "content": "QQQ"}], tokenize=False)
+            closing = tokenizer(turn.split("QQQ", 1)[1], add_special_tokens=False)["input_ids"]
+            end = closing[0] if closing else tokenizer.eos_token_id
+        else:  # a plain continuation ends its line (or, in a vocabulary without a newline, at the end token)
+            newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+            end = newline[-1] if newline else (self.eos_ids[0] if self.eos_ids else tokenizer.eos_token_id)
+        if end is None:
+            raise GenqError(f"the generator {self.config.model!r} names no end token; cannot score queries with it")
+        self._end_id = int(end)
+        return self._end_id
+
+    def _score_seq2seq(self, passages: list[dict], queries: list[str]) -> list[float]:
+        import torch
+
+        encoded = self.tokenizer(self._inputs(passages), return_tensors="pt", padding=True, truncation=True,
+                                 max_length=self.config.max_passage_tokens)
+        targets = self._query_targets(queries)
+        width = max(map(len, targets))
+        labels = torch.tensor([row + [-100] * (width - len(row)) for row in targets], device=self.device)
+        logits = self.model(input_ids=encoded["input_ids"].to(self.device),
+                            attention_mask=encoded["attention_mask"].to(self.device), labels=labels,
+                            return_dict=True).logits
+        return _mean_target_logprobs(logits, labels)
+
+    def _score_causal(self, passages: list[dict], queries: list[str]) -> list[float]:
+        import torch
+
+        prompts = self._inputs(passages)
+        prompt_ids = self._tokenize(prompts)
+        lead = "" if self.prompt_style == "chat" or prompts[0][-1:].isspace() else " "
+        targets = self._query_targets(queries, lead)
+        if self._prefix is False:
+            self._prefix = self._prompt_prefix()
+        prefix_ids, prefix_cache = self._prefix if self._prefix else ([], None)
+        shared = len(prefix_ids)
+        if prefix_cache is None or any(row[:shared] != prefix_ids for row in prompt_ids):
+            shared, prefix_cache = 0, None
+        rows = [prompt[shared:] + target for prompt, target in zip(prompt_ids, targets)]
+        width = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        positions = (shared + attention_mask.cumsum(-1) - 1).clamp(min=shared)
+        if prefix_cache is not None:
+            cache = growing_cache(prefix_cache, len(rows), extra=width)
+            attention_mask = torch.cat([attention_mask.new_ones((len(rows), shared)), attention_mask], dim=1)
+        else:
+            cache = growing_cache()
+        # rows are left-padded, so every query ends at the last position: the logits of the last positions are all
+        # that is read (the one before a query's first token predicts it)
+        keep = max(map(len, targets)) + 1
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                            **{cache_argument(self.model): cache}, use_cache=True, logits_to_keep=keep,
+                            return_dict=True).logits[:, :-1]
+        labels = torch.tensor([[-100] * (keep - 1 - len(t)) + t for t in targets], device=self.device)
+        return _mean_target_logprobs(logits, labels)
+
     def auto_batch_size(self) -> int:
         """Passages per sampling call when none is set: by the device's free memory and this model's sizes."""
         import torch
@@ -241,3 +340,16 @@ class QueryGenerator(PromptedGenerator):
             self.config.max_passage_tokens + template_tokens, self.config.max_length,
             torch.tensor([], dtype=self.dtype).element_size())
         return auto_generation_batch(self.device, per_passage)
+
+
+SCORED_QUERY_TOKENS = 64  # a query scored (not sampled) is read up to this many tokens, or max_length if longer
+
+
+def _mean_target_logprobs(logits, labels) -> list[float]:
+    """Per row, the mean log-probability of the labelled positions (-100: not a target)."""
+    import torch
+
+    mask = labels != -100
+    log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    totals = (log_probs * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    return [round(float(value), 6) for value in totals]
