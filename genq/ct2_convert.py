@@ -50,15 +50,15 @@ def converted_copy(location: Path, quantization: str | None = None, purpose: str
         raise ConversionFailed(f"{location} is not a model folder")
     quantized = f"-{quantization}" if quantization else ""  # an unquantised copy keeps its first key
     target = cache_root() / "ct2" / f"{location.name}-{fingerprint}{quantized}-ct2-{ctranslate2.__version__}"
-    failed = target.with_name(target.name + ".failed.json")
-    if built_copy_intact(target, RECORD):
-        return target
-    if failed.is_file():  # tried before and could not: not again at every run
+    failed = failure_record(target)
+    if failed.is_file():  # tried before and could not (convert, or load the copy): not again at every run
         try:
             reason = json.loads(failed.read_text(encoding="utf-8")).get("error", "")
         except (OSError, ValueError, AttributeError):
             reason = ""
-        raise ConversionFailed(f"CTranslate2 could not convert it before ({reason or failed})", remembered=True)
+        raise ConversionFailed(f"CTranslate2 could not use it before ({reason or failed})", remembered=True)
+    if built_copy_intact(target, RECORD):
+        return target
     logger.info("converting %s for %s (once, %s); kept in %s", location, purpose, expected, target)
     started = time.perf_counter()
 
@@ -74,6 +74,7 @@ def converted_copy(location: Path, quantization: str | None = None, purpose: str
                     str(folder / "model"), quantization=quantization, force=True)
         finally:
             transformers_logging.set_verbosity(verbosity)
+        name_special_tokens(folder / "model", location)
         for item in (folder / "model").iterdir():
             item.rename(folder / item.name)
         (folder / "model").rmdir()
@@ -84,12 +85,56 @@ def converted_copy(location: Path, quantization: str | None = None, purpose: str
                                                  "seconds": round(time.perf_counter() - started, 1)})
     except Exception as exc:  # unconvertible, or no room to keep it
         if not isinstance(exc, OSError):  # the model itself: remembered, so later runs take the fallback at once
-            try:
-                failed.parent.mkdir(parents=True, exist_ok=True)
-                failed.write_text(json.dumps({"source": str(location), "error": describe_error(exc)}),
-                                  encoding="utf-8")
-            except OSError:
-                pass
+            remember_failure(target, location, describe_error(exc))
         raise ConversionFailed(describe_error(exc)) from None
     logger.info("converted %s in %.1f s", location.name, time.perf_counter() - started)
     return target
+
+
+def failure_record(target: Path) -> Path:
+    """Where a copy that could not be made (or loaded) is remembered: beside it, ``NAME.failed.json``."""
+    return target.with_name(target.name + ".failed.json")
+
+
+def remember_failure(target: Path, location: Path | str, reason: str) -> None:
+    """Remember that ``target`` cannot serve (its conversion failed, or CTranslate2 could not load the copy), so later
+    runs take their fallback at once; a record that cannot be written costs only a second try next time."""
+    try:
+        record = failure_record(target)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"source": str(location), "error": reason}), encoding="utf-8")
+    except OSError:
+        pass
+
+
+# the converted config's special-token names and the model config ids they stand for (first one set wins)
+SPECIAL_TOKENS = {"eos_token": ("eos_token_id",), "bos_token": ("bos_token_id", "decoder_start_token_id"),
+                  "decoder_start_token": ("decoder_start_token_id", "pad_token_id"), "unk_token": ("unk_token_id",)}
+
+
+def name_special_tokens(converted: Path, location: Path) -> None:
+    """Fill the special tokens the converter left null with those the model's config names by id.
+
+    CTranslate2's converter reads a seq2seq model's end token from its tokenizer; a tokenizer that names
+    none (custom or converted models often set only ``eos_token_id`` in the model config) gives
+    ``"eos_token": null``, and the copy then fails to load ("type must be string, but is null").
+    """
+    config_path = converted / "config.json"
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    missing = [name for name in SPECIAL_TOKENS if name in config and config[name] is None]
+    if not missing:
+        return
+    from transformers import AutoConfig, AutoTokenizer
+
+    model_config = AutoConfig.from_pretrained(location)
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    for name in missing:
+        ids = [getattr(model_config, key, None) for key in SPECIAL_TOKENS[name]]
+        token_id = next((i[0] if isinstance(i, list) else i for i in ids if i is not None), None)
+        if token_id is not None:
+            config[name] = tokenizer.convert_ids_to_tokens(int(token_id))
+            logger.info("the tokenizer of %s names no %s: took %r (id %d) from the model's config", location.name,
+                        name, config[name], token_id)
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")

@@ -32,7 +32,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from genq.corpus import iter_passage_file
-from genq.generation.run import check_quality, finished_output, identify_run, meta_path_for, write_pairs_meta
+from genq.generation.run import (
+    check_quality,
+    finished_output,
+    identify_run,
+    keep_recorded_choices,
+    meta_path_for,
+    recorded_settings,
+    write_pairs_meta,
+)
 from genq.generation.settings import GenerationConfig, GenerationSummary, QualityCheck
 from genq.io import (
     GenqError,
@@ -71,6 +79,17 @@ def shard_dir_for(output: Path) -> Path:
 
 def _shard_names(number: int) -> tuple[str, str]:
     return f"passages-{number:05d}.jsonl", f"pairs-{number:05d}.jsonl"
+
+
+def _recorded_run(shard_dir: Path, output_path: Path, overwrite: bool) -> dict | None:
+    """The resolved settings of the interrupted Ray run (its shard plan), or of the finished output."""
+    plan = shard_dir / PLAN_FILE
+    if not overwrite and plan.is_file():
+        try:
+            return read_json(plan, "shard plan")["run"]["settings"]
+        except (GenqError, KeyError, TypeError):
+            return None
+    return recorded_settings(output_path, None, overwrite)
 
 
 def plan_shards(passages_path: Path, shard_dir: Path, run_key: dict, shard_size: int, limit: int | None,
@@ -173,6 +192,8 @@ def generate_pairs_ray(
     config.device = "cuda" if options.gpus_per_worker > 0 else "cpu"
     if config.dtype == "auto" and config.device == "cuda":
         config.dtype = "bfloat16"
+    shard_dir = shard_dir_for(output_path)
+    config = keep_recorded_choices(config, _recorded_run(shard_dir, output_path, overwrite), output_path)
     run = identify_run(passages_path, config, None, limit)
     summary.passages, summary.passages_without_text = run.passages, run.empty_passages
     previous = finished_output(output_path, run, overwrite)
@@ -182,7 +203,6 @@ def generate_pairs_ray(
         return summary
     judge = quality.load() if quality and quality.sample else None
 
-    shard_dir = shard_dir_for(output_path)
     run_key = {"settings": run.settings, "source": run.source}
     shards = plan_shards(passages_path, shard_dir, run_key, options.shard_size, limit, overwrite)
     todo = [shard for shard in shards if not shard_is_done(shard)]

@@ -59,6 +59,13 @@ LOSSES = ("mnrl", "cached-mnrl", "margin-mse")
 # Settings that define a run: resuming into a directory with other values is refused.
 RUN_KEYS = ("base_model", "loss", "epochs", "batch_size", "lr", "warmup_ratio", "max_seq_length", "seed", "scale",
             "similarity", "eval_share", "no_duplicates", "mini_batch_size", "group_by_length")
+OPTION_NAMES = {  # a setting -> the option that sets it, for messages
+    "base_model": "--base-model", "loss": "--loss", "epochs": "--epochs", "batch_size": "--train-batch-size",
+    "lr": "--lr", "warmup_ratio": "--warmup-ratio", "max_seq_length": "--max-seq-length", "seed": "--train-seed",
+    "scale": "--scale", "similarity": "--similarity", "eval_share": "--eval-share",
+    "no_duplicates": "--allow-duplicates-in-batch (off: no duplicates)", "mini_batch_size": "--mini-batch-size",
+    "group_by_length": "--group-by-length",
+}
 CLIP_TOKENS_UNTIL_LOADED = 512  # texts are clipped before the model (and its own length limit) is known
 
 
@@ -312,7 +319,7 @@ def train_bi_encoder(
                                                    notes=notes)
     settings = {k: getattr(config, k) for k in RUN_KEYS}
     processes = Processes()
-    replacing = processes.agree(lambda: check_training_output(output, settings, resume, overwrite))
+    replacing = processes.agree(lambda: check_training_output(output, settings, resume, overwrite, OPTION_NAMES))
     if len(rows) < 2:
         repeats = "".join(f" ({note})" for note in notes if "repeat" in note)
         raise DataError(pairs_path, f"holds {len(rows)} distinct pair(s){repeats}; training needs at least 2",

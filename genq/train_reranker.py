@@ -55,8 +55,12 @@ logger = logging.getLogger(__name__)
 
 RERANKER_LOSSES = ("bce", "mnrl")
 RUN_KEYS = ("base_model", "loss", "negatives", "epochs", "batch_size", "lr", "warmup_ratio", "schedule", "max_length",
-            "seed",
-            "group_by_length")
+            "seed", "group_by_length")
+OPTION_NAMES = {  # a setting -> the option that sets it, for messages
+    "base_model": "--base-model", "loss": "--loss", "negatives": "--negatives-per-pair", "epochs": "--epochs",
+    "batch_size": "--train-batch-size", "lr": "--lr", "warmup_ratio": "--warmup-ratio", "schedule": "--lr-schedule",
+    "max_length": "--max-length", "seed": "--train-seed", "group_by_length": "--group-by-length",
+}
 MAX_LENGTH_CAP = 512  # query and passage together; the MiniLM family was built for 512 positions
 SCHEDULES = ("constant_with_warmup", "linear", "cosine")
 # The recipe, measured on the whole-Cranfield synthetic pairs (839 pairs, 3 BM25 negatives each, held out by
@@ -215,7 +219,7 @@ def train_reranker(
                                   uneven_negatives_warning=False, notes=notes)  # each pair's own, then topped up
     settings = {k: getattr(config, k) for k in RUN_KEYS}
     processes = Processes()
-    replacing = processes.agree(lambda: check_training_output(output, settings, resume, overwrite))
+    replacing = processes.agree(lambda: check_training_output(output, settings, resume, overwrite, OPTION_NAMES))
     passages = len({r["passage_id"] for r in rows})
     if len(rows) < 2 or passages < 2:
         raise DataError(pairs_path, f"holds {len(rows)} pair(s) over {passages} passage(s); a reranker needs at "

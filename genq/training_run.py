@@ -22,7 +22,8 @@ from genq.models import RUN_RECORD
 logger = logging.getLogger(__name__)
 
 
-def check_training_output(output: Path, settings: dict, resume: bool, overwrite: bool) -> bool:
+def check_training_output(output: Path, settings: dict, resume: bool, overwrite: bool,
+                          option_names: dict[str, str] | None = None) -> bool:
     """Whether an earlier genq run at ``output`` is to be replaced (the new one trains beside it).
 
     Only a directory genq trained into (it holds ``genq_training.json``) is ever replaced,
@@ -34,8 +35,9 @@ def check_training_output(output: Path, settings: dict, resume: bool, overwrite:
     previous = read_json(record, "training record")
     changed = {k: (previous.get("settings", {}).get(k), v) for k, v in settings.items()
                if previous.get("settings", {}).get(k) != v}
-    if changed:
-        details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+    if changed:  # named by the options that set them, as a user types them
+        names = option_names or {}
+        details = "; ".join(f"{names.get(k, k)}: {_shown(a)} then, {_shown(b)} now" for k, (a, b) in changed.items())
         raise GenqError(f"{output} holds a training run with other settings ({details})\n"
                         "  fix: choose another --output, or pass --overwrite to replace it once the new one is done")
     if previous.get("complete"):
@@ -299,3 +301,12 @@ def with_length_grouped_batches(trainer_class, texts: list[list[str]], no_duplic
                                  valid_label_columns=valid_label_columns, generator=generator, seed=seed)
 
     return LengthGroupedTrainer
+
+
+def _shown(value) -> str:
+    """A setting's value as a user would write it: never None."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)

@@ -196,7 +196,7 @@ def test_changed_generation_settings_refused_before_loading(tmp_path, tiny_t5_di
 
     monkeypatch.setattr(genq.generation.run, "load_generator", no_loading)
     result = runner.invoke(main, [*base, "--top-p", "0.5"])
-    assert result.exit_code == 2 and "other settings" in result.output and "top_p" in result.output
+    assert result.exit_code == 2 and "other settings" in result.output and "--top-p" in result.output
     result = runner.invoke(main, base)  # finished: a no-op, again without loading the model
     assert result.exit_code == 0 and "already complete" in result.output
 

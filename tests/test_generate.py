@@ -178,7 +178,7 @@ def test_finished_rerun_is_noop_and_changed_settings_refused(tmp_path, tiny_t5_d
     result = runner.invoke(main, args)
     assert result.exit_code == 0 and "already complete" in result.output and out.read_text() == before
     result = runner.invoke(main, args + ["--top-p", "0.5"])
-    assert result.exit_code == 2 and "top_p" in result.output and "--overwrite" in result.output
+    assert result.exit_code == 2 and "--top-p" in result.output and "--overwrite" in result.output
     assert out.read_text() == before
     result = runner.invoke(main, args + ["--top-p", "0.5", "--overwrite"])
     assert result.exit_code == 0 and json.loads(meta_path_for(out).read_text())["parameters"]["top_p"] == 0.5

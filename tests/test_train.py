@@ -142,7 +142,7 @@ def test_output_dir_protection_and_resume(tmp_path, tiny_encoder_dir, caplog):
     (checkpoints / "checkpoint-99" / "config.json").write_text("{}")
     optimizer = newest / "optimizer.pt"
     optimizer.write_bytes(optimizer.read_bytes()[:100])
-    with pytest.raises(GenqError, match="other settings"):
+    with pytest.raises(GenqError, match=r"other settings \(--lr: "):
         train_bi_encoder(pairs, out, small_config(tiny_encoder_dir, lr=1e-3), progress=False)
     with pytest.raises(GenqError, match="--resume"):
         train_bi_encoder(pairs, out, small_config(tiny_encoder_dir), progress=False)

@@ -32,7 +32,7 @@ import os
 import sys
 from pathlib import Path
 
-from genq.ct2_convert import ConversionFailed, converted_copy
+from genq.ct2_convert import ConversionFailed, converted_copy, remember_failure
 from genq.generation.backend import PromptedGenerator, device_kind
 from genq.generation.settings import GenerationConfig
 from genq.io import GenqError, describe_error
@@ -109,8 +109,10 @@ class CTranslate2Generator(PromptedGenerator):
         try:
             self.model = model_class(str(converted), device=self.device, compute_type=self.dtype_label,
                                      intra_threads=cpu_threads() if self.device == "cpu" else 0)
-        except Exception as exc:
-            raise Unavailable(f"CTranslate2 could not load its copy {converted}: {describe_error(exc)}") from None
+        except Exception as exc:  # remembered like a refused conversion: later runs go straight to torch
+            reason = f"CTranslate2 could not load its copy {converted}: {describe_error(exc)}"
+            remember_failure(converted, folder, reason)
+            raise Unavailable(reason) from None
         self.vocabulary = len(self.tokenizer)
         self.folder = folder
         self._prepare_prompt(_generation_eos(folder))

@@ -9,12 +9,13 @@ itself) appear only when the run is complete.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -114,6 +115,7 @@ def generate_pairs(
     ``quality``: measure the finished pairs on a sample and record it in the meta.
     """
     config = config or GenerationConfig()
+    asked = config  # what the user asked, before a resume fills what was left on auto
     passages_path, output_path = Path(passages_path), Path(output_path)
     meta_path = meta_path_for(output_path)
     partial, journal = run_paths(output_path)
@@ -122,6 +124,8 @@ def generate_pairs(
     started = time.perf_counter()
     summary = GenerationSummary(str(output_path))
 
+    if generator is None:
+        config = keep_recorded_choices(config, recorded_settings(output_path, journal, overwrite), output_path)
     run = identify_run(passages_path, config, generator, limit)
     config = run.config
     summary.passages_without_text = run.empty_passages
@@ -152,7 +156,8 @@ def generate_pairs(
     if header is None:
         partial.parent.mkdir(parents=True, exist_ok=True)
         with JsonlAppender(journal) as log:
-            first = {"settings": settings, "source": source, "genq_version": __version__}
+            first = {"settings": settings, "source": source, "genq_version": __version__,
+                     "asked": {key: getattr(asked, key) for key in AUTO_CHOICES}}
             first["check"] = done.last_check = journal_check(first, "")
             log.write_batch([first])
     batching = HalvingBatches(config.batch_size or generator.auto_batch_size(), generator.device, "generation")
@@ -236,6 +241,46 @@ def _seeding(backend: str) -> str:
 
         return SEEDING
     return "per passage: blake2b(seed, passage id, sample number) drives each sampled token"
+
+
+# Settings a user may leave on "auto", which genq resolves when a run starts (the backend by what is installed and
+# converts, the precision by the hardware): a run that resumes keeps what its first start resolved, so that
+# nothing that changed in between (a conversion that failed once, a package installed since) refuses the resume.
+AUTO_CHOICES = ("backend", "dtype")
+
+
+def recorded_settings(output_path: Path, journal: Path | None, overwrite: bool) -> dict | None:
+    """The resolved settings of the interrupted run to resume (its journal's first line), or of the finished output
+    (its meta), if either is there; None when starting afresh."""
+    if overwrite:
+        return None
+    meta_path = meta_path_for(output_path)
+    try:
+        if journal is not None and journal.exists():
+            with open(journal, "rb") as handle:
+                header = json.loads(handle.readline() or b"null")
+            return header.get("settings") if isinstance(header, dict) else None
+        if output_path.exists() and meta_path.exists():
+            return read_json(meta_path, "pairs metadata").get("parameters")
+    except (OSError, ValueError, AttributeError, GenqError):
+        return None  # unreadable: the run's own checks say so in their words
+    return None
+
+
+def keep_recorded_choices(config: GenerationConfig, recorded: dict | None, output_path: Path) -> GenerationConfig:
+    """``config`` with each setting left on "auto" resolved as the recorded run resolved it (said in one line)."""
+    if not isinstance(recorded, dict) or "dtype" not in recorded:
+        return config
+    kept = {}
+    if config.backend == "auto":
+        kept["backend"] = recorded.get("backend", "torch")  # a torch run records no backend
+    if config.dtype == "auto":  # CTranslate2's int8_* compute types are what --dtype int8 resolves to
+        kept["dtype"] = "int8" if str(recorded["dtype"]).startswith("int8") else recorded["dtype"]
+    if not kept:
+        return config
+    logger.info("%s: keeping the choices its first start made for what is left on auto (%s)", output_path.name,
+                ", ".join(f"--{key} {value}" for key, value in kept.items()))
+    return replace(config, **kept)
 
 
 def _backend_of(generator) -> tuple[str, str]:
@@ -379,12 +424,14 @@ def _same_source(old: dict, new: dict) -> bool:
 
 def _refuse_other_run(path: Path, old_settings: dict, old_source: dict, settings: dict, source: dict, what: str,
                       resume: bool = False) -> None:
-    """Refuse to mix settings or inputs in one pairs file, naming what differs."""
-    changed = {k: (old_settings.get(k), v) for k, v in settings.items() if old_settings.get(k) != v}
+    """Refuse to mix settings or inputs in one pairs file, naming what differs by the options that set it."""
+    changed = {k: (old_settings.get(k, _UNRECORDED.get(k)), v) for k, v in settings.items()
+               if old_settings.get(k, _UNRECORDED.get(k)) != v}
     if old_source.get("limit") != source["limit"]:
         changed["limit"] = (old_source.get("limit"), source["limit"])
     if changed:
-        details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        details = "; ".join(f"{_OPTION_NAMES.get(k, k)}: {_shown(old)} then, {_shown(new)} now"
+                            for k, (old, new) in changed.items())
         raise GenqError(f"{path} {what} with other settings ({details})\n"
                         f"  fix: rerun with the original settings{' to resume' if resume else ''}, pass --overwrite "
                         "to start over, or write to another output path")
@@ -393,6 +440,27 @@ def _refuse_other_run(path: Path, old_settings: dict, old_source: dict, settings
                         f"({old_source.get('path')} has changed since, or another file was given)\n"
                         "  fix: pass --overwrite to generate again for the current passages, or write to another "
                         "output path")
+
+
+# a setting's key -> the option that sets it, as a user types it (genq generate and genq adapt share them)
+_OPTION_NAMES = {
+    "model": "--generator", "gguf_file": "--gguf-file", "family": "the generator's family",
+    "queries_per_passage": "--queries-per-passage", "top_p": "--top-p", "top_k": "--sample-top-k",
+    "max_length": "--max-query-tokens", "max_passage_tokens": "--max-passage-tokens", "temperature": "--temperature",
+    "seed": "--seed", "prefix": "--prefix", "prompt_template": "--prompt-template", "prompt_style": "--prompt-style",
+    "include_title": "--no-title", "min_query_words": "--min-query-words", "max_query_words": "--max-query-words",
+    "drop_copies": "--drop-copies", "dtype": "--dtype", "backend": "--backend", "limit": "--limit",
+}
+_UNRECORDED = {"backend": "torch"}  # a torch run records no backend: what it means when absent
+
+
+def _shown(value) -> str:
+    """A setting's value as a user would write it: never None."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value) if value != "" else "empty"
 
 
 def _limited(items: Iterator[dict], limit: int | None) -> Iterator[dict]:
