@@ -136,7 +136,24 @@ def ordering(collection, first: dict[str, dict[str, float]], scores: dict[str, d
             **{f"P@1 {name}": round(statistics.mean(v), 4) for name, v in top.items() if v}}
 
 
-def measure(name: str, depths: list[int], generator: str, work: Path, limit: int | None) -> dict:
+def latency(collection, stages: dict, reranker, depths: tuple[int, ...], queries: int) -> dict:
+    """Seconds to rerank one query's top D of hybrid(base), scored afresh (no kept scores), for each depth D; the
+    depths take turns within each query, so a slow minute on the machine costs every depth alike."""
+    documents = {d["_id"]: d for d in collection.corpus}
+    timed: dict[int, list[float]] = {depth: [] for depth in depths}
+    for number, query_id in enumerate(list(collection.queries)[:queries]):
+        ranked = list(stages["hybrid(base)"][query_id])
+        for depth in (depths if number % 2 == 0 else tuple(reversed(depths))):
+            started = time.perf_counter()
+            reranker.score(collection.queries[query_id], [documents[d] for d in ranked[:depth]])
+            timed[depth].append(time.perf_counter() - started)
+    return {str(depth): {"median_seconds": round(statistics.median(values), 2),
+                         "max_seconds": round(max(values), 2), "queries": len(values)}
+            for depth, values in timed.items()}
+
+
+def measure(name: str, depths: list[int], generator: str, work: Path, limit: int | None,
+            latency_queries: int = 0) -> dict:
     from genq.evaluate import load_collection, score_run
     from genq.generation.likelihood import QueryLikelihoodReranker
     from genq.generation.settings import GenerationConfig
@@ -146,7 +163,7 @@ def measure(name: str, depths: list[int], generator: str, work: Path, limit: int
     if limit:
         kept = list(collection.queries)[:limit]
         collection.queries = {q: collection.queries[q] for q in kept}
-    stages = first_stages(collection, max(depths), work / ".genq-cache")
+    stages = first_stages(collection, max(depths + ([100] if latency_queries else [])), work / ".genq-cache")
     model = str(packaged_model_path(generator) or generator)
     loading = time.perf_counter()
     reranker = QueryLikelihoodReranker(GenerationConfig(model=model))
@@ -171,12 +188,13 @@ def measure(name: str, depths: list[int], generator: str, work: Path, limit: int
         tests[label] = {"vs first stage": paired_t(system, [per_query[row["first_stage"]][q] for q in queries]),
                         "vs hybrid(base)": paired_t(system, [per_query["hybrid(base)"][q] for q in queries])}
     seconds_per_pair = [t["seconds_per_pair"] for t in timing.values() if t["seconds_per_pair"]]
+    timed = latency(collection, stages, reranker, (20, 50, 100), latency_queries) if latency_queries else None
     return {"collection": name, "queries": len(queries), "generator": generator, "reranker": reranker.name,
             "dtype": reranker.generator.dtype_label, "load_seconds": round(load_seconds, 1),
             "ndcg@10": mean, "rows": rows, "tests": tests, "ordering": diagnostics,
             "timing": {str(d): t for d, t in timing.items()},
             "seconds_per_pair": round(statistics.mean(seconds_per_pair), 4) if seconds_per_pair else None,
-            "limit": limit}
+            "limit": limit, "latency": timed}
 
 
 def _ndcg(score_run, collection, run) -> dict[str, float]:
@@ -209,10 +227,15 @@ def markdown(results: list[dict]) -> list[str]:
                              f"{o.get('auc likelihood', 0):.4f} | {o.get('P@1 first stage', 0):.4f} | "
                              f"{o.get('P@1 likelihood', 0):.4f} |")
         per_pair = result["seconds_per_pair"]
-        lines += ["", f"Cost: {per_pair} s per (query, passage) in {result['dtype']} on 2 cores, so about "
-                  + ", ".join(f"{per_pair * d:.1f} s per query at depth {d}" for d in (20, 50, 100))
-                  + f" (a candidate both stages return is scored once; generator load {result['load_seconds']} s).",
-                  ""]
+        lines += ["", f"Cost while scoring the table: {per_pair} s per (query, passage) in {result['dtype']} on 2 "
+                  f"cores (a candidate both stages return is scored once; generator load {result['load_seconds']} s)."]
+        if result.get("latency"):
+            lines += ["", "Latency of reranking one query (hybrid(base)'s top D scored afresh, the depths taking "
+                      "turns within each query, machine otherwise idle):", "",
+                      "| depth | median s per query | max | queries |", "|---:|---:|---:|---:|"]
+            lines += [f"| {d} | {v['median_seconds']} | {v['max_seconds']} | {v['queries']} |"
+                      for d, v in result["latency"].items()]
+        lines.append("")
     return lines
 
 
@@ -223,8 +246,10 @@ def main() -> None:
     parser.add_argument("--generator", default=SMOLLM2, help="A generator id (packaged copies are found) or path.")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "query-likelihood")
     parser.add_argument("--limit-queries", type=int, help="Only the first N queries (a probe; not written).")
+    parser.add_argument("--latency-queries", type=int, default=0,
+                        help="Also time reranking hybrid(base)'s top 20/50/100 afresh for the first N queries.")
     args = parser.parse_args()
-    results = [measure(name, args.depths, args.generator, args.work, args.limit_queries)
+    results = [measure(name, args.depths, args.generator, args.work, args.limit_queries, args.latency_queries)
                for name in args.collections]
     command = command_line("query_likelihood.py")
     if args.limit_queries:
