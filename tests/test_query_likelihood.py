@@ -150,3 +150,33 @@ def test_serve_answers_bad_rerank_options_with_400(bike_index, tiny_gpt2_dir):
     for bad in ({"rerank": "maybe"}, {"rerank_fusion": "average"}, {"rerank_weight": "2"}):
         answer = client.get("/search", params={"q": "oil", **bad})
         assert answer.status_code == 400, bad
+
+
+def test_adapt_evaluates_hybrid_adapted_reranked_by_likelihood(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
+    from click.testing import CliRunner
+
+    from genq.cli import main
+
+    from .conftest import write_jsonl
+    from .test_pipeline import adapt_args, stage_status
+
+    data = tmp_path / "eval-data"
+    (data / "qrels").mkdir(parents=True)
+    write_jsonl(data / "corpus.jsonl", [{"_id": "a", "title": "", "text": "oil the chain"},
+                                        {"_id": "b", "title": "", "text": "brake pad"}])
+    write_jsonl(data / "queries.jsonl", [{"_id": "q", "text": "chain oil"}])
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\t1\n")
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir,
+                                                 "--eval-likelihood"))
+    assert result.exit_code == 2 and "--eval-data" in result.output  # it reranks inside the evaluation
+    args = adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--eval-data", str(data),
+                      "--eval-likelihood")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert stage_status(result.output)["evaluate likelihood"] == "ran"
+    report = json.loads((run_dir / "eval" / "likelihood" / "results.json").read_text())
+    assert "hybrid(adapted) + likelihood" in [system["name"] for system in report["systems"]]
+    assert report["settings"]["rerank_fusion"] == "minmax" and report["settings"]["rerank_depth"] == 20
+    again = CliRunner().invoke(main, args)
+    assert set(stage_status(again.output).values()) == {"skipped"}

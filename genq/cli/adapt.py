@@ -92,9 +92,13 @@ def _load_config_file(ctx: click.Context, _param, value):
 @option("--encode-batch-size", "encode_batch_size", type=AUTO_OR_COUNT, default="auto", show_default=True,
         help="Index stage: passages per encoding batch (auto: by the GPU's free memory, 64 on a CPU).")
 @click.option("--eval-data", type=click.Path(file_okay=False), help="Labelled BEIR folder: compare BM25/base/adapted.")
+@click.option("--eval-likelihood", is_flag=True,
+              help="With --eval-data: also rerank hybrid(adapted)'s top 20 by the generator's query likelihood "
+                   "(UPR, blended), in eval/likelihood/ (a few seconds per test query on a CPU).")
 @device_options
 @user_errors
-def adapt(corpus_path, run_dir, limit, time_budget, gpl, encode_batch_size, eval_data, device, dtype, **options):
+def adapt(corpus_path, run_dir, limit, time_budget, gpl, encode_batch_size, eval_data, eval_likelihood, device, dtype,
+          **options):
     """Prepare, generate, [filter, mine negatives, pseudo-label,] train, [train a reranker,] index [and evaluate] in
     one resumable run."""
     from genq.durations import parse_duration
@@ -123,16 +127,16 @@ def adapt(corpus_path, run_dir, limit, time_budget, gpl, encode_batch_size, eval
         auto_warmup="warmup_ratio" not in given, hard_negatives=options["num_negatives"],
         mining=mining_config(options), gpl=gpl, pseudo_label=pseudo_label_config(options, device, dtype),
         training=training, index=index_params(options), lexical=lexical_settings(options), eval_data=eval_data,
+        eval_likelihood=eval_likelihood,
         limit=limit, dtype=dtype, encode_batch_size=encode_batch_size,
         time_budget=parse_duration(time_budget) if time_budget else None,
         reranker=reranker_stage_config(options, training, device))
     started = time.perf_counter()
     manifest = run_adapt(corpus_path, run_dir, config, progress=show_progress(), say=say)
-    _summarize(manifest, run_dir, time.perf_counter() - started, with_reranker=config.reranker is not None,
-               eval_data=eval_data)
+    _summarize(manifest, run_dir, time.perf_counter() - started, config)
 
 
-def _summarize(manifest: dict, run_dir: str, elapsed: float, with_reranker: bool, eval_data: str | None) -> None:
+def _summarize(manifest: dict, run_dir: str, elapsed: float, config) -> None:
     """Where everything went, and the training's verdict (too few steps to move the model, ...)."""
     from genq.train import TrainSummary
 
@@ -143,12 +147,13 @@ def _summarize(manifest: dict, run_dir: str, elapsed: float, with_reranker: bool
                            ).verdict() if trained else None
     say(f"  model:  {Path(run_dir) / 'model'}" + (f"; {verdict}" if verdict else ""))
     say(f"  index:  {Path(run_dir) / 'index'}")
-    if with_reranker:
+    if config.reranker is not None:
         from genq.train_reranker import learned_little_record
 
         weak = learned_little_record(Path(run_dir) / "reranker")
         say(f"  reranker: {Path(run_dir) / 'reranker'} " + (f"(not used by --rerank: it {weak})" if weak else
                                                              "(search with --rerank)"))
-    if eval_data:
-        say(f"  report: {Path(run_dir) / 'eval' / 'results.md'}")
+    if config.eval_data:
+        say(f"  report: {Path(run_dir) / 'eval' / 'results.md'}"
+            + (f" and {Path(run_dir) / 'eval' / 'likelihood' / 'results.md'}" if config.eval_likelihood else ""))
     say(f"  search it: genq search {run_dir} \"your query\"   serve it: genq serve {run_dir}")

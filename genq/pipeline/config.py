@@ -86,6 +86,7 @@ class AdaptConfig:
     lexical: LexicalSettings | None = field(default_factory=LexicalSettings)  # None: a dense-only index
     encode_batch_size: int | None = None  # None: by the GPU's free memory, 64 on a CPU
     eval_data: str | None = None
+    eval_likelihood: bool = False  # with eval_data: also hybrid(adapted) reranked by the generator's query likelihood
     limit: int | None = None
     dtype: str = "auto"
     time_budget: float | None = None  # seconds; size passages and steps the user left unset to fit it

@@ -57,6 +57,8 @@ def build_stages(context: RunContext) -> list[Stage]:
     stages.append(index_stage(context))
     if config.eval_data:
         stages.append(evaluate_stage(context))
+        if config.eval_likelihood:
+            stages.append(likelihood_evaluation_stage(context))
     return stages
 
 
@@ -66,6 +68,8 @@ def check_combination(config: AdaptConfig) -> None:
         raise GenqError("--gpl grades mined negatives: --hard-negatives must be at least 1")
     if config.gpl and config.training.loss != "margin-mse":
         raise GenqError("--gpl trains on cross-encoder margins: use --loss margin-mse (the --gpl default)")
+    if config.eval_likelihood and not config.eval_data:
+        raise GenqError("--eval-likelihood reranks in the evaluation\n  fix: give --eval-data DIR too")
 
 
 def jsonable(obj) -> dict:
@@ -307,4 +311,37 @@ def _evaluate(context: RunContext, _resume: bool) -> tuple[dict, str]:
     say(format_table(report))
     say(f"  base = {config.training.base_model}; adapted = {paths.model}; hybrid = fused with BM25 "
         f"({report['settings']['fusion']}, alpha {report['settings']['alpha']})")
+    return {"systems": report["systems"]}, "ran"
+
+
+# -- evaluate likelihood: hybrid(adapted) reranked by the run's own generator (UPR), beside the rows above
+
+LIKELIHOOD_DEPTH = 20  # measured: deeper lists add cost, not quality (benchmarks/results/query_likelihood.md)
+LIKELIHOOD_BLEND = ("minmax", 0.5)  # replacing the first stage's score measured worse on both collections
+
+
+def likelihood_evaluation_stage(context: RunContext) -> Stage:
+    config, paths = context.config, context.paths
+    generation = config.generation
+    settings = {"data": str(Path(config.eval_data).resolve()), "base_model": config.training.base_model,
+                "generator": {"model": generation.model, "gguf_file": generation.gguf_file,
+                              "prompt_template": generation.prompt_template, "prompt_style": generation.prompt_style,
+                              "prefix": generation.prefix, "include_title": generation.include_title},
+                "depth": LIKELIHOOD_DEPTH, "fusion": list(LIKELIHOOD_BLEND)}
+    return Stage("evaluate likelihood", settings, _evaluate_likelihood,
+                 outputs=[paths.eval / "likelihood" / "results.json"], inputs=[paths.model])
+
+
+def _evaluate_likelihood(context: RunContext, _resume: bool) -> tuple[dict, str]:
+    from genq.generation.likelihood import QueryLikelihoodReranker
+
+    config, paths = context.config, context.paths
+    fusion, weight = LIKELIHOOD_BLEND
+    report = evaluate_systems(config.eval_data, models=[config.training.base_model, str(paths.model)], bm25=True,
+                              hybrid=True, output_dir=paths.eval / "likelihood", names=["BM25", "base", "adapted"],
+                              dtype=config.dtype, progress=context.progress, cache_dir=paths.cache,
+                              reranker=QueryLikelihoodReranker(config.generation), rerank_systems=["hybrid(adapted)"],
+                              rerank_label="likelihood", rerank_depth=LIKELIHOOD_DEPTH, rerank_fusion=fusion,
+                              rerank_weight=weight)
+    context.say(format_table(report))
     return {"systems": report["systems"]}, "ran"
