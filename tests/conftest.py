@@ -48,6 +48,16 @@ class StopAfter:
         return self.real.sample(batch, seed)
 
 
+def write_tiny_collection(directory: Path, extra_documents: tuple[dict, ...] = ()) -> Path:
+    """A labelled BEIR-layout collection of two (or more) passages and one query: evaluate's smallest input."""
+    (directory / "qrels").mkdir(parents=True)
+    write_jsonl(directory / "corpus.jsonl", [{"_id": "a", "title": "", "text": "oil the chain"},
+                                             {"_id": "b", "title": "", "text": "brake pad"}, *extra_documents])
+    write_jsonl(directory / "queries.jsonl", [{"_id": "q", "text": "chain oil"}])
+    (directory / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\t1\n")
+    return directory
+
+
 def build_word_tokenizer(directory: Path) -> Path:
     """A WordLevel tokenizer trained on the fly, saved as a transformers tokenizer directory."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers

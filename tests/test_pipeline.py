@@ -5,7 +5,7 @@ from click.testing import CliRunner
 from genq.cli import main
 from genq.search import Searcher
 
-from .conftest import write_jsonl
+from .conftest import write_tiny_collection
 
 
 def adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, *extra):
@@ -86,12 +86,7 @@ def test_adapt_continues_interrupted_generation(tmp_path, raw_corpus, tiny_t5_di
 
 
 def test_adapt_with_negatives_and_evaluation(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
-    eval_dir = tmp_path / "eval-data"
-    (eval_dir / "qrels").mkdir(parents=True)
-    write_jsonl(eval_dir / "corpus.jsonl", [{"_id": "a", "title": "", "text": "oil the chain"},
-                                            {"_id": "b", "title": "", "text": "brake pad"}])
-    write_jsonl(eval_dir / "queries.jsonl", [{"_id": "q", "text": "chain oil"}])
-    (eval_dir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\t1\n")
+    eval_dir = write_tiny_collection(tmp_path / "eval-data")
     config = tmp_path / "adapt.toml"
     config.write_text('hard-negatives = 1\nneg-range-min = 0\nqueries-per-passage = 2\n')
     run_dir = tmp_path / "run"

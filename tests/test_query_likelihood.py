@@ -105,7 +105,7 @@ def test_cli_search_and_evaluate_rerank_by_likelihood(tmp_path, bike_index, tiny
 
     from genq.cli import main
 
-    from .conftest import write_jsonl
+    from .conftest import write_tiny_collection
 
     runner = CliRunner()
     result = runner.invoke(main, ["search", str(bike_index), "oil the chain", "--rerank", "query-likelihood",
@@ -120,13 +120,7 @@ def test_cli_search_and_evaluate_rerank_by_likelihood(tmp_path, bike_index, tiny
     assert result.exit_code == 2 and "--rerank-generator goes with --rerank query-likelihood" in result.output
     assert "Traceback" not in result.output
 
-    data = tmp_path / "eval"
-    (data / "qrels").mkdir(parents=True)
-    write_jsonl(data / "corpus.jsonl", [{"_id": "a", "title": "", "text": "oil the chain"},
-                                        {"_id": "b", "title": "", "text": "brake pad"},
-                                        {"_id": "c", "title": "", "text": "pump the tyre"}])
-    write_jsonl(data / "queries.jsonl", [{"_id": "q", "text": "chain oil"}])
-    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\t1\n")
+    data = write_tiny_collection(tmp_path / "eval", ({"_id": "c", "title": "", "text": "pump the tyre"},))
     result = runner.invoke(main, ["evaluate", "--eval-data", str(data), "--bm25", "--rerank", "query-likelihood",
                                   "--rerank-generator", str(tiny_gpt2_dir), "--rerank-depth", "2", "--no-cache",
                                   "--dtype", "float32"])
@@ -157,15 +151,10 @@ def test_adapt_evaluates_hybrid_adapted_reranked_by_likelihood(tmp_path, raw_cor
 
     from genq.cli import main
 
-    from .conftest import write_jsonl
+    from .conftest import write_tiny_collection
     from .test_pipeline import adapt_args, stage_status
 
-    data = tmp_path / "eval-data"
-    (data / "qrels").mkdir(parents=True)
-    write_jsonl(data / "corpus.jsonl", [{"_id": "a", "title": "", "text": "oil the chain"},
-                                        {"_id": "b", "title": "", "text": "brake pad"}])
-    write_jsonl(data / "queries.jsonl", [{"_id": "q", "text": "chain oil"}])
-    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\t1\n")
+    data = write_tiny_collection(tmp_path / "eval-data")
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir,
                                                  "--eval-likelihood"))

@@ -165,6 +165,30 @@ class QueryGenerator(PromptedGenerator):
                        use_cache=True, logits_to_keep=1)
         return ids, cache
 
+    def _left_padded(self, prompts: list[list[int]], tails: list[list[int]], room: int = 0):
+        """Decoder-only rows (each prompt's ids, then its tail) left-padded into one batch, as tensors with their
+        attention mask and positions, and a KV cache that already holds the few-shot prefix every prompt shares
+        (computed once per generator; none when a prompt does not start with it). ``room``: positions to come."""
+        import torch
+
+        if self._prefix is False:
+            self._prefix = self._prompt_prefix()
+        prefix_ids, prefix_cache = self._prefix if self._prefix else ([], None)
+        shared = len(prefix_ids)
+        if prefix_cache is None or any(row[:shared] != prefix_ids for row in prompts):
+            shared, prefix_cache = 0, None
+        rows = [prompt[shared:] + tail for prompt, tail in zip(prompts, tails)]
+        width = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        positions = (shared + attention_mask.cumsum(-1) - 1).clamp(min=shared)
+        if prefix_cache is None:
+            return input_ids, attention_mask, positions, growing_cache()
+        cache = growing_cache(prefix_cache, len(rows), extra=width + room)
+        attention_mask = torch.cat([attention_mask.new_ones((len(rows), shared)), attention_mask], dim=1)
+        return input_ids, attention_mask, positions, cache
+
     def _sample_causal(self, texts: list[str], streams: SampleStreams) -> Samples:
         """Prompted sampling for decoder-only models, leaner than ``generate``.
 
@@ -182,24 +206,8 @@ class QueryGenerator(PromptedGenerator):
         config = self.config
         model = self.model
         n = config.queries_per_passage
-        ids = self._tokenize(texts)
-        if self._prefix is False:
-            self._prefix = self._prompt_prefix()
-        prefix_ids, prefix_cache = self._prefix if self._prefix else ([], None)
-        shared = len(prefix_ids)
-        if prefix_cache is None or any(row[:shared] != prefix_ids for row in ids):
-            shared, prefix_cache = 0, None
-        rows = [row[shared:] for row in ids]
-        width = max(map(len, rows))
-        pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
-        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        positions = (shared + attention_mask.cumsum(-1) - 1).clamp(min=shared)
-        if prefix_cache is not None:
-            cache = growing_cache(prefix_cache, len(rows), extra=width + config.max_length)
-            attention_mask = torch.cat([attention_mask.new_ones((len(rows), shared)), attention_mask], dim=1)
-        else:
-            cache = growing_cache()
+        input_ids, attention_mask, positions, cache = self._left_padded(self._tokenize(texts), [[]] * len(texts),
+                                                                        room=config.max_length)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                        **{cache_argument(model): cache}, use_cache=True, logits_to_keep=1,
                        return_dict=True).logits[:, -1, :]
@@ -304,23 +312,7 @@ class QueryGenerator(PromptedGenerator):
         prompt_ids = self._tokenize(prompts)
         lead = "" if self.prompt_style == "chat" or prompts[0][-1:].isspace() else " "
         targets = self._query_targets(queries, lead)
-        if self._prefix is False:
-            self._prefix = self._prompt_prefix()
-        prefix_ids, prefix_cache = self._prefix if self._prefix else ([], None)
-        shared = len(prefix_ids)
-        if prefix_cache is None or any(row[:shared] != prefix_ids for row in prompt_ids):
-            shared, prefix_cache = 0, None
-        rows = [prompt[shared:] + target for prompt, target in zip(prompt_ids, targets)]
-        width = max(map(len, rows))
-        pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
-        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        positions = (shared + attention_mask.cumsum(-1) - 1).clamp(min=shared)
-        if prefix_cache is not None:
-            cache = growing_cache(prefix_cache, len(rows), extra=width)
-            attention_mask = torch.cat([attention_mask.new_ones((len(rows), shared)), attention_mask], dim=1)
-        else:
-            cache = growing_cache()
+        input_ids, attention_mask, positions, cache = self._left_padded(prompt_ids, targets)
         # rows are left-padded, so every query ends at the last position: the logits of the last positions are all
         # that is read (the one before a query's first token predicts it)
         keep = max(map(len, targets)) + 1
