@@ -295,13 +295,7 @@ def main() -> None:
     for result in results:
         result["command"] = command
         result["key"] = f"{result['collection']} / {Path(result['generator']).name}"
-    results_file = ROOT / "benchmarks" / "results" / "query_likelihood.json"
-    if results_file.exists():  # results from before they were keyed by collection and generator
-        stored = json.loads(results_file.read_text())
-        for result in stored.get("results", []):
-            result.setdefault("key", f"{result['collection']} / {Path(result['generator']).name}")
-        results_file.write_text(json.dumps(stored, indent=2) + "\n")
-    merged = merged_results(results_file, results, key="key")
+    merged = merged_results(ROOT / "benchmarks" / "results" / "query_likelihood.json", results, key="key")
     path = write_results("query_likelihood", {"machine": machine(), "results": merged}, markdown(merged))
     print(path.read_text())
 

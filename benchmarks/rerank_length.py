@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (  # noqa: E402
-    machine,  # noqa: E402
-    merged_results,  # noqa: E402
+    machine,
+    merged_results,
     over_seeds,
     paired_t,
     paired_tests_table,

@@ -34,6 +34,21 @@ class GenqError(Exception):
     exit_code = 2
 
 
+def describe_changes(changed: dict[str, tuple], option_names: dict[str, str]) -> str:
+    """``{setting: (then, now)}`` as a user reads it: each setting by the option that sets it, each value as typed
+    (never None), e.g. "--dtype: float32 then, bfloat16 now"."""
+
+    def shown(value) -> str:
+        if value is None:
+            return "not set"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return str(value) if value != "" else "empty"
+
+    return "; ".join(f"{option_names.get(key, key)}: {shown(then)} then, {shown(now)} now"
+                     for key, (then, now) in changed.items())
+
+
 class DataError(GenqError):
     """A problem at a precise place in a user's file."""
 

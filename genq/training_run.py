@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from genq.io import GenqError, check_output_dir, read_json
+from genq.io import GenqError, check_output_dir, describe_changes, read_json
 from genq.models import RUN_RECORD
 
 logger = logging.getLogger(__name__)
@@ -36,9 +36,8 @@ def check_training_output(output: Path, settings: dict, resume: bool, overwrite:
     changed = {k: (previous.get("settings", {}).get(k), v) for k, v in settings.items()
                if previous.get("settings", {}).get(k) != v}
     if changed:  # named by the options that set them, as a user types them
-        names = option_names or {}
-        details = "; ".join(f"{names.get(k, k)}: {_shown(a)} then, {_shown(b)} now" for k, (a, b) in changed.items())
-        raise GenqError(f"{output} holds a training run with other settings ({details})\n"
+        raise GenqError(f"{output} holds a training run with other settings "
+                        f"({describe_changes(changed, option_names or {})})\n"
                         "  fix: choose another --output, or pass --overwrite to replace it once the new one is done")
     if previous.get("complete"):
         raise GenqError(f"{output} already holds a finished training run with these settings\n"
@@ -301,12 +300,3 @@ def with_length_grouped_batches(trainer_class, texts: list[list[str]], no_duplic
                                  valid_label_columns=valid_label_columns, generator=generator, seed=seed)
 
     return LengthGroupedTrainer
-
-
-def _shown(value) -> str:
-    """A setting's value as a user would write it: never None."""
-    if value is None:
-        return "not set"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)

@@ -42,6 +42,7 @@ from genq.hardware import dtype_name, resolve_device, resolve_dtype
 from genq.io import (
     GenqError,
     JsonlAppender,
+    describe_changes,
     describe_file,
     file_fingerprint,
     is_described_file,
@@ -430,9 +431,7 @@ def _refuse_other_run(path: Path, old_settings: dict, old_source: dict, settings
     if old_source.get("limit") != source["limit"]:
         changed["limit"] = (old_source.get("limit"), source["limit"])
     if changed:
-        details = "; ".join(f"{_OPTION_NAMES.get(k, k)}: {_shown(old)} then, {_shown(new)} now"
-                            for k, (old, new) in changed.items())
-        raise GenqError(f"{path} {what} with other settings ({details})\n"
+        raise GenqError(f"{path} {what} with other settings ({describe_changes(changed, _OPTION_NAMES)})\n"
                         f"  fix: rerun with the original settings{' to resume' if resume else ''}, pass --overwrite "
                         "to start over, or write to another output path")
     if old_source.get("fingerprint") != source["fingerprint"]:
@@ -452,15 +451,6 @@ _OPTION_NAMES = {
     "drop_copies": "--drop-copies", "dtype": "--dtype", "backend": "--backend", "limit": "--limit",
 }
 _UNRECORDED = {"backend": "torch"}  # a torch run records no backend: what it means when absent
-
-
-def _shown(value) -> str:
-    """A setting's value as a user would write it: never None."""
-    if value is None:
-        return "not set"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value) if value != "" else "empty"
 
 
 def _limited(items: Iterator[dict], limit: int | None) -> Iterator[dict]:

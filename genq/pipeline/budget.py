@@ -61,7 +61,7 @@ def make_plan(context: RunContext):
                              encode_batch_size=config.encode_batch_size, dtype=config.dtype, filter_keep_share=keep,
                              say=say)
     rates = measured.rates
-    plan = plan_run(config.time_budget, _elapsed(context), len(passages), rates,
+    plan = plan_run(config.time_budget, time.perf_counter() - context.started, len(passages), rates,
                     Fixed(_fixed_costs(config, len(passages), rates.encode_seconds_per_passage)),
                     batch_size=training.batch_size, queries_per_passage=generation.queries_per_passage,
                     limit=config.limit, epochs=None if config.auto_epochs else training.epochs,
@@ -80,10 +80,6 @@ def make_plan(context: RunContext):
     if config.reranker:
         say("  note: the reranker's training is not costed in the plan")
     return plan, rates, measured.generator
-
-
-def _elapsed(context: RunContext) -> float:
-    return time.perf_counter() - context.started
 
 
 def _fixed_costs(config: AdaptConfig, passages: int, encode: float) -> dict[str, float]:
