@@ -177,7 +177,7 @@ def likelihood_generator(generator: str | None, index_dir: str | Path | None = N
     if recorded is not None:
         logger.info("query likelihood under the run's generator %s", recorded.get("gguf_file") or recorded["model"])
         return GenerationConfig(model=recorded["model"], gguf_file=recorded.get("gguf_file"),
-                                prompt_template=recorded.get("prompt_template") or "msmarco",
+                                prompt_template=recorded.get("prompt_template"),
                                 prompt_style=recorded.get("prompt_style") or "auto", device=device, dtype=dtype)
     found = offline_fallback(DEFAULT_GENERATOR)
     return GenerationConfig(model=found[0] if found else DEFAULT_GENERATOR, device=device, dtype=dtype)

@@ -237,6 +237,17 @@ def warmup_arguments(ratio: float) -> dict:
     return {"warmup_ratio": ratio}
 
 
+def length_grouping_arguments() -> dict:
+    """transformers v5 asks for length-grouped batches as a sampling strategy; v4 as ``group_by_length``."""
+    import inspect
+
+    from transformers import TrainingArguments
+
+    if "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters:
+        return {"train_sampling_strategy": "group_by_length"}
+    return {"group_by_length": True}
+
+
 def plot_loss(history: list[dict], path: Path) -> None:
     import matplotlib
 

@@ -16,11 +16,12 @@ from genq.cli.pairs import filter_command, mine_negatives_command, pseudo_label_
 from genq.cli.root import main
 from genq.cli.search import search, serve
 from genq.cli.train import train, train_reranker_command
+from genq.cli.train_generator import train_generator_command
 
 for command in (corpus, generate, filter_command, mine_negatives_command, pseudo_label_command, train,
-                train_reranker_command, index, search, serve, evaluate, export_command, adapt):
+                train_reranker_command, train_generator_command, index, search, serve, evaluate, export_command, adapt):
     main.add_command(command)
 
 __all__ = ["adapt", "corpus", "corpus_prepare", "corpus_stats_command", "evaluate", "export_command",
            "filter_command", "generate", "index", "main", "mine_negatives_command", "pseudo_label_command", "search",
-           "serve", "train", "train_reranker_command"]
+           "serve", "train", "train_generator_command", "train_reranker_command"]

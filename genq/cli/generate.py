@@ -47,8 +47,10 @@ def generation_options(function=None, batch_alias: bool = True):
                      help="Sampling temperature [default: 1.0 seq2seq, 0.7 causal]."),
         click.option("--seed", type=int, default=42, show_default=True),
         click.option("--prefix", default="", help="Text prepended to each passage (for generators trained so)."),
-        click.option("--prompt-template", default="msmarco", show_default=True,
-                     help=f"Causal LMs: built-in ({', '.join(BUILTIN_TEMPLATES)}) or a file with {{passage}}."),
+        click.option("--prompt-template",
+                     help=f"Causal LMs: built-in ({', '.join(BUILTIN_TEMPLATES)}) or a file with {{passage}} "
+                          "[default: the one a generator tuned by `genq train-generator` learned under, else "
+                          "msmarco]."),
         click.option("--prompt-style", type=click.Choice(PROMPT_STYLES), default="auto", show_default=True,
                      help="Causal LMs: chat = the template as chat turns (the model's chat template), plain = as "
                           "text to continue; auto = chat when the model has a chat template."),

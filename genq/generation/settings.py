@@ -42,7 +42,7 @@ class GenerationConfig:
     temperature: float | None = None
     seed: int = 42
     prefix: str = ""
-    prompt_template: str = "msmarco"
+    prompt_template: str | None = None  # None: the one the generator was tuned under (own_prompt), else msmarco
     prompt_style: str = "auto"  # causal LMs: chat (the tokenizer's chat template), plain, or chat when it has one
     include_title: bool = True
     min_query_words: int = 0
@@ -59,6 +59,15 @@ class GenerationConfig:
         self.model = str(self.model)
         if self.gguf_file is not None:
             self.gguf_file = str(self.gguf_file)
+        if self.prompt_template is None or self.prompt_style == "auto":
+            # a generator tuned by genq writes its queries under the prompt it learned under
+            from genq.generation.prompts import DEFAULT_TEMPLATE, own_prompt
+
+            template, style = own_prompt(self.model)
+            if self.prompt_template is None:
+                self.prompt_template = template or DEFAULT_TEMPLATE
+            if self.prompt_style == "auto" and style and template == self.prompt_template:
+                self.prompt_style = style
 
     def for_family(self, family: str) -> GenerationConfig:
         """A copy with the unset settings filled in from ``family``'s defaults."""

@@ -263,6 +263,26 @@ class QueryGenerator(PromptedGenerator):
                     scores[row] = value
         return scores
 
+    def training_rows(self, passages: list[dict], queries: list[str]) -> list[tuple[list[int], list[int]]]:
+        """(input ids, labels) per (passage, query): what fine-tuning this generator learns from.
+
+        Built by the same code that scores a query (:meth:`score_queries`), so the tuned model
+        learns exactly the number sampling and the likelihood reranker read: the passage as
+        sampling reads it (decoder-only: the whole prompt, chat rendering included), then the
+        query and the token that ends it. Labels are -100 outside the query and its end, so
+        the loss is the query's alone.
+        """
+        if len(passages) != len(queries):
+            raise ValueError(f"{len(passages)} passages for {len(queries)} queries")
+        if self.family == "seq2seq":
+            inputs = self.tokenizer(self._inputs(passages), truncation=True,
+                                    max_length=self.config.max_passage_tokens)["input_ids"]
+            return list(zip(inputs, self._query_targets(queries)))
+        prompts = self._inputs(passages)
+        lead = "" if self.prompt_style == "chat" or prompts[0][-1:].isspace() else " "
+        return [(prompt + target, [-100] * len(prompt) + target)
+                for prompt, target in zip(self._tokenize(prompts), self._query_targets(queries, lead))]
+
     def _query_targets(self, queries: list[str], lead: str = "") -> list[list[int]]:
         """Each query's token ids followed by the token that ends it (what sampling stops at)."""
         end = self._query_end_id()
