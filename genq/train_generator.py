@@ -51,7 +51,8 @@ logger = logging.getLogger(__name__)
 RUN_KEYS = ("generator", "gguf_file", "prompt_template", "prompt_style", "max_passage_tokens", "include_title",
             "prefix", "epochs", "batch_size", "lr", "warmup_ratio", "schedule", "seed", "max_steps")
 OPTION_NAMES = {
-    "generator": "--generator", "gguf_file": "--gguf-file", "prompt_template": "--prompt-template (adapt: --tuning-prompt)",
+    "generator": "--generator", "gguf_file": "--gguf-file",
+    "prompt_template": "--prompt-template (adapt: --tuning-prompt)",
     "prompt_style": "--prompt-style", "max_passage_tokens": "--max-passage-tokens", "include_title": "--no-title",
     "prefix": "--prefix", "epochs": "--epochs (adapt: --generator-epochs)",
     "batch_size": "--train-batch-size (adapt: --generator-batch-size)", "lr": "--lr (adapt: --generator-lr)",
@@ -242,7 +243,8 @@ def _fit(output: Path, *, generator, examples: list[tuple[list[int], list[int]]]
     if processes.main:
         output.mkdir(parents=True, exist_ok=True)
         write_json_atomic(output / RUN_RECORD, record)
-    dataset = Dataset.from_dict({"input_ids": [ids for ids, _ in examples], "labels": [labels for _, labels in examples],
+    dataset = Dataset.from_dict({"input_ids": [ids for ids, _ in examples],
+                                 "labels": [labels for _, labels in examples],
                                  "length": [len(ids) for ids, _ in examples]})
     batch_size = min(config.batch_size, len(dataset))
     args = TrainingArguments(

@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from .conftest import write_jsonl, write_tiny_collection
 
 from genq.cli import main
 from genq.generation.prompts import TUNED_PROMPT_FILE
@@ -13,6 +12,8 @@ from genq.generation.settings import GenerationConfig
 from genq.generation.torch_backend import QueryGenerator
 from genq.io import GenqError
 from genq.train_generator import GeneratorTrainingConfig, pairs_from_file, pairs_from_qrels, train_generator
+
+from .conftest import write_jsonl, write_tiny_collection
 
 PAIRS = [("chain", "Chain care", "clean the chain and oil it when it makes noise", "how to oil the chain"),
          ("brake", "Brake pads", "replace worn brake pad when the lever feels loose", "worn brake pad"),
@@ -91,7 +92,8 @@ def test_a_finished_run_is_kept_and_overwrite_swaps_it(tiny_gpt2_dir, pairs_file
         train_generator(rows, output, quick(tiny_gpt2_dir, epochs=1, batch_size=2), progress=False)
     with pytest.raises(GenqError, match="--epochs"):
         train_generator(rows, output, quick(tiny_gpt2_dir, epochs=2, batch_size=2), progress=False)
-    summary = train_generator(rows, output, quick(tiny_gpt2_dir, epochs=2, batch_size=2), overwrite=True, progress=False)
+    summary = train_generator(rows, output, quick(tiny_gpt2_dir, epochs=2, batch_size=2), overwrite=True,
+                              progress=False)
     assert summary.steps == 4
     assert json.loads((output / "genq_training.json").read_text())["settings"]["epochs"] == 2
 

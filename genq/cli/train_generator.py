@@ -92,7 +92,8 @@ def train_generator_command(pairs, output, from_beir, split, generator, gguf_fil
         raise GenqError("give either PAIRS (a pairs file) or --from-beir DIR (a labelled collection), not "
                         + ("both" if pairs else "neither"))
     config = tuning_config(options, offline_stand_in(generator or DEFAULT_GENERATOR), gguf_file, device, train_seed)
-    config.prompt_style, config.max_passage_tokens, config.include_title = prompt_style, max_passage_tokens, not no_title
+    config.prompt_style, config.max_passage_tokens = prompt_style, max_passage_tokens
+    config.include_title = not no_title
     config.bf16, config.max_steps, config.save_steps, config.save_minutes = bf16, max_steps, save_steps, save_minutes
     config.time_limit = parse_duration(time_limit) if time_limit else None
     rows = pairs_from_file(pairs) if pairs else pairs_from_qrels(from_beir, split)
