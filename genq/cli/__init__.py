@@ -8,6 +8,7 @@ that stage's config; ``adapt.py`` collects the groups, so an option added to a g
 
 from genq.cli.adapt import adapt
 from genq.cli.corpus import corpus, corpus_prepare, corpus_stats_command
+from genq.cli.crop import crop
 from genq.cli.evaluate import evaluate
 from genq.cli.export import export_command
 from genq.cli.generate import generate
@@ -18,10 +19,10 @@ from genq.cli.search import search, serve
 from genq.cli.train import train, train_reranker_command
 from genq.cli.train_generator import train_generator_command
 
-for command in (corpus, generate, filter_command, mine_negatives_command, pseudo_label_command, train,
+for command in (corpus, generate, crop, filter_command, mine_negatives_command, pseudo_label_command, train,
                 train_reranker_command, train_generator_command, index, search, serve, evaluate, export_command, adapt):
     main.add_command(command)
 
-__all__ = ["adapt", "corpus", "corpus_prepare", "corpus_stats_command", "evaluate", "export_command",
+__all__ = ["adapt", "corpus", "crop", "corpus_prepare", "corpus_stats_command", "evaluate", "export_command",
            "filter_command", "generate", "index", "main", "mine_negatives_command", "pseudo_label_command", "search",
            "serve", "train", "train_generator_command", "train_reranker_command"]
