@@ -30,6 +30,7 @@ from genq.cli.pairs import (
     pseudo_label_options,
 )
 from genq.cli.train import reranker_stage_config, reranker_stage_options, train_config, training_options
+from genq.cli.train_generator import generator_tuning_options, tuning_config
 from genq.io import GenqError
 
 
@@ -80,6 +81,14 @@ def _load_config_file(ctx: click.Context, _param, value):
                    "then sizes the passages to generate for and the training steps you left unset, and prints the "
                    "plan before the slow stages.")
 @generation_options(batch_alias=False)
+@click.option("--queries", "query_source", type=click.Choice(["generated", "cropped", "generated+cropped"]),
+              default="generated", show_default=True,
+              help="Where the training queries come from: sampled by the generator, cut from the passages "
+                   "themselves (`genq crop`: no generator, seconds), or both in one training file.")
+@click.option("--generator-rounds", type=click.IntRange(1), default=1, show_default=True,
+              help="Self-training: after each round the generator is tuned on the pairs kept so far "
+                   "(`genq train-generator`) and samples again; the bi-encoder trains on every round's kept pairs.")
+@generator_tuning_options(in_adapt=True)
 @filter_options
 @negatives_options(in_adapt=True)
 @click.option("--gpl", is_flag=True,
@@ -98,7 +107,7 @@ def _load_config_file(ctx: click.Context, _param, value):
 @device_options
 @user_errors
 def adapt(corpus_path, run_dir, limit, time_budget, gpl, encode_batch_size, eval_data, eval_likelihood, device, dtype,
-          **options):
+          query_source, generator_rounds, **options):
     """Prepare, generate, [filter, mine negatives, pseudo-label,] train, [train a reranker,] index [and evaluate] in
     one resumable run."""
     from genq.durations import parse_duration
@@ -130,7 +139,10 @@ def adapt(corpus_path, run_dir, limit, time_budget, gpl, encode_batch_size, eval
         eval_likelihood=eval_likelihood,
         limit=limit, dtype=dtype, encode_batch_size=encode_batch_size,
         time_budget=parse_duration(time_budget) if time_budget else None,
-        reranker=reranker_stage_config(options, training, device))
+        reranker=reranker_stage_config(options, training, device), queries=query_source,
+        generator_rounds=generator_rounds,
+        generator_tuning=tuning_config(options, options["generator_model"], options["gguf_file"], device,
+                                       training.seed))
     started = time.perf_counter()
     manifest = run_adapt(corpus_path, run_dir, config, progress=show_progress(), say=say)
     _summarize(manifest, run_dir, time.perf_counter() - started, config)

@@ -32,3 +32,28 @@ def iter_pairs(path: str | Path, errors=None) -> Iterator[tuple[int, dict]]:
                             "write negatives as a list: [{\"passage_id\", \"title\", \"text\"}, ...] (or of strings)",
                             line)
         yield line, record
+
+
+def merge_pairs(inputs: list[str | Path], output: str | Path) -> dict:
+    """The pairs of ``inputs`` in one file, in order, each (query, passage) once; written whole, then renamed.
+
+    How the kept pairs of several generation rounds (and cropped pseudo-queries) become one
+    training file: a query two rounds both wrote for a passage would otherwise train twice.
+    """
+    from genq.generation.prompts import normalize_query
+    from genq.io import atomic_write, dumps_line
+
+    seen: set[tuple[str, str]] = set()
+    counts = {"inputs": {str(path): 0 for path in inputs}, "pairs": 0, "repeats_dropped": 0}
+    with atomic_write(output) as handle:
+        for path in inputs:
+            for _, record in iter_pairs(path):
+                key = (normalize_query(record["query"]), str(record.get("passage_id", record["passage"])))
+                if key in seen:
+                    counts["repeats_dropped"] += 1
+                    continue
+                seen.add(key)
+                handle.write(dumps_line(record))
+                counts["inputs"][str(path)] += 1
+                counts["pairs"] += 1
+    return counts

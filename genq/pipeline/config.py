@@ -11,6 +11,7 @@ from genq.negatives import MiningConfig
 from genq.pseudo_label import PseudoLabelConfig
 from genq.retrieval import LexicalSettings
 from genq.train import TrainConfig
+from genq.train_generator import GeneratorTrainingConfig
 from genq.train_reranker import RerankerConfig
 
 # Sizing by corpus, where the user leaves it to genq. GPL (Wang et al. 2022) generates about 250k queries
@@ -22,6 +23,9 @@ MAX_AUTO_QUERIES_PER_PASSAGE = 5
 MIN_AUTO_STEPS = 1_000  # a small corpus still gets enough optimizer steps to move the model
 MAX_AUTO_EPOCHS = 10
 MAX_WARMUP_STEPS = 1_000  # GPL's warm-up
+# generated: sampled by the generator; cropped: cut from the passage itself (genq.cropping), no generator
+QUERY_SOURCES = ("generated", "cropped", "generated+cropped")
+CROPS_PER_PASSAGE = 3  # where --queries-per-passage is left to genq
 
 
 def queries_per_passage_for(passages: int) -> tuple[int, str]:
@@ -91,6 +95,17 @@ class AdaptConfig:
     dtype: str = "auto"
     time_budget: float | None = None  # seconds; size passages and steps the user left unset to fit it
     reranker: RerankerConfig | None = None  # None: no reranker stage
+    queries: str = "generated"  # where the training queries come from: QUERY_SOURCES
+    generator_rounds: int = 1  # >1: the generator is tuned on the kept pairs so far and samples again
+    generator_tuning: GeneratorTrainingConfig = field(default_factory=GeneratorTrainingConfig)
+
+    @property
+    def generates(self) -> bool:
+        return "generated" in self.queries.split("+")
+
+    @property
+    def crops(self) -> bool:
+        return "cropped" in self.queries.split("+")
 
     @property
     def filtering(self) -> bool:

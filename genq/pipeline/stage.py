@@ -23,7 +23,8 @@ from genq.pipeline.manifest import Manifest, same_settings
 RUN_FILES = {"passages": "passages.jsonl", "pairs": "pairs.jsonl", "filtered": "pairs.filtered.jsonl",
              "negatives": "pairs.negatives.jsonl", "labelled": "pairs.labelled.jsonl",
              "reranker_negatives": "pairs.reranker-negatives.jsonl", "reranker": "reranker", "model": "model",
-             "index": "index", "eval": "eval", "cache": ".genq-cache"}
+             "index": "index", "eval": "eval", "cache": ".genq-cache", "cropped": "pairs.cropped.jsonl",
+             "combined": "pairs.combined.jsonl", "generators": "generators"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,15 @@ class RunPaths:
     index: Path
     eval: Path
     cache: Path
+    cropped: Path
+    combined: Path
+    generators: Path  # generators/round2, ...: the generator tuned before each later round
+
+    def generation_round(self, number: int) -> tuple[Path, Path, Path, Path]:
+        """Round ``number``'s (tuned generator, passages in the order it samples them, pairs, kept pairs)."""
+        return (self.generators / f"round{number}", self.passages.with_name(f"passages.round{number}.jsonl"),
+                self.pairs.with_name(f"pairs.round{number}.jsonl"),
+                self.pairs.with_name(f"pairs.round{number}.filtered.jsonl"))
 
     @classmethod
     def under(cls, run_dir: Path) -> RunPaths:

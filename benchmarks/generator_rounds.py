@@ -1,0 +1,272 @@
+"""Does a generator tuned on its own kept queries feed the bi-encoder better? Rounds, cropping, cross-domain; 3 seeds.
+
+The protocol of whole_collection.py (the corpus is the unlabelled input; queries and qrels only
+evaluate; SmolLM2-135M-Instruct offline, 3 queries per passage, round-trip filter top 3, the
+bi-encoder all-MiniLM-L6-v2 trained 1 epoch per seed), with the pairs coming from:
+
+- ``round1``: today's generate + filter (the few-shot msmarco prompt);
+- ``round2``: round 1's kept pairs tune the generator (`genq train-generator`, zero-shot prompt),
+  which generates for every passage again; trained on round 1's and round 2's kept pairs;
+- ``round3``: the same again, the generator tuned on both rounds' kept pairs;
+- ``cropped``: `genq crop`, no generator at all; ``generated+cropped``: round 1's kept pairs and the crops;
+- ``supervised``: a generator tuned on the *other* collection's labelled pairs (`--from-beir`)
+  generating for this one, filtered the same way (what a user with a related labelled set gets).
+
+Per row: the funnel (samples, runaways, pairs, kept, kept per sample, distinct queries, the
+share of queries opening with the most common three words), the round trip, bi-encoder steps,
+each step's wall time, and nDCG@10 (mean, sd over seeds) of adapted and hybrid(adapted), with
+paired t-tests against base, hybrid(base) and round 1. Every step is a genq command whose
+output is kept under ``--runs-dir``; a rerun skips what exists and continues what was cut off:
+
+    nohup python benchmarks/generator_rounds.py --collections cranfield cisi > rounds.log 2>&1 &
+
+Writes benchmarks/results/generator_rounds.{json,md} after every evaluated seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import command_line, machine, merged_results, over_seeds, paired_t, write_results  # noqa: E402
+from genq.generation.pairs_file import merge_pairs  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "ir"
+BASE = "sentence-transformers/all-MiniLM-L6-v2"
+ROWS = ("round1", "round2", "round3", "cropped", "generated+cropped", "supervised")
+OTHER = {"cranfield": "cisi", "cisi": "cranfield"}
+NAME = "generator_rounds"
+
+
+def genq(*args: str) -> float:
+    """Run one genq command (offline), return its wall seconds."""
+    print("$ genq " + " ".join(args), file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "genq", *args], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if done.returncode != 0:
+        raise SystemExit(f"genq {args[0]} failed (exit {done.returncode})")
+    return round(time.perf_counter() - started, 1)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Collection:
+    """One collection's files under the runs folder, each made once by the genq command that writes it."""
+
+    def __init__(self, name: str, runs_dir: Path):
+        self.name, self.dir = name, runs_dir / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.corpus = SHARED / name / "corpus.jsonl"
+        self.times_file = self.dir / "stage_seconds.json"
+        self.times = read_json(self.times_file) or {}
+
+    def step(self, label: str, output: Path, *args: str) -> Path:
+        """``genq ARGS`` unless ``output`` is finished; its wall time is kept under ``label``."""
+        if not finished(output):
+            self.times[label] = self.times.get(label, 0) + genq(*args)
+            self.times_file.write_text(json.dumps(self.times, indent=1))
+        return output
+
+    def generated(self, label: str, generator: str | None) -> Path:
+        pairs = self.dir / f"{label}.pairs.jsonl"
+        return self.step(f"generate {label}", pairs, "generate", str(self.corpus), "-o", str(pairs),
+                         "--queries-per-passage", "3", *(["--generator", generator] if generator else []))
+
+    def kept(self, label: str, pairs: Path) -> Path:
+        kept = self.dir / f"{label}.kept.jsonl"
+        return self.step(f"filter {label}", kept, "filter", str(pairs), "--corpus", str(self.corpus), "-o",
+                         str(kept), "--filter-top-k", "3")
+
+    def tuned(self, label: str, *source: str) -> Path:
+        output = self.dir / f"generator-{label}"
+        record = read_json(output / "genq_training.json")
+        if not (record and record.get("complete")):
+            self.times[f"tune {label}"] = self.times.get(f"tune {label}", 0) + genq(
+                "train-generator", *source, "-o", str(output), *(["--resume"] if record else []))
+            self.times_file.write_text(json.dumps(self.times, indent=1))
+        return output
+
+    def union(self, label: str, *files: Path) -> Path:
+        """The pairs of ``files`` in one file, each (query, passage) once."""
+        output = self.dir / f"{label}.union.jsonl"
+        if not output.exists():
+            merge_pairs(list(files), output)
+        return output
+
+    def training_pairs(self, row: str) -> Path:
+        """The pairs file ``row`` trains on, made (with everything it needs) first."""
+        if row == "cropped" or row == "generated+cropped":
+            crops = self.step("crop", self.dir / "cropped.jsonl", "crop", str(self.corpus), "-o",
+                              str(self.dir / "cropped.jsonl"), "--queries-per-passage", "3")
+            return crops if row == "cropped" else self.union("generated+cropped", self.training_pairs("round1"), crops)
+        if row == "round1":
+            return self.kept("round1", self.generated("round1", None))
+        if row == "supervised":
+            generator = self.tuned("supervised", "--from-beir", str(SHARED / OTHER[self.name]))
+            return self.kept("supervised", self.generated("supervised", str(generator)))
+        rounds = int(row.removeprefix("round"))
+        earlier = [self.kept("round1", self.generated("round1", None))]
+        for number in range(2, rounds + 1):
+            tuning_pairs = earlier[0] if len(earlier) == 1 else self.union(f"round{number - 1}", *earlier)
+            generator = self.tuned(f"round{number}", str(tuning_pairs))
+            earlier.append(self.kept(f"round{number}", self.generated(f"round{number}", str(generator))))
+        return self.union(row, *earlier)
+
+    def model(self, row: str, seed: int) -> Path:
+        pairs = self.training_pairs(row)
+        output = self.dir / "models" / f"{row}-{seed}"
+        record = read_json(output / "genq_training.json")
+        if not (record and record.get("complete")):
+            self.times[f"train {row} {seed}"] = genq("train", str(pairs), "-o", str(output), "--train-seed",
+                                                     str(seed), "--epochs", "1", *(["--resume"] if record else []))
+            self.times_file.write_text(json.dumps(self.times, indent=1))
+        return output
+
+    def evaluation(self, row: str, seed: int) -> dict:
+        from genq.evaluate import evaluate_systems
+
+        output = self.dir / "eval" / f"{row}-{seed}"
+        report = read_json(output / "results.json")
+        if report is None:
+            model = self.model(row, seed)
+            report = evaluate_systems(SHARED / self.name, models=[BASE, str(model)], bm25=True, hybrid=True,
+                                      names=["BM25", "base", "adapted"], output_dir=output, progress=True,
+                                      cache_dir=self.dir / ".genq-cache")
+        return report
+
+
+def finished(path: Path) -> bool:
+    """A genq output that is complete: pairs with their finished meta, or a kept file with its report."""
+    if not path.exists():
+        return False
+    if path.name.endswith(".pairs.jsonl") or path.name == "cropped.jsonl":
+        meta = read_json(path.with_name(path.name.removesuffix(".jsonl") + ".meta.json"))
+        return bool(meta and meta.get("complete"))
+    return True
+
+
+def funnel(collection: Collection, row: str) -> dict:
+    """Where the row's queries came from and went: generation counts, the round trip, the training file."""
+    pairs = collection.training_pairs(row)
+    queries = [json.loads(line)["query"] for line in pairs.read_text().splitlines()]
+    openings = Counter(" ".join(q.lower().split()[:3]) for q in queries)
+    training = read_json(collection.dir / "models" / f"{row}-42" / "genq_training.json") or {}
+    generated = {}
+    label = {"generated+cropped": "round1", "round3": "round3", "round2": "round2"}.get(row, row)
+    meta = read_json(collection.dir / f"{label}.pairs.meta.json")
+    if meta:
+        counts = meta["counts"]
+        report = read_json(collection.dir / f"{label}.kept.report.json") or {}
+        kept = report.get("kept")
+        generated = {"queries_sampled": counts.get("queries_sampled"), "runaway": counts.get("filtered_runaway"),
+                     "not_a_query": counts.get("filtered_not_a_query"), "pairs_written": counts.get("pairs_written"),
+                     "passages_without_query": counts.get("passages_without_query"), "kept_by_round_trip": kept,
+                     "kept_per_sample": round(kept / counts["queries_sampled"], 3)
+                     if kept and counts.get("queries_sampled") else None,
+                     "round_trip": (meta.get("quality") or {}).get("round_trip")}
+    return {"latest_round": generated, "training_pairs": len(queries), "distinct_queries": len(set(queries)),
+            "most_common_opening": openings.most_common(1)[0] if openings else None,
+            "most_common_opening_share": round(openings.most_common(1)[0][1] / len(queries), 3) if queries else None,
+            "bi_encoder_steps": (training.get("summary") or {}).get("steps")}
+
+
+def summarise(collection: Collection, reports: dict[str, dict[int, dict]]) -> dict:
+    def ndcg(report: dict, name: str) -> float:
+        return next(s["metrics"]["ndcg@10"] for s in report["systems"] if s["name"] == name)
+
+    def per_query(row: str, name: str) -> list[float]:
+        seeds = reports[row]
+        queries = sorted(next(iter(seeds.values()))["per_query"][name])
+        return [statistics.mean(r["per_query"][name][q]["ndcg@10"] for r in seeds.values()) for q in queries]
+
+    rows, tests = {}, {}
+    any_report = next(iter(next(iter(reports.values())).values()))
+    for fixed in ("BM25", "base", "hybrid(base)"):
+        rows[fixed] = over_seeds([ndcg(any_report, fixed)])
+    for row, seeds in reports.items():
+        for name in ("adapted", "hybrid(adapted)"):
+            rows[f"{row}: {name}"] = {**over_seeds([ndcg(r, name) for r in seeds.values()]), "seeds": list(seeds)}
+        tests[f"{row}: adapted vs base"] = paired_t(per_query(row, "adapted"), per_query(row, "base"))
+        tests[f"{row}: hybrid(adapted) vs hybrid(base)"] = paired_t(per_query(row, "hybrid(adapted)"),
+                                                                    per_query(row, "hybrid(base)"))
+        if row != "round1" and "round1" in reports:
+            for name in ("adapted", "hybrid(adapted)"):
+                tests[f"{row} vs round1: {name}"] = paired_t(per_query(row, name), per_query("round1", name))
+    return {"collection": collection.name, "rows": rows, "tests": tests,
+            "funnel": {row: funnel(collection, row) for row in reports}, "stage_seconds": collection.times}
+
+
+def markdown(results: list[dict], command: str) -> list[str]:
+    lines = ["# The generator learns the corpus: rounds of self-training, cropping, a cross-domain generator", "",
+             f"Command: `{command}`  ", f"Machine: {machine()}. No hub access: generator SmolLM2-135M-Instruct "
+             "(3 queries per passage, round-trip filter top 3; rounds 2 and 3 sample with the generator tuned by "
+             "`genq train-generator` on the kept pairs so far, zero-shot prompt, 3 epochs, batch 8, 5e-5); "
+             "bi-encoder all-MiniLM-L6-v2, 1 epoch per seed. Stage seconds are wall times; a machine that was "
+             "shared at the time makes them longer.", ""]
+    for result in results:
+        lines += [f"## {result['collection']}", "", "nDCG@10, mean (sd) over training seeds:", "",
+                  "| system | mean | sd | per seed |", "|---|---:|---:|---|"]
+        for name, row in result["rows"].items():
+            lines.append(f"| {name} | {row['mean']:.4f} | {row['sd']:.4f} | "
+                         f"{', '.join(f'{v:.4f}' for v in row['per_seed'])} |")
+        lines += ["", "Paired t-tests over queries (each query's nDCG@10 averaged over the seeds):", "",
+                  "| comparison | difference | t | p | queries |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {name} | {t['difference']:+.4f} | {t['t']:.3f} | {t['p']:.4f} | {t['queries']} |"
+                  for name, t in result["tests"].items()]
+        lines += ["", "Funnel (the row's newest generation round; the training file is every round's kept pairs):", "",
+                  "| row | sampled | runaway | pairs written | kept | kept per sample | round trip top-1 / top-3 "
+                  "| training pairs | distinct | most common opening (share) | bi-encoder steps |",
+                  "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|"]
+        for row, f in result["funnel"].items():
+            g = f["latest_round"]
+            trip = g.get("round_trip") or {}
+            top = f"{trip.get('top1', '-')} / {trip.get('top3', '-')}" if trip else "-"
+            opening = f"\"{f['most_common_opening'][0]}\" ({f['most_common_opening_share']:.0%})" \
+                if f["most_common_opening"] else "-"
+            lines.append(f"| {row} | {g.get('queries_sampled', '-')} | {g.get('runaway', '-')} | "
+                         f"{g.get('pairs_written', '-')} | {g.get('kept_by_round_trip', '-')} | "
+                         f"{g.get('kept_per_sample', '-')} | {top} | {f['training_pairs']} | "
+                         f"{f['distinct_queries']} | {opening} | {f['bi_encoder_steps']} |")
+        lines += ["", "Stage wall seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result["stage_seconds"].items()),
+                  ""]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--collections", nargs="+", default=["cranfield", "cisi"])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "generator-rounds")
+    args = parser.parse_args()
+    command = command_line()
+    for name in args.collections:
+        collection = Collection(name, args.runs_dir)
+        reports: dict[str, dict[int, dict]] = {}
+        # every row's first seed before any second one, so that each row has a number early
+        for seed in args.seeds:
+            for row in args.rows:
+                reports.setdefault(row, {})[seed] = collection.evaluation(row, seed)
+                results = merged_results(ROOT / "benchmarks" / "results" / f"{NAME}.json",
+                                         [summarise(collection, reports)])
+                write_results(NAME, {"machine": machine(), "command": command, "results": results},
+                              markdown(results, command))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""genq adapt --generator-rounds and --queries: self-training rounds and cropped pseudo-queries as stages of a run."""
+
+import json
+
+from click.testing import CliRunner
+
+from genq.cli import main
+
+from .test_pipeline import adapt_args, stage_status
+
+ROUND_STAGES = {"prepare": "ran", "generate": "ran", "filter": "ran", "tune generator 2": "ran",
+                "generate round 2": "ran", "filter round 2": "ran", "combine": "ran", "train": "ran", "index": "ran"}
+
+
+def rounds_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, *extra):
+    return adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--filter-min-score", "-1",
+                      "--generator-rounds", "2", "--generator-epochs", "1", "--backend", "torch", *extra)
+
+
+def test_two_rounds_tune_the_generator_and_train_on_both_rounds_kept_pairs(tmp_path, raw_corpus, tiny_t5_dir,
+                                                                          tiny_encoder_dir):
+    run_dir = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(main, rounds_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir))
+    assert result.exit_code == 0, result.output
+    assert stage_status(result.output) == ROUND_STAGES
+    tuned = run_dir / "generators" / "round2"
+    record = json.loads((tuned / "genq_training.json").read_text())
+    assert record["kind"] == "generator" and record["complete"] and record["settings"]["generator"] == str(tiny_t5_dir)
+    meta = json.loads((run_dir / "pairs.round2.meta.json").read_text())
+    assert meta["generator"]["model"] == str(tuned)
+    first = (run_dir / "pairs.filtered.jsonl").read_text().splitlines()
+    second = (run_dir / "pairs.round2.filtered.jsonl").read_text().splitlines()
+    combined = [json.loads(line) for line in (run_dir / "pairs.combined.jsonl").read_text().splitlines()]
+    keys = {(p["query"].lower(), p["passage_id"]) for p in map(json.loads, first + second)}
+    assert len(combined) == len(keys) and len(combined) > len(first)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["params"]["pairs"] == "pairs.combined.jsonl"
+
+    result = runner.invoke(main, rounds_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir))
+    assert result.exit_code == 0, result.output
+    assert set(stage_status(result.output).values()) == {"skipped"}
+
+    # a tuning setting changes: round 1 is kept, the tuned generator and everything after it run again
+    result = runner.invoke(main, rounds_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir,
+                                             "--generator-lr", "1e-4"))
+    assert result.exit_code == 0, result.output
+    statuses = stage_status(result.output)
+    assert statuses["generate"] == statuses["filter"] == "skipped"
+    assert statuses["tune generator 2"] == statuses["generate round 2"] == statuses["train"] == "ran"
+
+
+def test_a_run_killed_in_round_two_resumes_there(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir, monkeypatch):
+    from genq.generation.torch_backend import QueryGenerator
+
+    run_dir = tmp_path / "run"
+    runner = CliRunner()
+    real_sample = QueryGenerator.sample
+    tuned_batches = []
+
+    def killed_in_round_two(self, batch, seed):
+        if "generators" in self.config.model:
+            tuned_batches.append(len(batch))
+            if len(tuned_batches) == 2:
+                raise KeyboardInterrupt
+        return real_sample(self, batch, seed)
+
+    monkeypatch.setattr(QueryGenerator, "sample", killed_in_round_two)
+    args = rounds_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--gen-batch-size", "4")
+    result = runner.invoke(main, args)
+    assert result.exit_code == 130, result.output
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["generate round 2"]["status"] == "interrupted"
+    monkeypatch.setattr(QueryGenerator, "sample", real_sample)
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    statuses = stage_status(result.output)
+    assert statuses["tune generator 2"] == "skipped" and statuses["generate round 2"] == "resumed"
+    ids = [json.loads(line)["passage_id"] for line in (run_dir / "pairs.round2.jsonl").read_text().splitlines()]
+    meta = json.loads((run_dir / "pairs.round2.meta.json").read_text())
+    assert meta["counts"]["passages_done"] == 10 and len(ids) == meta["counts"]["pairs"]
+
+
+def test_cropped_queries_need_no_generator(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--queries",
+                                                 "cropped", "--min-words", "2"))
+    assert result.exit_code != 0 and "--min-words" in result.output  # crop has its own knobs; adapt uses defaults
+    result = CliRunner().invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--queries",
+                                                 "cropped"))
+    assert result.exit_code == 0, result.output
+    assert stage_status(result.output) == {"prepare": "ran", "crop": "ran", "train": "ran", "index": "ran"}
+    assert not (run_dir / "pairs.jsonl").exists()
+
+
+def test_generated_and_cropped_pairs_train_together(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--queries",
+                                                 "generated+cropped", "--queries-per-passage", "1"))
+    assert result.exit_code == 0, result.output
+    assert stage_status(result.output) == {"prepare": "ran", "generate": "ran", "crop": "ran", "combine": "ran",
+                                           "train": "ran", "index": "ran"}
+    sources = [json.loads(line).get("source") for line in (run_dir / "pairs.combined.jsonl").read_text().splitlines()]
+    assert "cropped" in sources and None in sources
+
+
+def test_combinations_that_cannot_work_are_refused_before_any_stage(tmp_path, raw_corpus, tiny_t5_dir,
+                                                                   tiny_encoder_dir):
+    for extra, says in ((["--queries", "cropped", "--generator-rounds", "2"], "--queries cropped has none"),
+                        (["--generator-rounds", "2", "--time-budget", "5m"], "--time-budget")):
+        run_dir = tmp_path / f"run-{len(says)}"
+        result = CliRunner().invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, *extra))
+        assert result.exit_code != 0 and says in result.output and "Traceback" not in result.output
+        assert not (run_dir / "passages.jsonl").exists()
