@@ -184,18 +184,22 @@ def likelihood_generator(generator: str | None, index_dir: str | Path | None = N
 
 
 def _run_generator(index_dir: str | Path | None) -> dict | None:
-    """The generator recorded by the run that built ``index_dir`` (RUN/pairs.meta.json), if it is still there."""
+    """The generator recorded by the run that built ``index_dir``, if it is still there: the one of its last
+    generation round (RUN/pairs.roundN.meta.json: a generator tuned on the corpus), else RUN/pairs.meta.json's."""
     if index_dir is None:
         return None
-    meta_path = locate_index(index_dir).parent / "pairs.meta.json"
-    try:
-        generator = json.loads(meta_path.read_text(encoding="utf-8")).get("generator")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(generator, dict) or not isinstance(generator.get("model"), str):
-        return None
-    model = generator["model"]
-    return generator if Path(model).exists() or "/" in model else None
+    run_dir = locate_index(index_dir).parent
+    rounds = sorted(run_dir.glob("pairs.round*.meta.json"),
+                    key=lambda path: int("".join(filter(str.isdigit, path.name)) or 0), reverse=True)
+    for meta_path in [*rounds, run_dir / "pairs.meta.json"]:
+        try:
+            generator = json.loads(meta_path.read_text(encoding="utf-8")).get("generator")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(generator, dict) and isinstance(generator.get("model"), str) and \
+                (Path(generator["model"]).exists() or "/" in generator["model"]):
+            return generator
+    return None
 
 
 class PassageStore:

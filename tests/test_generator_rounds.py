@@ -5,6 +5,7 @@ import json
 from click.testing import CliRunner
 
 from genq.cli import main
+from genq.search import likelihood_generator
 
 from .test_pipeline import adapt_args, stage_status
 
@@ -36,6 +37,8 @@ def test_two_rounds_tune_the_generator_and_train_on_both_rounds_kept_pairs(tmp_p
     assert len(combined) == len(keys) and len(combined) > len(first)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["train"]["params"]["pairs"] == "pairs.combined.jsonl"
+    # the query-likelihood reranker of this run scores with the generator that learned the corpus
+    assert likelihood_generator(None, run_dir / "index").model == str(tuned)
 
     result = runner.invoke(main, rounds_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir))
     assert result.exit_code == 0, result.output

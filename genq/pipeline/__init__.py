@@ -5,6 +5,10 @@
       passages.jsonl       prepare
       pairs.jsonl          generate (+ pairs.meta.json)
       pairs.filtered.jsonl filter            (when --filter-top-k / --filter-min-score)
+      generators/roundN/   tune generator N  (when --generator-rounds: tuned on the kept pairs so far)
+      pairs.roundN.jsonl   generate round N  (+ passages.roundN.jsonl, its order; pairs.roundN.filtered.jsonl)
+      pairs.cropped.jsonl  crop              (when --queries cropped or generated+cropped)
+      pairs.combined.jsonl combine           (every round's kept pairs and the crops, each pair once)
       pairs.negatives.jsonl mine-negatives   (when --hard-negatives N, or --gpl)
       pairs.labelled.jsonl  pseudo-label     (when --gpl: cross-encoder margins, then MarginMSE training)
       model/               train
@@ -24,7 +28,10 @@ The package, one concern a module:
 * :mod:`~genq.pipeline.config`: what a run is asked to do, and the sizing of what the user left unset;
 * :mod:`~genq.pipeline.manifest`: the record of finished stages;
 * :mod:`~genq.pipeline.stage`: a stage as data, and the one loop that runs a list of them;
-* :mod:`~genq.pipeline.stages`: the stages themselves, and the order they run in;
+* :mod:`~genq.pipeline.stages`: the stages, and the order they run in;
+* :mod:`~genq.pipeline.sources`: the stages that make the training pairs (generate, filter, generator rounds,
+  crop, combine);
+* :mod:`~genq.pipeline.settings`: a stage's settings as the manifest records them;
 * :mod:`~genq.pipeline.budget` with :mod:`~genq.pipeline.probe`: ``--time-budget``;
 * :mod:`~genq.pipeline.runner`: :func:`adapt`.
 """

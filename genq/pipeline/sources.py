@@ -1,0 +1,189 @@
+"""The stages that make the training pairs: generate and filter, the self-training rounds, crops, their union.
+
+Where a run's queries come from (``--queries``, ``--generator-rounds``), kept apart from what is
+done with the pairs afterwards (:mod:`genq.pipeline.stages`), which lists these stages in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+from genq.cropping import crop_queries
+from genq.filter import filter_pairs
+from genq.generation.family import generator_family
+from genq.generation.pairs_file import iter_pairs, merge_pairs
+from genq.generation.run import generate_pairs, meta_path_for
+from genq.io import GenqError, atomic_write, count_records, dumps_line, iter_jsonl
+from genq.pipeline.config import CROPS_PER_PASSAGE, queries_per_passage_for
+from genq.pipeline.settings import jsonable, without
+from genq.pipeline.stage import RunContext, Stage
+from genq.train import RUN_RECORD
+from genq.train_generator import pairs_from_file, train_generator
+from genq.training_run import last_checkpoint
+
+# -- generate: passages -> pairs.jsonl
+
+def generate_stage(context: RunContext) -> Stage:
+    config, paths = context.config, context.paths
+    generation = config.generation
+    # the settings as they will run (the family's defaults filled in), so that leaving a default unset and
+    # giving its value are the same run, and runs recorded before per-family defaults still match
+    as_run = without(jsonable(generation.for_family(generator_family(generation))), "batch_size", "device")
+    settings = {**as_run, "family": generation.family, "limit": config.limit}
+    if config.auto_queries_per_passage:
+        settings["queries_per_passage"] = "by corpus size"
+    if config.time_budget:
+        settings["limit"] = "by time budget" if config.limit is None else config.limit
+        if config.auto_queries_per_passage:
+            settings["queries_per_passage"] = "by time budget"
+    return Stage("generate", settings, _generate, outputs=[paths.pairs, meta_path_for(paths.pairs)],
+                 inputs=[paths.passages], resumes_unrecorded=True)
+
+
+def size_queries_per_passage(context: RunContext) -> str | None:
+    """Set the queries per passage by corpus size where the user left them to genq (every round samples as many);
+    returns why, or None when they were given (or the time budget sizes them)."""
+    config = context.config
+    if not config.auto_queries_per_passage or config.time_budget:
+        return None
+    passages = count_records(context.paths.passages)
+    config.generation.queries_per_passage, why = queries_per_passage_for(min(passages, config.limit or passages))
+    return why
+
+
+def _generate(context: RunContext, resume: bool) -> tuple[dict, str]:
+    config, paths, say = context.config, context.paths, context.say
+    generation = config.generation
+    why = size_queries_per_passage(context)
+    if why:
+        say(f"  queries per passage: {generation.queries_per_passage} ({why}; --queries-per-passage sets it)")
+    summary = generate_pairs(paths.passages, paths.pairs, generation, overwrite=not resume,
+                             progress=context.progress, limit=config.limit, quality=config.quality,
+                             generator=context.handed_on.pop("generator", None))
+    # the whole file's counts: after a resume this run's own are only part of it
+    counts = summary.file_counts or summary.to_dict()
+    runaway = f" ({counts['filtered_runaway']:,} runaway)" if counts.get("filtered_runaway") else ""
+    say(f"  {summary.pairs_in_file:,} pairs; {counts['filtered_out']:,} of {counts['queries_sampled']:,} samples "
+        f"dropped{runaway}, {counts['duplicates_dropped']:,} duplicates; {counts['passages_without_query']:,} "
+        "passages left without a query")
+    if summary.quality:
+        say(f"  quality: {summary.quality.headline()}")
+    return summary.to_dict(), "resumed" if summary.passages_skipped_as_done else "ran"
+
+
+# -- filter: keep the pairs whose passage the base model finds again (and/or the generator scored high)
+
+def filter_stage(context: RunContext, pairs_in: Path, output: Path | None = None, name: str = "filter") -> Stage:
+    config = context.config
+    output = output or context.paths.filtered
+    settings = {"top_k": config.filter_top_k, "min_score": config.filter_min_score,
+                "keep_top_share": config.filter_keep_top_share, "min_logprob": config.filter_min_logprob,
+                "model": config.training.base_model}
+    return Stage(name, settings, partial(_filter, pairs_in=pairs_in, output=output), outputs=[output],
+                 inputs=[pairs_in, context.paths.passages])
+
+
+def _filter(context: RunContext, _resume: bool, pairs_in: Path, output: Path) -> tuple[dict, str]:
+    config, paths = context.config, context.paths
+    summary = filter_pairs(pairs_in, paths.passages, config.training.base_model, output,
+                           top_k=config.filter_top_k, min_score=config.filter_min_score,
+                           keep_top_share=config.filter_keep_top_share, min_logprob=config.filter_min_logprob,
+                           cache_dir=paths.cache, dtype=config.dtype, progress=context.progress)
+    if summary.kept < 2:
+        raise GenqError(f"the filter kept {summary.kept} of {summary.total} pairs: too few to train on\n"
+                        "  fix: raise --filter-top-k, lower --filter-min-score, or generate more queries")
+    context.say(f"  kept {summary.kept:,} of {summary.total:,} pairs; quality after: "
+                f"{summary.quality_after.headline()}")
+    return summary.to_dict(), "ran"
+
+
+# -- generation rounds: the generator tuned on the kept pairs so far samples again (self-training, as iGFT)
+
+def generation_round_stages(context: RunContext, number: int, kept_so_far: list[Path]) -> list[Stage]:
+    config, paths = context.config, context.paths
+    generator_dir, passages, pairs, filtered = paths.generation_round(number)
+    generation = config.generation
+    tuning = {**without(jsonable(config.generator_tuning), "device", "save_steps", "save_minutes", "logging_steps",
+                        "time_limit"), "generator": generation.model, "gguf_file": generation.gguf_file,
+              "pairs": [path.name for path in kept_so_far]}
+    sampling = {**without(jsonable(generation), "batch_size", "device", "model", "gguf_file", "prompt_template",
+                          "prompt_style"), "generator": f"tuned before round {number}", "limit": config.limit}
+    stages = [Stage(f"tune generator {number}", tuning, partial(_tune_generator, pairs_in=kept_so_far,
+                                                                output=generator_dir),
+                    outputs=[generator_dir / "config.json"], inputs=kept_so_far),
+              Stage(f"generate round {number}", sampling, partial(_generate_round, number=number,
+                                                                  kept_so_far=kept_so_far),
+                    outputs=[pairs, meta_path_for(pairs)], inputs=[paths.passages, generator_dir / "config.json"],
+                    resumes_unrecorded=True)]
+    if config.filtering:
+        stages.append(filter_stage(context, pairs, filtered, name=f"filter round {number}"))
+    return stages
+
+
+def _tune_generator(context: RunContext, resume: bool, pairs_in: list[Path], output: Path) -> tuple[dict, str]:
+    config = context.config
+    rows = [row for path in pairs_in for row in pairs_from_file(path)]
+    tuning = replace(config.generator_tuning, generator=config.generation.model,
+                     gguf_file=config.generation.gguf_file)
+    can_resume = bool(resume and (output / RUN_RECORD).exists() and last_checkpoint(output))
+    summary = train_generator(rows, output, tuning, resume=can_resume, overwrite=not can_resume,
+                              progress=context.progress)
+    context.say(f"  tuned the generator {summary.steps:,} steps on {summary.pairs:,} kept pairs; loss "
+                f"{summary.first_loss} -> {summary.final_loss}")
+    return summary.to_dict(), "resumed" if summary.resumed_from else "ran"
+
+
+def _generate_round(context: RunContext, resume: bool, number: int, kept_so_far: list[Path]) -> tuple[dict, str]:
+    """Sample with the tuned generator, the passages that no kept pair covers yet first (a --limit reaches them)."""
+    config, paths = context.config, context.paths
+    generator_dir, ordered, pairs, _ = paths.generation_round(number)
+    if not (resume and ordered.exists()):
+        covered = {str(record.get("passage_id")) for path in kept_so_far for _, record in iter_pairs(path)}
+        passages = [record for _, record in iter_jsonl(paths.passages)]
+        with atomic_write(ordered) as handle:
+            for passage in sorted(passages, key=lambda p: str(p["_id"]) in covered):  # stable: corpus order kept
+                handle.write(dumps_line(passage))
+    size_queries_per_passage(context)  # as round 1 sampled, also when its stage was skipped
+    # the tuned generator samples under the prompt it learned (prompt_template None: its own)
+    generation = replace(config.generation, model=str(generator_dir), gguf_file=None, prompt_template=None,
+                         prompt_style="auto")
+    summary = generate_pairs(ordered, pairs, generation, overwrite=not resume, progress=context.progress,
+                             limit=config.limit, quality=config.quality)
+    counts = summary.file_counts or summary.to_dict()
+    context.say(f"  round {number}: {summary.pairs_in_file:,} pairs; {counts['filtered_out']:,} of "
+                f"{counts['queries_sampled']:,} samples dropped ({counts.get('filtered_runaway', 0):,} runaway)")
+    return summary.to_dict(), "resumed" if summary.passages_skipped_as_done else "ran"
+
+
+# -- crop: pseudo-queries cut from the passages, no generator
+
+def crop_stage(context: RunContext) -> Stage:
+    config = context.config
+    per_passage = CROPS_PER_PASSAGE if config.auto_queries_per_passage else config.generation.queries_per_passage
+    settings = {"queries_per_passage": per_passage, "seed": config.generation.seed, "limit": config.limit}
+    return Stage("crop", settings, partial(_crop, per_passage=per_passage), outputs=[context.paths.cropped],
+                 inputs=[context.paths.passages])
+
+
+def _crop(context: RunContext, _resume: bool, per_passage: int) -> tuple[dict, str]:
+    config, paths = context.config, context.paths
+    summary = crop_queries(paths.passages, paths.cropped, per_passage=per_passage, seed=config.generation.seed,
+                           limit=config.limit)
+    context.say(f"  cropped {summary.pairs:,} pseudo-queries from {summary.passages:,} passages")
+    return summary.to_dict(), "ran"
+
+
+# -- combine: every source's pairs in one training file
+
+def combine_stage(context: RunContext, inputs: list[Path]) -> Stage:
+    return Stage("combine", {"inputs": [path.name for path in inputs]}, partial(_combine, inputs=inputs),
+                 outputs=[context.paths.combined], inputs=inputs)
+
+
+def _combine(context: RunContext, _resume: bool, inputs: list[Path]) -> tuple[dict, str]:
+    counts = merge_pairs(inputs, context.paths.combined)
+    context.say(f"  {counts['pairs']:,} pairs to train on (" + ", ".join(
+        f"{count:,} from {Path(name).name}" for name, count in counts["inputs"].items()) + ")")
+    return counts, "ran"
