@@ -215,7 +215,8 @@ def markdown(results: list[dict], command: str) -> list[str]:
     lines = ["# The generator learns the corpus: rounds of self-training, cropping, a cross-domain generator", "",
              f"Command: `{command}`  ", f"Machine: {machine()}. No hub access: generator SmolLM2-135M-Instruct "
              "(3 queries per passage, round-trip filter top 3; rounds 2 and 3 sample with the generator tuned by "
-             "`genq train-generator` on the kept pairs so far, zero-shot prompt, 3 epochs, batch 8, 5e-5); "
+             "`genq train-generator` on the kept pairs so far: zero-shot prompt, batch 8, 5e-5, epochs by pair "
+             "count, at least 100 steps); "
              "bi-encoder all-MiniLM-L6-v2, 1 epoch per seed. Stage seconds are wall times; a machine that was "
              "shared at the time makes them longer.", ""]
     for result in results:

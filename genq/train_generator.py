@@ -23,7 +23,7 @@ import functools
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from genq import __version__
@@ -72,7 +72,7 @@ class GeneratorTrainingConfig:
     max_passage_tokens: int | None = None  # None: the family's sampling default
     include_title: bool = True
     prefix: str = ""
-    epochs: float = 3.0
+    epochs: float | None = None  # None: by pair count (tuning_epochs)
     batch_size: int = 8
     lr: float = 5e-5
     warmup_ratio: float = 0.1
@@ -89,7 +89,7 @@ class GeneratorTrainingConfig:
     def validate(self) -> None:
         if self.batch_size < 1:
             raise GenqError("--train-batch-size must be at least 1")
-        if self.epochs <= 0 and self.max_steps <= 0:
+        if self.epochs is not None and self.epochs <= 0 and self.max_steps <= 0:
             raise GenqError("--epochs must be positive (or give --max-steps)")
         if self.lr <= 0:
             raise GenqError("--lr must be positive")
@@ -110,6 +110,21 @@ class GeneratorTrainingConfig:
                                 device=self.device, backend="torch")
 
 
+MIN_AUTO_STEPS = 100  # the probe's 33 steps cut runaways from 53% to 8%; a few more for a larger, varied set
+MAX_AUTO_EPOCHS = 3
+
+
+def tuning_epochs(pairs: int, batch_size: int) -> float:
+    """Epochs where the user left them to genq: at least MIN_AUTO_STEPS steps, 1 to MAX_AUTO_EPOCHS passes.
+
+    A generator tuned on a few hundred of its own queries learns their form in about a hundred
+    steps; more passes over the same pairs narrow it further onto one form (the collapse the
+    probe warned of), and on a CPU each step costs seconds.
+    """
+    per_epoch = max(1, -(-pairs // batch_size))
+    return float(max(1, min(MAX_AUTO_EPOCHS, -(-MIN_AUTO_STEPS // per_epoch))))
+
+
 @dataclass
 class GeneratorTrainingSummary:
     output: str
@@ -119,6 +134,7 @@ class GeneratorTrainingSummary:
     family: str = ""
     prompt_style: str = ""
     input_tokens_mean: float = 0.0  # per training row: prompt (or encoder input) and query
+    epochs: float = 0.0
     steps: int = 0
     seconds: float = 0.0
     seconds_per_step: float | None = None
@@ -243,13 +259,14 @@ def _fit(output: Path, *, generator, examples: list[tuple[list[int], list[int]]]
     if processes.main:
         output.mkdir(parents=True, exist_ok=True)
         write_json_atomic(output / RUN_RECORD, record)
+    summary.epochs = config.epochs if config.epochs is not None else tuning_epochs(len(examples), config.batch_size)
     dataset = Dataset.from_dict({"input_ids": [ids for ids, _ in examples],
                                  "labels": [labels for _, labels in examples],
                                  "length": [len(ids) for ids, _ in examples]})
     batch_size = min(config.batch_size, len(dataset))
     args = TrainingArguments(
         output_dir=str(output / "checkpoints"),
-        num_train_epochs=config.epochs,
+        num_train_epochs=summary.epochs,
         max_steps=config.max_steps,
         per_device_train_batch_size=batch_size,
         learning_rate=config.lr,
@@ -261,7 +278,7 @@ def _fit(output: Path, *, generator, examples: list[tuple[list[int], list[int]]]
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=2,
-        logging_steps=logging_steps_for(config, len(dataset), batch_size),
+        logging_steps=logging_steps_for(replace(config, epochs=summary.epochs), len(dataset), batch_size),
         report_to="none",
         disable_tqdm=not progress,
         use_cpu=resolve_device(config.device) == "cpu",
@@ -316,7 +333,7 @@ def _write_model_card(output: Path, config: GeneratorTrainingConfig, summary: Ge
         f"| base generator | `{config.generator}`" + (f" (`{config.gguf_file}`)" if config.gguf_file else "") + " |",
         f"| family / prompt | {summary.family} / {prompt} |",
         f"| pairs / passages | {summary.pairs:,} / {summary.passages:,} |",
-        f"| epochs / batch / lr / warmup / schedule | {config.epochs} / {config.batch_size} / {config.lr} / "
+        f"| epochs / batch / lr / warmup / schedule | {summary.epochs} / {config.batch_size} / {config.lr} / "
         f"{config.warmup_ratio} / {config.schedule} |",
         f"| steps / first loss / final loss | {summary.steps} / {summary.first_loss} / {summary.final_loss} |",
         f"| seed | {config.seed} |", "",

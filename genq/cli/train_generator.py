@@ -20,8 +20,9 @@ def generator_tuning_options(function=None, in_adapt: bool = False):
         return prefixed if in_adapt else plain
 
     return stack(function, [
-        click.option(name("--epochs", "--generator-epochs"), "generator_epochs", type=float, default=3.0,
-                     show_default=True, help="Passes over the pairs when tuning the generator."),
+        click.option(name("--epochs", "--generator-epochs"), "generator_epochs", type=float, default=None,
+                     help="Passes over the pairs when tuning the generator [default: by pair count: at least 100 "
+                          "steps, 1 to 3 epochs]."),
         click.option(name("--lr", "--generator-lr"), "generator_lr", type=float, default=5e-5, show_default=True,
                      help="Peak learning rate of the generator's tuning (AdamW, linear decay)."),
         click.option(name("--train-batch-size", "--generator-batch-size"), "generator_batch_size",
