@@ -90,7 +90,7 @@ class Collection:
     def kept(self, label: str, pairs: Path) -> Path:
         kept = self.dir / f"{label}.kept.jsonl"
         return self.step(f"filter {label}", kept, "filter", str(pairs), "--corpus", str(self.corpus), "-o",
-                         str(kept), "--filter-top-k", "3")
+                         str(kept), "--filter-top-k", "3", "--base-model", BASE)
 
     def tuned(self, label: str, *source: str) -> Path:
         output = self.dir / f"generator-{label}"
