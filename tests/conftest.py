@@ -198,3 +198,11 @@ def raw_corpus(tmp_path):
              "clean the disc rotor", "true the wheel spoke", "check the fork suspension"]
     return write_jsonl(tmp_path / "docs.jsonl", [{"id": f"d{i}", "title": t.split()[-1], "text": t}
                                                   for i, t in enumerate(texts)])
+
+
+@pytest.fixture(autouse=True)
+def rates_file(tmp_path, monkeypatch) -> Path:
+    """Each test keeps measured rates (genq.rate_cache) in its own file: a plan never reuses another test's."""
+    path = tmp_path / "rates.json"
+    monkeypatch.setattr("genq.rate_cache.rates_path", lambda: path)
+    return path

@@ -16,7 +16,8 @@ from genq.io import count_records
 from genq.pipeline.config import AdaptConfig
 from genq.pipeline.probe import measure_rates
 from genq.pipeline.stage import RunContext, Stage, StageResult
-from genq.planning import BUDGET_QUERIES_PER_PASSAGE, MAX_EPOCHS, SAFETY, Fixed, Plan, plan_run
+from genq.planning import BUDGET_QUERIES_PER_PASSAGE, MAX_EPOCHS, SAFETY, Fixed, Plan, Rates, plan_run
+from genq.rate_cache import correct_rates, length_bucket, load_rates, machine_facts, rate_key, rates_path, save_rates
 from genq.train import TrainConfig
 
 MODEL_LOAD_SECONDS = 2.0  # a bi-encoder from the local cache (measured: 1-3 s for MiniLM on 2 cores)
@@ -57,10 +58,17 @@ def make_plan(context: RunContext):
         generation.queries_per_passage = BUDGET_QUERIES_PER_PASSAGE
     passages = load_passages(context.paths.passages)
     keep = FILTER_KEEP_PRIOR if config.filtering else 1.0
-    measured = measure_rates(passages, generation, training, work_dir=context.paths.cache / "plan",
-                             encode_batch_size=config.encode_batch_size, dtype=config.dtype, filter_keep_share=keep,
-                             say=say)
-    rates = measured.rates
+    key = rates_key(config, passages)
+    context.manifest.data["rate_key"] = key  # the generate and train stages correct the kept rates by their own
+    rates, generator = _kept_rates(key, keep, say), None
+    if rates is None:
+        measured = measure_rates(passages, generation, training, work_dir=context.paths.cache / "plan",
+                                 encode_batch_size=config.encode_batch_size, dtype=config.dtype,
+                                 filter_keep_share=keep, say=say, short=config.time_budget < SHORT_BUDGET)
+        rates, generator = measured.rates, measured.generator
+        save_rates(key, {**rates.to_dict(), "pairs_per_passage": rates.pairs_per_passage / keep},
+                   {"generator": generation.gguf_file or generation.model, "bi_encoder": training.base_model})
+        rates.generator_load_seconds = 0.0  # loaded already, in the time spent; the generate stage reuses it
     plan = plan_run(config.time_budget, time.perf_counter() - context.started, len(passages), rates,
                     Fixed(_fixed_costs(config, len(passages), rates.encode_seconds_per_passage)),
                     batch_size=training.batch_size, queries_per_passage=generation.queries_per_passage,
@@ -79,7 +87,74 @@ def make_plan(context: RunContext):
         say("  note: pseudo-labelling is not costed in the plan")
     if config.reranker:
         say("  note: the reranker's training is not costed in the plan")
-    return plan, rates, measured.generator
+    if "steps" in plan.chosen and plan.steps < USEFUL_STEPS:
+        say(f"  note: {too_little_note(config, plan, rates, len(passages), time.perf_counter() - context.started)}")
+    return plan, rates, generator
+
+
+USEFUL_STEPS = 20  # fewer optimizer steps than this move the bi-encoder little (see TrainSummary.verdict)
+SHORT_BUDGET = 600.0  # seconds; under this the probe is shortened (probe.SHORT_PROBE_STEPS)
+
+
+def rates_key(config: AdaptConfig, passages: list[dict]) -> str:
+    """What the rates of this run depend on: machine, models (by their files), the work per item, passage length."""
+    from genq.models import model_files_fingerprint, resolve_model
+
+    generation, training = config.generation, config.training
+
+    def files(name: str | None) -> str | None:
+        try:
+            return model_files_fingerprint(resolve_model(name)) or name if name else None
+        except Exception:  # a model that cannot be found here will fail its own stage with the reason
+            return name
+
+    return rate_key({
+        "machine": machine_facts(), "device": training.device, "dtype": config.dtype,
+        "generator": files(generation.model), "gguf": generation.gguf_file, "backend": generation.backend,
+        "generation_dtype": generation.dtype, "queries_per_passage": generation.queries_per_passage,
+        "max_length": generation.max_length, "max_passage_tokens": generation.max_passage_tokens,
+        "prompt": [generation.prompt_template, generation.prompt_style], "gen_batch": generation.batch_size,
+        "bi_encoder": files(training.base_model), "train_batch": training.batch_size,
+        "max_seq_length": training.max_seq_length, "loss": training.loss, "bf16": training.bf16,
+        "encode_batch": config.encode_batch_size, "passage_length": length_bucket(passages)})
+
+
+def _kept_rates(key: str, keep: float, say) -> Rates | None:
+    """The rates an earlier run measured here under the same key, or None."""
+    entry = load_rates(key)
+    if entry is None:
+        return None
+    stored = entry["rates"]
+    try:
+        rates = Rates(**{name: float(stored[name]) for name in Rates.__dataclass_fields__ if name in stored})
+    except (KeyError, TypeError, ValueError):
+        return None
+    rates.pairs_per_passage *= keep
+    age = format_duration(max(time.time() - entry["measured_at"], 1))
+    say(f"  rates measured on this machine {age} ago, reused (kept in {rates_path()}; delete it to measure again)")
+    return rates
+
+
+def too_little_note(config: AdaptConfig, plan: Plan, rates: Rates, passages: int, elapsed: float) -> str:
+    """What the budget buys and the budget that would buy ``USEFUL_STEPS`` steps here (the plan's arithmetic)."""
+    budget = config.time_budget
+    for _ in range(40):
+        budget *= 1.25
+        bigger = plan_run(budget, elapsed, passages, rates, Fixed(_fixed_costs(
+            config, passages, rates.encode_seconds_per_passage)), batch_size=config.training.batch_size,
+            queries_per_passage=plan.queries_per_passage, limit=config.limit,
+            min_passages=config.generation.batch_size or CPU_GENERATION_BATCH)
+        if bigger.steps >= USEFUL_STEPS:
+            break
+    return (f"{format_duration(config.time_budget)} buys {plan.steps} training step{'s' * (plan.steps != 1)} here, "
+            f"too few to move the model much; about {format_duration(budget)} buys {USEFUL_STEPS}")
+
+
+def remember_actual_rate(context: RunContext, **actual: float) -> None:
+    """Correct this machine's kept rates by a stage's real ones (a planned run only)."""
+    key = context.manifest.data.get("rate_key")
+    if key:
+        correct_rates(key, **actual)
 
 
 def _fixed_costs(config: AdaptConfig, passages: int, encode: float) -> dict[str, float]:

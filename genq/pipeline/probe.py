@@ -15,6 +15,8 @@ from genq.planning import Rates
 from genq.train import TrainConfig, train_bi_encoder
 
 PROBE_STEPS = 5  # the first two steps pay one-off costs (kernels picked for new shapes); the rest are steady
+SHORT_PROBE_STEPS = 3  # a short budget: one steady step after the two warm-up ones
+SHORT_PROBE_BATCH = 4  # passages per generation probe batch under a short budget
 
 
 def spread(passages: list[dict], count: int) -> list[dict]:
@@ -37,33 +39,44 @@ class Probe:
 
 
 def measure_rates(passages: list[dict], generation, training, *, work_dir, encode_batch_size: int | None = None,
-                  dtype: str = "auto", filter_keep_share: float = 1.0, say=lambda message: None) -> Probe:
+                  dtype: str = "auto", filter_keep_share: float = 1.0, say=lambda message: None,
+                  short: bool = False) -> Probe:
     """Measure generation, training and encoding on this run's own passages.
 
     Two generation batches, timed by the second (the generator stays loaded for the generate
     stage), ``PROBE_STEPS`` training steps on passage-shaped pairs (the passage's opening words
     as the query: the passage side sets a step's cost) timed by the steady ones, and one
-    encoding batch of passages drawn from across the corpus.
+    encoding batch of passages drawn from across the corpus. ``short`` (a budget of a few
+    minutes): smaller generation batches and ``SHORT_PROBE_STEPS`` steps, a rougher rate for a
+    run where measuring would otherwise cost most of the time. The generator's load time is
+    measured too (``generator_load_seconds``): a later run that reuses these rates pays it in its
+    generate stage.
     """
     started = time.perf_counter()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    steps = SHORT_PROBE_STEPS if short else PROBE_STEPS
     say("  measuring generation (two batches) ...")
-    generator, generate_per_passage, pairs_per_passage = _measure_generation(passages, generation)
-    say(f"  measuring training ({PROBE_STEPS} steps) ...")
-    per_step, overhead = _measure_training(passages, training, work_dir)
+    generator, load_seconds, generate_per_passage, pairs_per_passage = _measure_generation(
+        passages, generation, SHORT_PROBE_BATCH if short else None)
+    say(f"  measuring training ({steps} steps) ...")
+    per_step, overhead = _measure_training(passages, training, work_dir, steps)
     say("  measuring encoding (one batch) ...")
     encode_per_passage = _measure_encoding(passages, training, encode_batch_size, dtype)
     rates = Rates(generate_seconds_per_passage=generate_per_passage,
                   pairs_per_passage=pairs_per_passage * filter_keep_share, train_seconds_per_step=per_step,
-                  encode_seconds_per_passage=encode_per_passage, train_overhead_seconds=overhead)
+                  encode_seconds_per_passage=encode_per_passage, train_overhead_seconds=overhead,
+                  generator_load_seconds=load_seconds)
     return Probe(rates, generator, time.perf_counter() - started)
 
 
-def _measure_generation(passages: list[dict], generation) -> tuple[object, float, float]:
-    """(the loaded generator, seconds per passage, queries kept per passage) from two batches."""
-    generator = load_generator(generation)  # its load counts as time spent; the generate stage reuses it
-    size = max(1, min(generation.batch_size or generator.auto_batch_size(), len(passages) // 2 or 1))
+def _measure_generation(passages: list[dict], generation, batch: int | None = None
+                        ) -> tuple[object, float, float, float]:
+    """(the loaded generator, its load seconds, seconds per passage, queries kept per passage) from two batches."""
+    loading = time.perf_counter()
+    generator = load_generator(generation)  # the generate stage reuses it
+    load_seconds = time.perf_counter() - loading
+    size = max(1, min(batch or generation.batch_size or generator.auto_batch_size(), len(passages) // 2 or 1))
     drawn = spread(passages, 2 * size)  # from across the corpus: its first passages need not be typical
     kept = sampled_passages = 0
     per_passage = []
@@ -75,19 +88,20 @@ def _measure_generation(passages: list[dict], generation) -> tuple[object, float
                     for passage, queries in zip(batch, sampled))
         sampled_passages += len(batch)
     # the first batch also pays one-off costs (a few-shot prefix, warm-up): the second is the rate
-    return generator, per_passage[-1], max(kept / sampled_passages, 0.1)
+    return generator, load_seconds, per_passage[-1], max(kept / sampled_passages, 0.1)
 
 
-def _measure_training(passages: list[dict], training, work_dir: Path) -> tuple[float, float]:
-    """(seconds per steady step, the run's one-off seconds) from ``PROBE_STEPS`` steps on passage-shaped pairs."""
-    rows = max(PROBE_STEPS * training.batch_size, 8)
+def _measure_training(passages: list[dict], training, work_dir: Path, steps: int = PROBE_STEPS
+                      ) -> tuple[float, float]:
+    """(seconds per steady step, the run's one-off seconds) from ``steps`` steps on passage-shaped pairs."""
+    rows = max(steps * training.batch_size, 8)
     sample = spread(passages, rows)
     probe_pairs = work_dir / "probe-pairs.jsonl"
     write_jsonl_atomic(probe_pairs, ({"query": " ".join(p["text"].split()[:7]) + f" {number}",
                                       "passage_id": f"{p['_id']}~{number}", "passage": p["text"],
                                       "title": p.get("title", "")} for number, p in enumerate(sample)))
     probe_model = work_dir / "probe-model"
-    config = TrainConfig(**{**asdict(training), "max_steps": PROBE_STEPS, "eval_share": 0.0, "save_steps": 10_000})
+    config = TrainConfig(**{**asdict(training), "max_steps": steps, "eval_share": 0.0, "save_steps": 10_000})
     try:
         summary = train_bi_encoder(probe_pairs, probe_model, config, overwrite=True, progress=False)
     finally:

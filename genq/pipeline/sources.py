@@ -16,6 +16,7 @@ from genq.generation.family import generator_family
 from genq.generation.pairs_file import iter_pairs, merge_pairs
 from genq.generation.run import generate_pairs, meta_path_for
 from genq.io import GenqError, atomic_write, count_records, dumps_line, iter_jsonl
+from genq.pipeline.budget import remember_actual_rate
 from genq.pipeline.config import CROPS_PER_PASSAGE, queries_per_passage_for
 from genq.pipeline.settings import jsonable, without
 from genq.pipeline.stage import RunContext, Stage
@@ -24,6 +25,8 @@ from genq.train_generator import pairs_from_file, train_generator
 from genq.training_run import last_checkpoint
 
 # -- generate: passages -> pairs.jsonl
+
+MEASURED_PASSAGES = 32  # a generate stage that sampled this many is a better rate than the plan's probe
 
 def generate_stage(context: RunContext) -> Stage:
     config, paths = context.config, context.paths
@@ -62,6 +65,8 @@ def _generate(context: RunContext, resume: bool) -> tuple[dict, str]:
     summary = generate_pairs(paths.passages, paths.pairs, generation, overwrite=not resume,
                              progress=context.progress, limit=config.limit, quality=config.quality,
                              generator=context.handed_on.pop("generator", None))
+    if summary.passages_generated >= MEASURED_PASSAGES:
+        remember_actual_rate(context, generate_seconds_per_passage=summary.seconds / summary.passages_generated)
     # the whole file's counts: after a resume this run's own are only part of it
     counts = summary.file_counts or summary.to_dict()
     runaway = f" ({counts['filtered_runaway']:,} runaway)" if counts.get("filtered_runaway") else ""

@@ -17,7 +17,7 @@ from genq.evaluate import evaluate_systems, format_table
 from genq.index import build_index
 from genq.io import GenqError, count_records
 from genq.negatives import mine_negatives
-from genq.pipeline.budget import plan_stage, replan_training
+from genq.pipeline.budget import plan_stage, remember_actual_rate, replan_training
 from genq.pipeline.config import QUERY_SOURCES, AdaptConfig, training_length_for
 from genq.pipeline.settings import jsonable, without
 from genq.pipeline.sources import (
@@ -176,6 +176,8 @@ def _train(context: RunContext, resume: bool, pairs_in: Path) -> tuple[dict, str
         replan_training(context, pairs_in, training, can_resume)
     summary = train_bi_encoder(pairs_in, model_dir, training, resume=can_resume, overwrite=not can_resume,
                                progress=context.progress)
+    if summary.steps >= 4 and summary.seconds_per_step:
+        remember_actual_rate(context, train_seconds_per_step=summary.seconds_per_step)
     for note in summary.notes:
         say(f"  note: {note}")
     if summary.verdict():

@@ -1,0 +1,79 @@
+"""Measured rates kept between runs (issue 41): reused, stale, damaged, corrected; a short probe; a too-small budget."""
+
+import json
+import time
+
+from click.testing import CliRunner
+
+from genq.cli import main
+from genq.rate_cache import correct_rates, load_rates, save_rates
+
+from .test_time_budget import budget_args
+
+
+def test_rates_are_kept_reused_and_corrected(rates_file):
+    save_rates("k", {"train_seconds_per_step": 2.0, "generate_seconds_per_passage": 0.5}, {"generator": "g"})
+    entry = load_rates("k")
+    assert entry["rates"] == {"train_seconds_per_step": 2.0, "generate_seconds_per_passage": 0.5}
+    assert load_rates("other") is None
+    correct_rates("k", train_seconds_per_step=3.0)
+    assert load_rates("k")["rates"] == {"train_seconds_per_step": 3.0, "generate_seconds_per_passage": 0.5}
+    correct_rates("missing", train_seconds_per_step=3.0)  # nothing kept under a key: nothing to correct
+    assert load_rates("missing") is None
+
+
+def test_stale_rates_are_measured_again(rates_file):
+    save_rates("k", {"train_seconds_per_step": 2.0})
+    stored = json.loads(rates_file.read_text())
+    stored["rates"]["k"]["measured_at"] = time.time() - 31 * 86_400
+    rates_file.write_text(json.dumps(stored))
+    assert load_rates("k") is None and load_rates("k", max_age_days=40) is not None
+
+
+def test_a_damaged_cache_is_answered_by_measuring_again(rates_file, caplog):
+    rates_file.write_text('{"format": 1, "rates": {"k": {"rates": {"train_sec')  # cut mid-write by another tool
+    assert load_rates("k") is None and "unreadable" in caplog.text
+    save_rates("k", {"train_seconds_per_step": 2.0})  # and the next measurement replaces it whole
+    assert load_rates("k")["rates"] == {"train_seconds_per_step": 2.0}
+    rates_file.write_text(json.dumps({"format": 1, "rates": {"k": {"rates": {"train_seconds_per_step": "fast"},
+                                                                   "measured_at": time.time()}}}))
+    assert load_rates("k") is None
+
+
+def test_a_second_run_reuses_the_rates_instead_of_measuring(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir,
+                                                            rates_file, monkeypatch):
+    runner = CliRunner()
+    quick = ("--max-steps", "2", "--limit", "4")  # the run itself short: what is tested is the plan stage
+    first = runner.invoke(main, budget_args(raw_corpus, tmp_path / "one", tiny_t5_dir, tiny_encoder_dir, "3m", *quick))
+    assert first.exit_code == 0, first.output
+    assert "measuring training (3 steps)" in first.output  # a short budget: a short probe
+    kept = json.loads(rates_file.read_text())["rates"]
+    assert len(kept) == 1 and next(iter(kept.values()))["rates"]["train_seconds_per_step"] > 0
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr("genq.pipeline.budget.measure_rates", no_measuring)
+    second = runner.invoke(main, budget_args(raw_corpus, tmp_path / "two", tiny_t5_dir, tiny_encoder_dir, "3m",
+                                             *quick))
+    assert second.exit_code == 0, second.output
+    assert "reused" in second.output and "measuring generation" not in second.output, second.output
+    plan = json.loads((tmp_path / "two" / "manifest.json").read_text())["stages"]["plan"]["summary"]["plan"]
+    assert plan["estimates"]["generate"] > 0
+
+
+def test_a_budget_that_buys_too_few_steps_says_what_would(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
+    from genq.pipeline.budget import USEFUL_STEPS, too_little_note
+    from genq.pipeline.config import AdaptConfig
+    from genq.planning import Fixed, Rates, plan_run
+
+    rates = Rates(generate_seconds_per_passage=2.0, pairs_per_passage=1.0, train_seconds_per_step=10.0,
+                  encode_seconds_per_passage=0.02)
+    config = AdaptConfig(time_budget=120.0)
+    config.training.batch_size = 8
+    plan = plan_run(120.0, 30.0, 500, rates, Fixed(), batch_size=8, queries_per_passage=3)
+    assert plan.steps < USEFUL_STEPS
+    note = too_little_note(config, plan, rates, 500, 30.0)
+    assert note.startswith(f"2.0m buys {plan.steps} training step") and f"buys {USEFUL_STEPS}" in note
+    bigger = float(note.split("about ")[1].split("m buys")[0]) * 60
+    assert plan_run(bigger, 30.0, 500, rates, Fixed(), batch_size=8, queries_per_passage=3).steps >= USEFUL_STEPS
