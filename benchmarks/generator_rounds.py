@@ -46,6 +46,7 @@ BASE = "sentence-transformers/all-MiniLM-L6-v2"
 ROWS = ("round1", "round2", "round3", "cropped", "generated+cropped", "supervised")
 OTHER = {"cranfield": "cisi", "cisi": "cranfield"}
 NAME = "generator_rounds"
+RESULTS_FILE = ROOT / "benchmarks" / "results" / f"{NAME}.json"
 
 
 def genq(*args: str) -> float:
@@ -211,7 +212,7 @@ def summarise(collection: Collection, reports: dict[str, dict[int, dict]]) -> di
             "funnel": {row: funnel(collection, row) for row in reports}, "stage_seconds": collection.times}
 
 
-def markdown(results: list[dict], command: str) -> list[str]:
+def markdown(results: list[dict], command: str, costs: list[dict] | None = None) -> list[str]:
     lines = ["# The generator learns the corpus: rounds of self-training, cropping, a cross-domain generator", "",
              f"Command: `{command}`  ", f"Machine: {machine()}. No hub access: generator SmolLM2-135M-Instruct "
              "(3 queries per passage, round-trip filter top 3; rounds 2 and 3 sample with the generator tuned by "
@@ -245,7 +246,43 @@ def markdown(results: list[dict], command: str) -> list[str]:
                          f"{f['distinct_queries']} | {opening} | {f['bi_encoder_steps']} |")
         lines += ["", "Stage wall seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result["stage_seconds"].items()),
                   ""]
+    if costs:
+        lines += ["## What a tuning step costs: zero-shot against few-shot prompt", "",
+                  "`python benchmarks/generator_rounds.py --tuning-cost`: SmolLM2 tuned for "
+                  f"{costs[0]['steps_per_run']} steps at batch 8 on round 1's kept pairs, the two prompts in "
+                  "alternating rounds; seconds per steady step.", "",
+                  "| collection | zero-shot s/step | few-shot (msmarco) s/step | tokens per row (zero / few) | ratio |",
+                  "|---|---|---|---|---:|"]
+        for cost in costs:
+            per = cost["seconds_per_step"]
+            lines.append(f"| {cost['collection']} | {', '.join(f'{v:.1f}' for v in per['zero-shot'])} | "
+                         f"{', '.join(f'{v:.1f}' for v in per['msmarco'])} | {cost['tokens_per_row']['zero-shot']:.0f}"
+                         f" / {cost['tokens_per_row']['msmarco']:.0f} | {cost['few_shot_over_zero_shot']:.2f}x |")
+        lines.append("")
     return lines
+
+
+TUNING_PROMPTS = ("zero-shot", "msmarco")
+TUNING_STEPS = 6
+
+
+def tuning_cost(collection: Collection, rounds: int) -> dict:
+    """Seconds per tuning step under the zero-shot and the few-shot prompt, alternating, on round 1's kept pairs."""
+    pairs = collection.training_pairs("round1")
+    seconds: dict[str, list[float]] = {prompt: [] for prompt in TUNING_PROMPTS}
+    tokens: dict[str, float] = {}
+    for number in range(rounds):
+        for prompt in TUNING_PROMPTS:
+            output = collection.dir / "tuning-cost" / f"{prompt}-{number}"
+            if not read_json(output / "genq_training.json"):
+                genq("train-generator", str(pairs), "-o", str(output), "--prompt-template", prompt, "--max-steps",
+                     str(TUNING_STEPS), "--overwrite")
+            summary = read_json(output / "genq_training.json")["summary"]
+            seconds[prompt].append(summary["seconds_per_step"])
+            tokens[prompt] = summary["input_tokens_mean"]
+    mean = {prompt: statistics.mean(values) for prompt, values in seconds.items()}
+    return {"collection": collection.name, "steps_per_run": TUNING_STEPS, "seconds_per_step": seconds,
+            "tokens_per_row": tokens, "few_shot_over_zero_shot": round(mean["msmarco"] / mean["zero-shot"], 2)}
 
 
 def main() -> None:
@@ -254,8 +291,18 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "generator-rounds")
+    parser.add_argument("--tuning-cost", action="store_true",
+                        help="Only measure a tuning step under the zero-shot and the few-shot prompt (2 rounds).")
     args = parser.parse_args()
     command = command_line()
+    if args.tuning_cost:
+        costs = [tuning_cost(Collection(name, args.runs_dir), 2) for name in args.collections]
+        results = merged_results(RESULTS_FILE, [], key="collection")
+        previous = read_json(RESULTS_FILE) or {}
+        write_results(NAME, {**previous, "machine": machine(), "results": results, "tuning_cost": costs,
+                             "tuning_cost_command": command},
+                      markdown(results, previous.get("command", command), costs))
+        return
     for name in args.collections:
         collection = Collection(name, args.runs_dir)
         reports: dict[str, dict[int, dict]] = {}
@@ -263,10 +310,10 @@ def main() -> None:
         for seed in args.seeds:
             for row in args.rows:
                 reports.setdefault(row, {})[seed] = collection.evaluation(row, seed)
-                results = merged_results(ROOT / "benchmarks" / "results" / f"{NAME}.json",
-                                         [summarise(collection, reports)])
-                write_results(NAME, {"machine": machine(), "command": command, "results": results},
-                              markdown(results, command))
+                results = merged_results(RESULTS_FILE, [summarise(collection, reports)])
+                costs = (read_json(RESULTS_FILE) or {}).get("tuning_cost")
+                write_results(NAME, {"machine": machine(), "command": command, "results": results,
+                                     "tuning_cost": costs}, markdown(results, command, costs))
 
 
 if __name__ == "__main__":

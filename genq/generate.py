@@ -12,11 +12,9 @@ from genq.generation.kv_cache import cache_argument
 from genq.generation.load import BackendChoice, choose_backend, load_generator
 from genq.generation.pairs_file import iter_pairs
 from genq.generation.prompts import (
-    BUILTIN_TEMPLATES,
     chat_prompt,
     clean_queries,
     few_shot_parts,
-    load_prompt_template,
     normalize_query,
     render_prompt,
 )
@@ -41,6 +39,7 @@ from genq.generation.settings import (
     GenerationSummary,
     QualityCheck,
 )
+from genq.generation.templates import BUILTIN_TEMPLATES, load_prompt_template
 from genq.generation.torch_backend import QueryGenerator
 
 __all__ = [

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from genq import __version__
 from genq.generation.pairs_file import iter_pairs
-from genq.generation.prompts import TUNED_PROMPT_FILE, load_prompt_template
+from genq.generation.templates import TUNED_PROMPT_FILE, load_prompt_template
 from genq.hardware import resolve_device, training_bf16
 from genq.io import DataError, GenqError, follow_umask, write_json_atomic
 from genq.locks import one_writer

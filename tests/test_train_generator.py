@@ -7,8 +7,8 @@ import torch
 from click.testing import CliRunner
 
 from genq.cli import main
-from genq.generation.prompts import TUNED_PROMPT_FILE
 from genq.generation.settings import GenerationConfig
+from genq.generation.templates import TUNED_PROMPT_FILE
 from genq.generation.torch_backend import QueryGenerator
 from genq.io import GenqError
 from genq.train_generator import GeneratorTrainingConfig, pairs_from_file, pairs_from_qrels, train_generator

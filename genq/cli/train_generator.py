@@ -14,7 +14,7 @@ def generator_tuning_options(function=None, in_adapt: bool = False):
     --generator-lr, ... (there the plain names are the bi-encoder's)."""
     if function is None:
         return functools.partial(generator_tuning_options, in_adapt=in_adapt)
-    from genq.generation.prompts import BUILTIN_TEMPLATES
+    from genq.generation.templates import BUILTIN_TEMPLATES
 
     def name(plain: str, prefixed: str) -> str:
         return prefixed if in_adapt else plain

@@ -21,13 +21,13 @@ from genq.generation.family import detect_family, split_gguf
 from genq.generation.prompts import (
     chat_prompt,
     few_shot_parts,
-    load_prompt_template,
     newline_token_ids,
     normalize_query,
     query_in_sample,
     render_prompt,
 )
 from genq.generation.settings import GenerationConfig
+from genq.generation.templates import load_prompt_template
 from genq.io import GenqError
 from genq.models import resolve_model
 

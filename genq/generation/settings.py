@@ -61,7 +61,7 @@ class GenerationConfig:
             self.gguf_file = str(self.gguf_file)
         if self.prompt_template is None or self.prompt_style == "auto":
             # a generator tuned by genq writes its queries under the prompt it learned under
-            from genq.generation.prompts import DEFAULT_TEMPLATE, own_prompt
+            from genq.generation.templates import DEFAULT_TEMPLATE, own_prompt
 
             template, style = own_prompt(self.model)
             if self.prompt_template is None:
