@@ -175,7 +175,7 @@ def funnel(collection: Collection, row: str) -> dict:
         report = read_json(collection.dir / f"{label}.kept.report.json") or {}
         kept = report.get("kept")
         generated = {"queries_sampled": counts.get("queries_sampled"), "runaway": counts.get("filtered_runaway"),
-                     "not_a_query": counts.get("filtered_not_a_query"), "pairs_written": counts.get("pairs_written"),
+                     "not_a_query": counts.get("filtered_not_a_query"), "pairs_written": counts.get("pairs"),
                      "passages_without_query": counts.get("passages_without_query"), "kept_by_round_trip": kept,
                      "kept_per_sample": round(kept / counts["queries_sampled"], 3)
                      if kept and counts.get("queries_sampled") else None,
