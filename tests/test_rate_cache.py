@@ -3,6 +3,7 @@
 import json
 import time
 
+import pytest
 from click.testing import CliRunner
 
 from genq.cli import main
@@ -58,8 +59,11 @@ def test_a_second_run_reuses_the_rates_instead_of_measuring(tmp_path, raw_corpus
                                              *quick))
     assert second.exit_code == 0, second.output
     assert "reused" in second.output and "measuring generation" not in second.output, second.output
-    plan = json.loads((tmp_path / "two" / "manifest.json").read_text())["stages"]["plan"]["summary"]["plan"]
-    assert plan["estimates"]["generate"] > 0
+    planned = json.loads((tmp_path / "two" / "manifest.json").read_text())["stages"]["plan"]["summary"]
+    stored = next(iter(kept.values()))["rates"]
+    assert planned["rates"]["train_seconds_per_step"] == pytest.approx(stored["train_seconds_per_step"], abs=1e-4)
+    # the generator was not loaded by a probe this time: its measured load is planned into the generate stage
+    assert planned["rates"]["generator_load_seconds"] == pytest.approx(stored["generator_load_seconds"], abs=1e-4)
 
 
 def test_a_budget_that_buys_too_few_steps_says_what_would(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
