@@ -29,7 +29,7 @@ from pathlib import Path
 from genq import __version__
 from genq.corpus import MAX_CHARS_PER_TOKEN, clip_for_model
 from genq.generation.pairs_file import iter_pairs
-from genq.hardware import resolve_device, training_bf16
+from genq.hardware import training_bf16
 from genq.io import (
     DataError,
     GenqError,
@@ -41,14 +41,11 @@ from genq.locks import one_writer
 from genq.models import RUN_RECORD, resolve_model
 from genq.training_run import (
     Processes,
-    StepTimer,
     check_training_output,
-    last_checkpoint,
-    logging_steps_for,
     plot_loss,
-    quiet_trainer,
+    shared_arguments,
     train_in_place_or_beside,
-    warmup_arguments,
+    train_resumably,
     with_length_grouped_batches,
 )
 
@@ -390,7 +387,6 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
     Every process trains; only the main one writes genq's files (the trainer saves its
     checkpoints from the main process too).
     """
-    import torch
     from sentence_transformers import SentenceTransformerTrainingArguments
 
     if processes.main:
@@ -399,40 +395,17 @@ def _fit(output: Path, *, model, loss, evaluator, train_rows: list[dict], batch_
                                                 "settings": settings, "precision": _precision(summary),
                                                 "complete": False})
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(output / "checkpoints"),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=batch_size,
+        **shared_arguments(config, output, rows=len(train_rows), batch_size=batch_size, bf16=summary.bf16,
+                           progress=progress),
         per_device_eval_batch_size=batch_size,
-        learning_rate=config.lr,
-        **warmup_arguments(config.warmup_ratio),
-        seed=config.seed,
-        bf16=summary.bf16,
         batch_sampler=_library_batch_sampler(config),
         eval_strategy="steps" if evaluator else "no",
         eval_steps=config.save_steps if evaluator else None,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        logging_steps=logging_steps_for(config, len(train_rows), batch_size),
-        report_to="none",
-        disable_tqdm=not progress,
-        use_cpu=resolve_device(config.device) == "cpu",  # bf16 autocast on a CPU needs it said
-        dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only prints a warning
     )
     trainer_class = _trainer_class(config, train_rows, negatives_per_pair)
     trainer = trainer_class(model=model, args=args, loss=loss, evaluator=evaluator,
                             train_dataset=_to_dataset(train_rows, negatives_per_pair, margin_mse))
-    checkpoint = processes.agree(lambda: last_checkpoint(output)) if resume else None
-    summary.resumed_from = checkpoint
-    if resume and checkpoint is None:
-        logger.warning("no complete checkpoint in %s; training from the start", output / "checkpoints")
-    elif checkpoint is not None:
-        logger.warning("resuming from %s", checkpoint)
-    quiet_trainer(trainer)
-    timer = StepTimer(config.time_limit, processes, config.save_minutes * 60 or None)
-    trainer.add_callback(timer.callback)
-    output_of_training = trainer.train(resume_from_checkpoint=checkpoint)
+    output_of_training, timer, summary.resumed_from = train_resumably(trainer, output, config, resume, processes)
     summary.steps = trainer.state.global_step
     summary.seconds_per_step = timer.steady_mean()
     summary.stopped_at_time_limit = timer.stopped

@@ -23,27 +23,24 @@ import functools
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from genq import __version__
 from genq.generation.pairs_file import iter_pairs
 from genq.generation.templates import TUNED_PROMPT_FILE, load_prompt_template
-from genq.hardware import resolve_device, training_bf16
+from genq.hardware import training_bf16
 from genq.io import DataError, GenqError, follow_umask, write_json_atomic
 from genq.locks import one_writer
 from genq.models import RUN_RECORD
 from genq.training_run import (
     Processes,
-    StepTimer,
     check_training_output,
-    last_checkpoint,
     length_grouping_arguments,
-    logging_steps_for,
     plot_loss,
-    quiet_trainer,
+    shared_arguments,
     train_in_place_or_beside,
-    warmup_arguments,
+    train_resumably,
 )
 
 logger = logging.getLogger(__name__)
@@ -250,7 +247,6 @@ def _collate(pad_id: int):
 def _fit(output: Path, *, generator, examples: list[tuple[list[int], list[int]]], config: GeneratorTrainingConfig,
          settings: dict, template: str, summary: GeneratorTrainingSummary, resume: bool, progress: bool,
          started: float, processes: Processes) -> None:
-    import torch
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
@@ -265,38 +261,17 @@ def _fit(output: Path, *, generator, examples: list[tuple[list[int], list[int]]]
                                  "length": [len(ids) for ids, _ in examples]})
     batch_size = min(config.batch_size, len(dataset))
     args = TrainingArguments(
-        output_dir=str(output / "checkpoints"),
-        num_train_epochs=summary.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=config.lr,
-        **warmup_arguments(config.warmup_ratio),
+        **shared_arguments(config, output, rows=len(dataset), batch_size=batch_size, bf16=summary.bf16,
+                           progress=progress, epochs=summary.epochs),
         lr_scheduler_type=config.schedule,
-        seed=config.seed,
-        bf16=summary.bf16,
         **length_grouping_arguments(),  # rows of like length together: less padding, and passages differ a lot
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        logging_steps=logging_steps_for(replace(config, epochs=summary.epochs), len(dataset), batch_size),
-        report_to="none",
-        disable_tqdm=not progress,
-        use_cpu=resolve_device(config.device) == "cpu",
-        dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
     )
     model = generator.model
     model.config.use_cache = False  # no KV cache is wanted while training
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
                       data_collator=_collate(generator.tokenizer.pad_token_id))
-    checkpoint = processes.agree(lambda: last_checkpoint(output)) if resume else None
-    summary.resumed_from = checkpoint
-    if resume and checkpoint is None:
-        logger.warning("no complete checkpoint in %s; training from the start", output / "checkpoints")
-    quiet_trainer(trainer)
-    timer = StepTimer(config.time_limit, processes, config.save_minutes * 60 or None)
-    trainer.add_callback(timer.callback)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    _, timer, summary.resumed_from = train_resumably(trainer, output, config, resume, processes)
     summary.steps = trainer.state.global_step
     summary.seconds_per_step = timer.steady_mean()
     summary.stopped_at_time_limit = timer.stopped

@@ -40,14 +40,11 @@ from genq.models import RUN_RECORD, resolve_model
 from genq.train import DEFAULT_BASE_MODEL, read_training_pairs
 from genq.training_run import (
     Processes,
-    StepTimer,
     check_training_output,
-    last_checkpoint,
-    logging_steps_for,
     plot_loss,
-    quiet_trainer,
+    shared_arguments,
     train_in_place_or_beside,
-    warmup_arguments,
+    train_resumably,
     with_length_grouped_batches,
 )
 
@@ -303,7 +300,6 @@ def training_loss(model, loss: str, negatives: int):
 def _fit(output: Path, *, model, rows: list[dict], negatives: list[list[str]], config: RerankerConfig,
          settings: dict, pairs_path: Path, summary: RerankerSummary, resume: bool, progress: bool, started: float,
          processes: Processes) -> None:
-    import torch
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
 
     if processes.main:
@@ -315,34 +311,13 @@ def _fit(output: Path, *, model, rows: list[dict], negatives: list[list[str]], c
     summary.rows = len(dataset)
     batch_size = min(config.batch_size, len(dataset))
     args = CrossEncoderTrainingArguments(
-        output_dir=str(output / "checkpoints"),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=config.lr,
-        **warmup_arguments(config.warmup_ratio),
+        **shared_arguments(config, output, rows=len(dataset), batch_size=batch_size, bf16=summary.bf16,
+                           progress=progress),
         lr_scheduler_type=config.schedule,
-        seed=config.seed,
-        bf16=summary.bf16,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        logging_steps=logging_steps_for(config, len(dataset), batch_size),
-        report_to="none",
-        disable_tqdm=not progress,
-        use_cpu=resolve_device(config.device) == "cpu",
-        dataloader_pin_memory=torch.cuda.is_available(),
     )
     trainer = _trainer_class(config, texts)(model=model, args=args, train_dataset=dataset,
                                             loss=training_loss(model, config.loss, config.negatives))
-    checkpoint = processes.agree(lambda: last_checkpoint(output)) if resume else None
-    summary.resumed_from = checkpoint
-    if resume and checkpoint is None:
-        logger.warning("no complete checkpoint in %s; training from the start", output / "checkpoints")
-    quiet_trainer(trainer)
-    timer = StepTimer(config.time_limit, processes, config.save_minutes * 60 or None)
-    trainer.add_callback(timer.callback)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    result, timer, summary.resumed_from = train_resumably(trainer, output, config, resume, processes)
     summary.steps = trainer.state.global_step
     summary.seconds_per_step = timer.steady_mean()
     summary.stopped_at_time_limit = timer.stopped

@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+from genq.hardware import resolve_device
 from genq.io import GenqError, check_output_dir, describe_changes, read_json
 from genq.models import RUN_RECORD
 
@@ -208,11 +209,50 @@ class StepTimer:
         return round(sum(steady) / len(steady), 4) if steady else None
 
 
-def logging_steps_for(config, train_pairs: int, batch_size: int) -> int:
+def logging_steps_for(config, train_pairs: int, batch_size: int, epochs: float | None = None) -> int:
     """Log often enough that even a short run draws a loss curve (about ten points at least)."""
+    epochs = config.epochs if epochs is None else epochs
     steps = config.max_steps if config.max_steps > 0 else \
-        max(1, int(math.ceil(train_pairs / batch_size) * config.epochs))
+        max(1, int(math.ceil(train_pairs / batch_size) * epochs))
     return max(1, min(config.logging_steps, steps // 10 or 1))
+
+
+def shared_arguments(config, output: Path, *, rows: int, batch_size: int, bf16: bool, progress: bool,
+                     epochs: float | None = None) -> dict:
+    """The training arguments every genq trainer sets alike (checkpoints, schedule, logging, device).
+
+    ``config`` is the trainer's own config (epochs, max_steps, lr, warmup_ratio, seed, save_steps,
+    logging_steps, device); ``epochs`` overrides its epochs where genq sized them.
+    """
+    import torch
+
+    epochs = config.epochs if epochs is None else epochs
+    return {
+        "output_dir": str(output / "checkpoints"), "num_train_epochs": epochs, "max_steps": config.max_steps,
+        "per_device_train_batch_size": batch_size, "learning_rate": config.lr,
+        **warmup_arguments(config.warmup_ratio), "seed": config.seed, "bf16": bf16,
+        "save_strategy": "steps", "save_steps": config.save_steps, "save_total_limit": 2,
+        "logging_steps": logging_steps_for(config, rows, batch_size, epochs), "report_to": "none",
+        "disable_tqdm": not progress,
+        "use_cpu": resolve_device(config.device) == "cpu",  # bf16 autocast on a CPU needs it said
+        "dataloader_pin_memory": torch.cuda.is_available(),  # pinning without a GPU only prints a warning
+    }
+
+
+def train_resumably(trainer, output: Path, config, resume: bool, processes: Processes):
+    """Run ``trainer`` from the last complete checkpoint when resuming, quiet, timed and time-limited.
+
+    Returns (what ``trainer.train`` returned, the step timer, the checkpoint resumed from or None).
+    """
+    checkpoint = processes.agree(lambda: last_checkpoint(output)) if resume else None
+    if resume and checkpoint is None:
+        logger.warning("no complete checkpoint in %s; training from the start", output / "checkpoints")
+    elif checkpoint is not None:
+        logger.warning("resuming from %s", checkpoint)
+    quiet_trainer(trainer)
+    timer = StepTimer(config.time_limit, processes, config.save_minutes * 60 or None)
+    trainer.add_callback(timer.callback)
+    return trainer.train(resume_from_checkpoint=checkpoint), timer, checkpoint
 
 
 def quiet_trainer(trainer) -> None:

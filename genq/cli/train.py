@@ -131,6 +131,24 @@ def train(pairs, output, device, resume, overwrite, time_limit, eval_beir, **opt
         click.echo(format_table(report))
 
 
+def run_options(what: str):
+    """How long a trainer runs and where it checkpoints: `train-reranker`'s and `train-generator`'s, alike."""
+    def decorate(function):
+        return stack(function, [
+            click.option("--max-steps", type=int, default=-1, help="Stop after N steps (overrides --epochs)."),
+            click.option("--time-limit",
+                         help="Stop at the step that would pass this much training time (90s, 30m, 2h)."),
+            click.option("--save-steps", type=click.IntRange(1), default=500, show_default=True),
+            click.option("--save-minutes", type=click.FloatRange(0), default=10.0, show_default=True,
+                         help="Also checkpoint whenever this long has passed since the last one (0: by steps only)."),
+            click.option("--device", default=None, help="cpu, cuda, mps (default: the best available)."),
+            click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output directory."),
+            click.option("--overwrite", is_flag=True,
+                         help=f"Train again; the {what} at --output is replaced once the new one is complete."),
+        ])
+    return decorate
+
+
 @click.command("train-reranker")
 @click.argument("pairs", type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Reranker directory to write.")
@@ -158,15 +176,7 @@ def train(pairs, output, device, resume, overwrite, time_limit, eval_beir, **opt
 @click.option("--bf16/--no-bf16", default=None, help="bf16 mixed precision [default: where the device does it "
                                                       "natively].")
 @click.option("--group-by-length/--no-group-by-length", default=True, show_default=True)
-@click.option("--max-steps", type=int, default=-1, help="Stop after N steps (overrides --epochs).")
-@click.option("--time-limit", help="Stop at the step that would pass this much training time (90s, 30m, 2h).")
-@click.option("--save-steps", type=click.IntRange(1), default=500, show_default=True)
-@click.option("--save-minutes", type=click.FloatRange(0), default=10.0, show_default=True,
-              help="Also checkpoint whenever this long has passed since the last one (0: by steps only).")
-@click.option("--device", default=None, help="cpu, cuda, mps (default: the best available).")
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output directory.")
-@click.option("--overwrite", is_flag=True,
-              help="Train again; the reranker at --output is replaced once the new one is complete.")
+@run_options("reranker")
 @user_errors
 def train_reranker_command(pairs, output, base_model, loss, negatives, epochs, train_batch_size, lr, warmup_ratio,
                            schedule, max_length, train_seed, bf16, group_by_length, max_steps, time_limit,

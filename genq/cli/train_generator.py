@@ -7,6 +7,7 @@ import functools
 import click
 
 from genq.cli.common import offline_stand_in, say, show_progress, stack, user_errors
+from genq.cli.train import run_options
 
 
 def generator_tuning_options(function=None, in_adapt: bool = False):
@@ -63,15 +64,7 @@ def tuning_config(options: dict, generator: str, gguf_file: str | None, device=N
 @click.option("--train-seed", type=int, default=42, show_default=True)
 @click.option("--bf16/--no-bf16", default=None, help="bf16 mixed precision [default: where the device does it "
                                                       "natively].")
-@click.option("--max-steps", type=int, default=-1, help="Stop after N steps (overrides --epochs).")
-@click.option("--time-limit", help="Stop at the step that would pass this much training time (90s, 30m, 2h).")
-@click.option("--save-steps", type=click.IntRange(1), default=500, show_default=True)
-@click.option("--save-minutes", type=click.FloatRange(0), default=10.0, show_default=True,
-              help="Also checkpoint whenever this long has passed since the last one (0: by steps only).")
-@click.option("--device", default=None, help="cpu, cuda, mps (default: the best available).")
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output directory.")
-@click.option("--overwrite", is_flag=True,
-              help="Train again; the generator at --output is replaced once the new one is complete.")
+@run_options("generator")
 @user_errors
 def train_generator_command(pairs, output, from_beir, split, generator, gguf_file, prompt_style, max_passage_tokens,
                             no_title, train_seed, bf16, max_steps, time_limit, save_steps, save_minutes, device,
