@@ -149,6 +149,7 @@ class IndexSummary:
     index_type: str = ""
     params: dict = field(default_factory=dict)
     encode_seconds: float = 0.0
+    ann_seconds: float = 0.0
     lexical_seconds: float = 0.0
     lexical: dict | None = None
     seconds: float = 0.0
@@ -262,7 +263,9 @@ def build_index(
         if progress:
             print(f"index type: {resolved.index_type}" + (" (auto, by corpus size)" if params.index_type == "auto"
                                                           else ""), file=sys.stderr)
+        ann_started = time.perf_counter()
         index = build_faiss_index(embeddings, resolved)
+        ann_seconds = time.perf_counter() - ann_started
         lexical_seconds = _build_lexical(tmp, lexical, progress)
         _write_index(tmp, index, encoder, resolved, count, save_embeddings,
                      model_name=_model_name(model, encoder, out_dir), lexical=lexical)
@@ -271,7 +274,8 @@ def build_index(
             (tmp / EMBEDDINGS_FILE).unlink()
     return IndexSummary(str(out_dir), passages=count, added=count, dimension=encoder.dimension,
                         index_type=resolved.index_type, params=asdict(resolved),
-                        encode_seconds=round(encode_seconds, 2), lexical_seconds=lexical_seconds,
+                        encode_seconds=round(encode_seconds, 2), ann_seconds=round(ann_seconds, 2),
+                        lexical_seconds=lexical_seconds,
                         lexical=_lexical_meta(lexical), seconds=round(time.perf_counter() - started, 2),
                         dtype=encoder.dtype_label)
 

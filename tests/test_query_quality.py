@@ -265,6 +265,18 @@ def test_an_unloadable_judge_skips_the_check_not_the_run(tmp_path, tiny_t5_dir, 
     assert "quality check is skipped" in caplog.text
 
 
+def test_a_run_that_keeps_no_query_finishes_without_a_quality_sample(tmp_path, tiny_t5_dir, tiny_encoder_dir,
+                                                                    bike_passages):
+    """Every query filtered (here: none reaches 1,000 words) leaves nothing to judge; the run still ends, its
+    counts saying why, instead of failing on its own empty file."""
+    out = tmp_path / "pairs.jsonl"
+    summary = generate_pairs(bike_passages, out, config_for(tiny_t5_dir, min_query_words=1000), progress=False,
+                             quality=QualityCheck(model=str(tiny_encoder_dir), sample=10, corpus=5))
+    meta = json.loads(meta_path_for(out).read_text())
+    assert summary.pairs_in_file == 0 and out.exists() and out.stat().st_size == 0
+    assert meta["quality"] is None and meta["counts"]["filtered_out"] == meta["counts"]["queries_sampled"] > 0
+
+
 # --------------------------------------------------------------------------- sizing by corpus
 
 

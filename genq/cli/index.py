@@ -102,6 +102,8 @@ def index(passages, model, output, add, save_embeddings, overwrite, encode_batch
         f"{summary.dtype}, {summary.passages / max(summary.encode_seconds, 1e-9):.0f} passages/s"
     say(f"indexed {summary.passages:,} passages ({summary.dimension}-d, {encoded}) "
         f"into a {summary.index_type} index at {output} in {summary.seconds:.1f}s")
+    say(f"  encoding {summary.encode_seconds:.1f}s, {summary.index_type} build {summary.ann_seconds:.1f}s"
+        + (f", BM25 {summary.lexical_seconds:.1f}s" if summary.lexical else ""))
     if summary.lexical:
         say(f"  BM25 part ({summary.lexical['language']} stemming, stopwords {summary.lexical['stopwords']}) built "
             f"in {summary.lexical_seconds:.1f}s: searches are hybrid by default")

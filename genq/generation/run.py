@@ -220,7 +220,7 @@ def generate_pairs(
               "filtered_out": done.filtered_out, "passages_without_query": done.passages_without_query}
     if generator.family == "causal":  # of filtered_out: samples that held no query at all
         counts.update(filtered_runaway=done.emptied_runaway, filtered_not_a_query=done.emptied_not_a_query)
-    if judge is not None:
+    if judge is not None and done.pairs:  # nothing kept, nothing to judge: the counts say why
         summary.quality = check_quality(partial, passages_path, quality, judge)
     write_pairs_meta(meta_path, partial, run, config, counts, round(done.wall_seconds, 2),
                      {"batch_size": batching.size, "batch_size_setting": config.batch_size or "auto",
