@@ -150,9 +150,11 @@ class Encoder:
                            prompt=self.passage_prompt)
 
     def encode_stream(self, passages: Iterable[dict], chunk_size: int = 8192, progress: bool = False,
-                      total: int | None = None) -> Iterator[tuple[list[dict], np.ndarray]]:
-        """Encode a passage stream chunk by chunk: memory holds one chunk of texts at a time."""
-        bar = tqdm(total=total, desc="encoding passages", unit=" passages", disable=not progress, file=sys.stderr)
+                      total: int | None = None, initial: int = 0) -> Iterator[tuple[list[dict], np.ndarray]]:
+        """Encode a passage stream chunk by chunk: memory holds one chunk of texts at a time. ``initial``: how
+        many of ``total`` an earlier run encoded (the bar and its estimate start there)."""
+        bar = tqdm(total=total, initial=initial, desc="encoding passages", unit=" passages", disable=not progress,
+                   file=sys.stderr)
         chunk: list[dict] = []
         for passage in passages:
             chunk.append(passage)

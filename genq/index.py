@@ -33,6 +33,7 @@ import numpy as np
 from genq import __version__
 from genq.corpus import iter_passage_file
 from genq.encode import Encoder
+from genq.index_progress import ResumableEncoding, store_line
 from genq.io import (
     DataError,
     GenqError,
@@ -169,8 +170,7 @@ class _StoreWriter:
 
     def write(self, passages: list[dict]) -> None:
         for passage in passages:
-            line = (json.dumps({"_id": passage["_id"], "title": passage.get("title", ""), "text": passage["text"],
-                                "doc_id": passage.get("doc_id", passage["_id"])}, ensure_ascii=False) + "\n").encode()
+            line = store_line(passage)
             self.offsets.append(self.position)
             self.handle.write(line)
             self.position += len(line)
@@ -192,6 +192,13 @@ def _encode_into(passages_path: Path, encoder: Encoder, store: _StoreWriter, see
     matrix.flush()
     del matrix
     return row
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(source, target)
 
 
 def _store_only(passages_path: Path, store: _StoreWriter, embeddings: np.ndarray, dimension: int) -> int:
@@ -248,16 +255,21 @@ def build_index(
     total = sum(1 for _ in iter_passage_file(passages_path))
     encoder = model if isinstance(model, Encoder) else Encoder(model, device=device, dtype=dtype,
                                                                batch_size=batch_size)
+    encoding = ResumableEncoding(out_dir, passages_path, encoder, total) if embeddings is None else None
     with replacing_directory(out_dir) as tmp:
-        store = _StoreWriter(tmp / STORE_FILE)
         encode_started = time.perf_counter()
-        if embeddings is None:
-            count = _encode_into(passages_path, encoder, store, set(), tmp / EMBEDDINGS_FILE, progress, total)
+        if encoding is not None:
+            vectors_path, store_path, offsets = encoding.run(progress)
+            for source, name in ((vectors_path, EMBEDDINGS_FILE), (store_path, STORE_FILE)):
+                _link_or_copy(source, tmp / name)  # the encoding stays resumable until the index is complete
+            count = len(offsets)
         else:
+            store = _StoreWriter(tmp / STORE_FILE)
             count = _store_only(passages_path, store, embeddings, encoder.dimension)
             np.save(tmp / EMBEDDINGS_FILE, np.asarray(embeddings, dtype=np.float32))
+            offsets = store.close()
         encode_seconds = time.perf_counter() - encode_started
-        np.save(tmp / OFFSETS_FILE, store.close())
+        np.save(tmp / OFFSETS_FILE, offsets)
         embeddings = np.load(tmp / EMBEDDINGS_FILE, mmap_mode="r")
         resolved = params.resolved(count, encoder.dimension)
         if progress:
@@ -272,6 +284,8 @@ def build_index(
         del embeddings
         if not save_embeddings:
             (tmp / EMBEDDINGS_FILE).unlink()
+    if encoding is not None:
+        encoding.clear()
     return IndexSummary(str(out_dir), passages=count, added=count, dimension=encoder.dimension,
                         index_type=resolved.index_type, params=asdict(resolved),
                         encode_seconds=round(encode_seconds, 2), ann_seconds=round(ann_seconds, 2),
