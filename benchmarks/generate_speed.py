@@ -60,13 +60,13 @@ def load_passages(n: int) -> list[dict]:
     return passages
 
 
-def build_model(directory: Path, passages: list[dict]) -> None:
+def build_model(directory: Path, passages: list[dict], vocab_size: int = 8000) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordPieceTrainer(vocab_size=8000, special_tokens=["<pad>", "</s>", "<unk>"])
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"])
     tokenizer.train_from_iterator([p["text"] for p in passages] * 2, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     config = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12,
