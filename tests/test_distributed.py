@@ -126,3 +126,76 @@ def test_ray_encoding_gives_the_same_index_filter_and_negatives(tmp_path, tiny_t
             assert not (tmp_path / "index-ray" / "index.shards").exists()
         else:
             assert outputs[0].read_text() == outputs[1].read_text()
+
+
+def test_adapt_with_ray_runs_its_jobs_in_one_resumable_run(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir,
+                                                          monkeypatch):
+    """`adapt --ray`: generate, filter, mine-negatives and index as Ray Data jobs, the same files as a plain run;
+    a driver interrupted in the index stage resumes there, reusing the shards Ray had encoded."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    import genq.pipeline.stages as stages
+    from genq.cli import main
+
+    from .test_pipeline import adapt_args, stage_status
+
+    # torch samples each passage from its own seed, so shards and batches draw the same queries (CTranslate2
+    # seeds a whole process: another batching draws others)
+    extra = ("--filter-top-k", "5", "--hard-negatives", "1", "--epochs", "1", "--queries-per-passage", "2",
+             "--backend", "torch")
+    runner = CliRunner()
+    plain = runner.invoke(main, adapt_args(raw_corpus, tmp_path / "plain", tiny_t5_dir, tiny_encoder_dir, *extra))
+    assert plain.exit_code == 0, plain.output
+    ray_args = adapt_args(raw_corpus, tmp_path / "ray", tiny_t5_dir, tiny_encoder_dir, *extra, "--ray", "--workers",
+                          "2", "--shard-size", "4")
+    real_build = stages.build_index
+    shards_seen = []
+
+    def killed(*args, **kwargs):  # the driver stops once Ray has encoded the corpus for the index
+        shards_seen.extend(sorted((tmp_path / "ray" / ".genq-cache" / "ray-index").glob("*.npy")))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "build_index", killed)
+    interrupted = runner.invoke(main, ray_args)
+    assert interrupted.exit_code != 0 and shards_seen
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert manifest["stages"]["index"]["status"] == "interrupted"
+    assert manifest["stages"]["generate"]["params"]["engine"] == "ray"
+    monkeypatch.setattr(stages, "build_index", real_build)
+    mtimes = {path: path.stat().st_mtime_ns for path in shards_seen}
+    resumed = runner.invoke(main, ray_args)
+    assert resumed.exit_code == 0, resumed.output
+    assert stage_status(resumed.output) == {"prepare": "skipped", "generate": "skipped", "filter": "skipped",
+                                            "negatives": "skipped", "train": "skipped", "index": "ran"}
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in mtimes.items() if path.exists())
+    for name in ("pairs.jsonl", "pairs.filtered.jsonl", "pairs.negatives.jsonl"):
+        ours, theirs = ((tmp_path / run / name).read_text().splitlines() for run in ("ray", "plain"))
+        assert sorted(ours) == sorted(theirs) and ours, name
+    ours = json.loads((tmp_path / "ray" / "pairs.meta.json").read_text())
+    assert ours["execution"]["engine"] == "ray"
+    assert not (tmp_path / "ray" / ".genq-cache" / "ray-index").exists()
+    from genq.search import Searcher
+
+    # the Ray job writes the same pairs in another order, so the two runs train two models: the Ray index is
+    # compared with one built in this process from the Ray run's own model
+    ray_run = tmp_path / "ray"
+    rebuilt = runner.invoke(main, ["index", str(ray_run / "passages.jsonl"), "-m", str(ray_run / "model"),
+                                   "-o", str(tmp_path / "plain-index"), "--dtype", "float32"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    plain_hits = Searcher.load(tmp_path / "plain-index", dtype="float32").search("brake pad", k=3, mode="dense")
+    ray_hits = Searcher.load(tmp_path / "ray" / "index", dtype="float32").search("brake pad", k=3, mode="dense")
+    assert [h.id for h in plain_hits] == [h.id for h in ray_hits]
+    assert np.allclose([h.score for h in plain_hits], [h.score for h in ray_hits], atol=1e-5)
+
+
+def test_adapt_refuses_ray_with_a_time_budget(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir):
+    from click.testing import CliRunner
+
+    from genq.cli import main
+
+    from .test_pipeline import adapt_args
+
+    result = CliRunner().invoke(main, adapt_args(raw_corpus, tmp_path / "run", tiny_t5_dir, tiny_encoder_dir, "--ray",
+                                                 "--time-budget", "5m"))
+    assert result.exit_code == 2 and "--time-budget" in result.output and "--ray" in result.output

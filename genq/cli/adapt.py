@@ -13,6 +13,7 @@ from genq.cli.common import (
     given_options,
     offline_stand_in,
     option,
+    ray_options,
     say,
     show_progress,
     user_errors,
@@ -105,9 +106,10 @@ def _load_config_file(ctx: click.Context, _param, value):
               help="With --eval-data: also rerank hybrid(adapted)'s top 20 by the generator's query likelihood "
                    "(UPR, blended), in eval/likelihood/ (a few seconds per test query on a CPU).")
 @device_options
+@ray_options
 @user_errors
 def adapt(corpus_path, run_dir, limit, time_budget, gpl, encode_batch_size, eval_data, eval_likelihood, device, dtype,
-          query_source, generator_rounds, **options):
+          query_source, generator_rounds, use_ray, ray, **options):
     """Prepare, generate, [filter, mine negatives, pseudo-label,] train, [train a reranker,] index [and evaluate] in
     one resumable run."""
     from genq.durations import parse_duration
@@ -140,7 +142,7 @@ def adapt(corpus_path, run_dir, limit, time_budget, gpl, encode_batch_size, eval
         limit=limit, dtype=dtype, encode_batch_size=encode_batch_size,
         time_budget=parse_duration(time_budget) if time_budget else None,
         reranker=reranker_stage_config(options, training, device), queries=query_source,
-        generator_rounds=generator_rounds,
+        generator_rounds=generator_rounds, ray=ray if use_ray else None,
         generator_tuning=tuning_config(options, options["generator_model"], options["gguf_file"], device,
                                        training.seed))
     started = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from genq.corpus import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP
+from genq.distributed import RayOptions
 from genq.generation.settings import GenerationConfig, QualityCheck
 from genq.index import IndexParams
 from genq.negatives import MiningConfig
@@ -98,6 +99,7 @@ class AdaptConfig:
     queries: str = "generated"  # where the training queries come from: QUERY_SOURCES
     generator_rounds: int = 1  # >1: the generator is tuned on the kept pairs so far and samples again
     generator_tuning: GeneratorTrainingConfig = field(default_factory=GeneratorTrainingConfig)
+    ray: RayOptions | None = None  # generate, filter, mine-negatives and index as Ray Data jobs (genq[ray])
 
     @property
     def generates(self) -> bool:

@@ -14,10 +14,11 @@ from genq.cropping import crop_queries
 from genq.filter import filter_pairs
 from genq.generation.family import generator_family
 from genq.generation.pairs_file import iter_pairs, merge_pairs
-from genq.generation.run import generate_pairs, meta_path_for
+from genq.generation.run import meta_path_for
 from genq.io import GenqError, atomic_write, count_records, dumps_line, iter_jsonl
 from genq.pipeline.budget import remember_actual_rate
 from genq.pipeline.config import CROPS_PER_PASSAGE, queries_per_passage_for
+from genq.pipeline.engine import corpus_vectors, run_generation
 from genq.pipeline.settings import jsonable, without
 from genq.pipeline.stage import RunContext, Stage
 from genq.train import RUN_RECORD
@@ -37,6 +38,8 @@ def generate_stage(context: RunContext) -> Stage:
     settings = {**as_run, "family": generation.family, "limit": config.limit}
     if config.auto_queries_per_passage:
         settings["queries_per_passage"] = "by corpus size"
+    if config.ray is not None:  # a single-process partial and a Ray job's shards do not finish each other
+        settings["engine"] = "ray"
     if config.time_budget:
         settings["limit"] = "by time budget" if config.limit is None else config.limit
         if config.auto_queries_per_passage:
@@ -62,8 +65,7 @@ def _generate(context: RunContext, resume: bool) -> tuple[dict, str]:
     why = size_queries_per_passage(context)
     if why:
         say(f"  queries per passage: {generation.queries_per_passage} ({why}; --queries-per-passage sets it)")
-    summary = generate_pairs(paths.passages, paths.pairs, generation, overwrite=not resume,
-                             progress=context.progress, limit=config.limit, quality=config.quality,
+    summary = run_generation(context, paths.passages, paths.pairs, generation, resume,
                              generator=context.handed_on.pop("generator", None))
     if summary.passages_generated >= MEASURED_PASSAGES:
         remember_actual_rate(context, generate_seconds_per_passage=summary.seconds / summary.passages_generated)
@@ -95,7 +97,8 @@ def _filter(context: RunContext, _resume: bool, pairs_in: Path, output: Path) ->
     summary = filter_pairs(pairs_in, paths.passages, config.training.base_model, output,
                            top_k=config.filter_top_k, min_score=config.filter_min_score,
                            keep_top_share=config.filter_keep_top_share, min_logprob=config.filter_min_logprob,
-                           cache_dir=paths.cache, dtype=config.dtype, progress=context.progress)
+                           cache_dir=paths.cache, dtype=config.dtype, progress=context.progress,
+                           corpus_vectors=corpus_vectors(context, config.training.base_model))
     if summary.kept < 2:
         raise GenqError(f"the filter kept {summary.kept} of {summary.total} pairs: too few to train on\n"
                         "  fix: raise --filter-top-k, lower --filter-min-score, or generate more queries")
@@ -115,6 +118,8 @@ def generation_round_stages(context: RunContext, number: int, kept_so_far: list[
               "pairs": [path.name for path in kept_so_far]}
     sampling = {**without(jsonable(generation), "batch_size", "device", "model", "gguf_file", "prompt_template",
                           "prompt_style"), "generator": f"tuned before round {number}", "limit": config.limit}
+    if config.ray is not None:
+        sampling["engine"] = "ray"
     stages = [Stage(f"tune generator {number}", tuning, partial(_tune_generator, pairs_in=kept_so_far,
                                                                 output=generator_dir),
                     outputs=[generator_dir / "config.json"], inputs=kept_so_far),
@@ -154,8 +159,7 @@ def _generate_round(context: RunContext, resume: bool, number: int, kept_so_far:
     # the tuned generator samples under the prompt it learned (prompt_template None: its own)
     generation = replace(config.generation, model=str(generator_dir), gguf_file=None, prompt_template=None,
                          prompt_style="auto")
-    summary = generate_pairs(ordered, pairs, generation, overwrite=not resume, progress=context.progress,
-                             limit=config.limit, quality=config.quality)
+    summary = run_generation(context, ordered, pairs, generation, resume)
     counts = summary.file_counts or summary.to_dict()
     context.say(f"  round {number}: {summary.pairs_in_file:,} pairs; {counts['filtered_out']:,} of "
                 f"{counts['queries_sampled']:,} samples dropped ({counts.get('filtered_runaway', 0):,} runaway)")

@@ -19,6 +19,7 @@ from genq.io import GenqError, count_records
 from genq.negatives import mine_negatives
 from genq.pipeline.budget import plan_stage, remember_actual_rate, replan_training
 from genq.pipeline.config import QUERY_SOURCES, AdaptConfig, training_length_for
+from genq.pipeline.engine import corpus_vectors, drop_index_shards, index_vectors
 from genq.pipeline.settings import jsonable, without
 from genq.pipeline.sources import (
     combine_stage,
@@ -93,6 +94,10 @@ def check_combination(config: AdaptConfig) -> None:
     if config.generator_rounds > 1 and not config.generates:
         raise GenqError("--generator-rounds tunes the generator on its own queries: --queries cropped has none\n"
                         "  fix: use --queries generated or generated+cropped")
+    if config.time_budget and config.ray is not None:
+        raise GenqError("--time-budget plans from rates measured on this machine; Ray workers run elsewhere and in "
+                        "parallel, so it cannot plan a --ray run yet\n  fix: leave one of them out (size a Ray run "
+                        "with --limit, --queries-per-passage and --epochs)")
     if config.time_budget and (config.generator_rounds > 1 or config.queries != "generated"):
         raise GenqError("--time-budget plans one round of generated queries; it does not plan --generator-rounds or "
                         "--queries cropped yet\n  fix: leave --time-budget out (size the run with --limit, "
@@ -130,7 +135,8 @@ def _mine(context: RunContext, _resume: bool, pairs_in: Path) -> tuple[dict, str
     config, paths = context.config, context.paths
     summary = mine_negatives(pairs_in, paths.passages, paths.negatives, model=config.training.base_model,
                              config=config.mining, cache_dir=paths.cache, dtype=config.dtype,
-                             progress=context.progress)
+                             progress=context.progress, corpus_vectors=None if config.mining.retriever == "bm25"
+                             else corpus_vectors(context, config.training.base_model))
     return summary.to_dict(), "ran"
 
 
@@ -237,7 +243,8 @@ def _index(context: RunContext, _resume: bool) -> tuple[dict, str]:
     config, paths = context.config, context.paths
     summary = build_index(paths.passages, str(paths.model), paths.index, config.index,
                           batch_size=config.encode_batch_size, dtype=config.dtype, progress=context.progress,
-                          lexical=config.lexical, overwrite=True)
+                          lexical=config.lexical, overwrite=True, embeddings=index_vectors(context, str(paths.model)))
+    drop_index_shards(context)
     prepare(str(paths.model))  # the run's searches then start without torch
     return summary.to_dict(), "ran"
 
