@@ -28,6 +28,30 @@ BUDGET_QUERIES_PER_PASSAGE = 3  # GenQ's: under a budget, breadth (passages cove
 MAX_BUDGET_QUERIES_PER_PASSAGE = 10  # when the whole corpus is covered with time to spare, up to this many
 
 
+# What an index costs past encoding its passages, per passage, measured by benchmarks/scale.py on this project's
+# 2-core AMD EPYC (384-d MiniLM vectors of 960,510 real package summaries; results/scale.md). The ANN build
+# grows a little faster than the corpus (HNSW: about N log N); the rate at a million passages overstates
+# smaller corpora, where the whole build is seconds anyway.
+ANN_BUILD_SECONDS_PER_PASSAGE = {"flat": 0.0, "hnsw": 1e-3, "ivf-pq": 1e-4}
+BM25_SECONDS_PER_PASSAGE = 2e-5
+
+
+def index_build_seconds(passages: int, index_type: str, lexical: bool) -> float:
+    """Seconds an index build spends past encoding: the ANN structure (``auto`` resolved by size as
+    :class:`genq.index.IndexParams` does) and, unless dense-only, BM25 over the same passages."""
+    if index_type == "auto":
+        index_type = "flat" if passages <= 100_000 else "hnsw" if passages <= 2_000_000 else "ivf-pq"
+    per_passage = ANN_BUILD_SECONDS_PER_PASSAGE.get(index_type, ANN_BUILD_SECONDS_PER_PASSAGE["hnsw"])
+    return passages * (per_passage + (BM25_SECONDS_PER_PASSAGE if lexical else 0.0))
+
+
+def smallest_budget(elapsed_seconds: float, rates: Rates, fixed: Fixed, min_passages: int) -> float:
+    """The budget that holds the fixed stages and the smallest adaptation (one batch generated, one step)."""
+    smallest = (elapsed_seconds + fixed.total + rates.generator_load_seconds + rates.train_overhead_seconds
+                + min_passages * rates.generate_seconds_per_passage + rates.train_seconds_per_step)
+    return smallest / SAFETY
+
+
 @dataclass
 class Rates:
     """What this machine does per second on this run's data, measured once and recorded in the manifest."""

@@ -162,3 +162,21 @@ def test_an_interrupted_budget_run_resumes_with_its_plan(tmp_path, raw_corpus, t
     statuses = stage_status(result.output)
     assert statuses["plan"] == "skipped" and statuses["generate"] == "resumed" and statuses["train"] == "ran"
     assert "the plan recorded" in result.output and "measuring generation" not in result.output
+
+
+def test_the_index_is_costed_past_encoding_and_grows_with_the_corpus():
+    from genq.planning import index_build_seconds
+
+    assert index_build_seconds(50_000, "auto", lexical=False) == 0.0  # flat: nothing to build
+    small, big = (index_build_seconds(n, "auto", lexical=True) for n in (200_000, 1_000_000))
+    assert 0 < small < big and index_build_seconds(1_000_000, "auto", lexical=False) < big
+
+
+def test_a_budget_that_cannot_index_the_corpus_is_refused_before_any_slow_stage(tmp_path, raw_corpus, tiny_t5_dir,
+                                                                                  tiny_encoder_dir):
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, budget_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "2s"))
+    assert result.exit_code == 2, result.output
+    assert "cannot hold this run" in result.output and "fix: --time-budget" in result.output
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert "generate" not in manifest["stages"] and not (run_dir / "pairs.jsonl").exists()

@@ -6,17 +6,27 @@ module is where a run's stages meet them.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 from genq.batch_sizing import CPU_GENERATION_BATCH
-from genq.corpus import load_passages
 from genq.durations import format_duration
-from genq.io import count_records
+from genq.io import GenqError, count_records
 from genq.pipeline.config import AdaptConfig
-from genq.pipeline.probe import measure_rates
+from genq.pipeline.probe import corpus_sample, measure_rates
 from genq.pipeline.stage import RunContext, Stage, StageResult
-from genq.planning import BUDGET_QUERIES_PER_PASSAGE, MAX_EPOCHS, SAFETY, Fixed, Plan, Rates, plan_run
+from genq.planning import (
+    BUDGET_QUERIES_PER_PASSAGE,
+    MAX_EPOCHS,
+    SAFETY,
+    Fixed,
+    Plan,
+    Rates,
+    index_build_seconds,
+    plan_run,
+    smallest_budget,
+)
 from genq.rate_cache import correct_rates, length_bucket, load_rates, machine_facts, rate_key, rates_path, save_rates
 from genq.train import TrainConfig
 
@@ -56,7 +66,7 @@ def make_plan(context: RunContext):
     generation, training = config.generation, config.training
     if config.auto_queries_per_passage:
         generation.queries_per_passage = BUDGET_QUERIES_PER_PASSAGE
-    passages = load_passages(context.paths.passages)
+    total, passages = corpus_sample(context.paths.passages)
     keep = FILTER_KEEP_PRIOR if config.filtering else 1.0
     key = rates_key(config, passages)
     context.manifest.data["rate_key"] = key  # the generate and train stages correct the kept rates by their own
@@ -69,13 +79,15 @@ def make_plan(context: RunContext):
         save_rates(key, {**rates.to_dict(), "pairs_per_passage": rates.pairs_per_passage / keep},
                    {"generator": generation.gguf_file or generation.model, "bi_encoder": training.base_model})
         rates.generator_load_seconds = 0.0  # loaded already, in the time spent; the generate stage reuses it
-    plan = plan_run(config.time_budget, time.perf_counter() - context.started, len(passages), rates,
-                    Fixed(_fixed_costs(config, len(passages), rates.encode_seconds_per_passage)),
+    fixed = Fixed(_fixed_costs(config, total, rates.encode_seconds_per_passage))
+    elapsed, min_passages = time.perf_counter() - context.started, generation.batch_size or CPU_GENERATION_BATCH
+    if elapsed + fixed.total > config.time_budget:
+        raise GenqError(_fixed_costs_exceed(config.time_budget, elapsed, fixed, rates, total, min_passages))
+    plan = plan_run(config.time_budget, elapsed, total, rates, fixed,
                     batch_size=training.batch_size, queries_per_passage=generation.queries_per_passage,
                     limit=config.limit, epochs=None if config.auto_epochs else training.epochs,
                     max_steps=training.max_steps if training.max_steps > 0 else None,
-                    min_passages=generation.batch_size or CPU_GENERATION_BATCH,
-                    size_queries=config.auto_queries_per_passage)
+                    min_passages=min_passages, size_queries=config.auto_queries_per_passage)
     say(f"  rates here: {1 / max(rates.generate_seconds_per_passage, 1e-9):.2f} passages/s generating "
         f"({rates.pairs_per_passage:.1f} pairs kept per passage{', after the filter (assumed 50%)' if keep < 1 else ''}"
         f"), {rates.train_seconds_per_step:.1f} s per training step, "
@@ -88,8 +100,22 @@ def make_plan(context: RunContext):
     if config.reranker:
         say("  note: the reranker's training is not costed in the plan")
     if "steps" in plan.chosen and plan.steps < USEFUL_STEPS:
-        say(f"  note: {too_little_note(config, plan, rates, len(passages), time.perf_counter() - context.started)}")
+        say(f"  note: {too_little_note(config, plan, rates, total, time.perf_counter() - context.started)}")
     return plan, rates, generator
+
+
+def _fixed_costs_exceed(budget: float, elapsed: float, fixed: Fixed, rates: Rates, passages: int,
+                        min_passages: int) -> str:
+    """Why the budget cannot be kept, said before any slow stage runs: the index covers every passage (a budget
+    sizes generation and training, never the index), with the budget the smallest run needs."""
+    needed = math.ceil(smallest_budget(elapsed, rates, fixed, min_passages) / 60) * 60
+    costs = ", ".join(f"{name} {format_duration(seconds)}" for name, seconds in fixed.stages.items())
+    return (f"a {format_duration(budget)} budget cannot hold this run here: indexing all {passages:,} passages "
+            f"(encoding at {1 / max(rates.encode_seconds_per_passage, 1e-9):.0f} passages/s, then the ANN and BM25 "
+            f"builds) and the other fixed stages take about {format_duration(fixed.total)} ({costs}), after "
+            f"{format_duration(elapsed)} spent preparing and measuring. The index always covers the whole corpus; a "
+            f"budget sizes only generation and training\n  fix: --time-budget {format_duration(needed)} (the "
+            "smallest run: one batch generated, one training step), or index a smaller corpus")
 
 
 USEFUL_STEPS = 20  # fewer optimizer steps than this move the bi-encoder little (see TrainSummary.verdict)
@@ -160,7 +186,8 @@ def remember_actual_rate(context: RunContext, **actual: float) -> None:
 def _fixed_costs(config: AdaptConfig, passages: int, encode: float) -> dict[str, float]:
     """Seconds of the stages whose cost the budget does not size: each encodes the corpus once (or a sample)."""
     load = MODEL_LOAD_SECONDS
-    fixed = {"index": passages * encode + load}
+    fixed = {"index": passages * encode + load + index_build_seconds(passages, config.index.index_type,
+                                                                      config.lexical is not None)}
     if config.filtering:
         fixed["filter"] = passages * encode + load
     if config.hard_negatives:

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from genq.corpus import iter_passage_file
 from genq.encode import Encoder
 from genq.generation.load import load_generator
 from genq.generation.prompts import clean_queries
@@ -17,6 +18,19 @@ from genq.train import TrainConfig, train_bi_encoder
 PROBE_STEPS = 5  # the first two steps pay one-off costs (kernels picked for new shapes); the rest are steady
 SHORT_PROBE_STEPS = 3  # a short budget: one steady step after the two warm-up ones
 SHORT_PROBE_BATCH = 4  # passages per generation probe batch under a short budget
+
+
+PLAN_SAMPLE = 4096  # passages the probe draws from: more than its largest draw (10 steps x batch 64 + a margin)
+
+
+def corpus_sample(path: Path, size: int = PLAN_SAMPLE) -> tuple[int, list[dict]]:
+    """(the corpus's passage count, ``size`` passages evenly spaced across it), read as a stream: a million
+    passages need not sit in memory to plan a run."""
+    total = sum(1 for _ in iter_passage_file(path))
+    if total <= size:
+        return total, list(iter_passage_file(path))
+    wanted = {int(i * total / size) for i in range(size)}
+    return total, [passage for number, passage in enumerate(iter_passage_file(path)) if number in wanted]
 
 
 def spread(passages: list[dict], count: int) -> list[dict]:
