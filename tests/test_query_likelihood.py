@@ -69,6 +69,14 @@ def test_ctranslate2_scores_what_torch_scores(model_fixture, request):
     ct2 = CTranslate2Generator(GenerationConfig(model=str(model_dir), device="cpu", dtype="float32",
                                                 backend="ctranslate2"))
     assert ct2.score_queries(PASSAGES, QUERIES, batch_size=2) == pytest.approx(torch_scores, abs=1e-3)
+    # the reranker scores on the backend its generation config names
+    from genq.generation.likelihood import QueryLikelihoodReranker
+
+    reranker = QueryLikelihoodReranker(GenerationConfig(model=str(model_dir), device="cpu", dtype="float32",
+                                                        backend="ctranslate2"), batch_size=2)
+    assert isinstance(reranker.generator, CTranslate2Generator)
+    assert list(reranker.score(QUERIES[0], PASSAGES)) == pytest.approx(
+        loaded(model_dir).score_queries(PASSAGES, [QUERIES[0]] * len(PASSAGES), batch_size=2), abs=1e-3)
 
 
 @pytest.fixture()

@@ -5,7 +5,7 @@ reorders a first stage's candidates by log p(query | passage) under a query gene
 averaged over the query's tokens; Zhuang et al. (2023) show the same with decoder-only LMs. No
 training and no cross-encoder: the model is the one genq generates with, read with the prompt
 it generates with, so the score is the ``generator_logprob`` a sampled query gets
-(:meth:`genq.generation.torch_backend.QueryGenerator.score_queries`, the one implementation).
+(``score_queries`` of either backend, from the same rows).
 A generator tuned on the corpus is a likelihood model of that corpus too.
 
 The reranker has the interface of :class:`genq.retrieval.Reranker` (``name``, ``score``,
@@ -23,6 +23,24 @@ from genq.generation.settings import GenerationConfig
 from genq.retrieval import reorder
 
 QUERY_LIKELIHOOD = "query-likelihood"  # what --rerank names to get this reranker instead of a cross-encoder
+# --backend auto for scoring, per generator family, from benchmarks/results/likelihood_speed.md (this project's CPU)
+AUTO_SCORING_BACKEND = {"causal": "torch", "seq2seq": "torch"}
+
+
+def load_scorer(generation: GenerationConfig):
+    """The generator that scores, on the backend ``generation.backend`` names (auto: the one measured faster for
+    scoring, which is not always the one faster for sampling: torch computes a few-shot prompt once per batch,
+    CTranslate2's ``score_batch`` once per row). A model CTranslate2 cannot run falls back to torch."""
+    from genq.generation.load import load_generator, resolved_family
+    from genq.generation.torch_backend import QueryGenerator
+
+    backend = generation.backend
+    if backend == "auto":
+        backend = AUTO_SCORING_BACKEND[resolved_family(generation)]
+    if backend == "ctranslate2":
+        return load_generator(replace(generation, backend="ctranslate2"))
+    dtype = "auto" if generation.dtype == "int8" else generation.dtype  # int8 is CTranslate2's
+    return QueryGenerator(replace(generation, backend="torch", dtype=dtype), backend_reason="query likelihood")
 
 
 class QueryLikelihoodReranker:
@@ -32,10 +50,7 @@ class QueryLikelihoodReranker:
 
     def __init__(self, generation: GenerationConfig, batch_size: int = 8):
         """``batch_size`` rows per forward pass: 8 and 20 measured the same on 2 CPU cores (SmolLM2, bf16)."""
-        from genq.generation.torch_backend import QueryGenerator
-
-        # torch: the backend that can teacher-force a query (CTranslate2's score_batch is not wired in)
-        self.generator = QueryGenerator(replace(generation, backend="torch"), backend_reason="query likelihood")
+        self.generator = load_scorer(generation)
         self.name = f"{QUERY_LIKELIHOOD} ({generation.gguf_file or generation.model})"
         self.batch_size = batch_size
 

@@ -79,6 +79,14 @@ def choose_backend(config: GenerationConfig, family: str) -> BackendChoice:
     return BackendChoice("torch", f"auto: {why}")
 
 
+def resolved_family(config: GenerationConfig) -> str:
+    """"seq2seq" or "causal": as the config says, else as the model's own config does."""
+    if config.family != "auto":
+        return config.family
+    model_ref, gguf = split_gguf(resolve_model(config.model, what="generator"), config.gguf_file)
+    return detect_family(model_ref, gguf)
+
+
 def load_generator(config: GenerationConfig) -> QueryBackend:
     """The generator of ``config`` on the backend it asks for (auto: see :func:`choose_backend`).
 
@@ -87,8 +95,7 @@ def load_generator(config: GenerationConfig) -> QueryBackend:
     backend sampled).
     """
     config.validate()
-    model_ref, gguf = split_gguf(resolve_model(config.model, what="generator"), config.gguf_file)
-    family = config.family if config.family != "auto" else detect_family(model_ref, gguf)
+    family = resolved_family(config)
     config = replace(config, family=family)  # read once: the generator does not read the model's config again
     choice = choose_backend(config, family)
     if choice.name == "ctranslate2":
