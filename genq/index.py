@@ -56,6 +56,10 @@ INDEX_FILE, META_FILE, STORE_FILE, OFFSETS_FILE, EMBEDDINGS_FILE, LEXICAL_DIR = 
     "index.faiss", "index.json", "passages.jsonl", "passages.offsets.npy", "embeddings.npy", "bm25")
 
 
+FLAT_UP_TO = 100_000  # passages; exact search answers in tens of milliseconds up to here
+HNSW_UP_TO = 2_000_000  # past this, HNSW's graph and full vectors outgrow a laptop's memory: IVF-PQ
+
+
 @dataclass
 class IndexParams:
     """Index type and its knobs; unset knobs get values suited to the corpus size."""
@@ -78,7 +82,7 @@ class IndexParams:
             params.index_type = "factory"
             return params
         if params.index_type == "auto":
-            params.index_type = "flat" if count <= 100_000 else "hnsw" if count <= 2_000_000 else "ivf-pq"
+            params.index_type = auto_index_type(count)
         if params.index_type == "ivf-pq":
             # Faiss: nlist ~ 4*sqrt(N) .. 16*sqrt(N); at least 39 training points per centroid
             params.nlist = params.nlist or max(1, min(int(4 * math.sqrt(count)), count // 39 or 1))
@@ -90,6 +94,11 @@ class IndexParams:
             if dimension % params.pq_m:
                 raise GenqError(f"--pq-m {params.pq_m} must divide the embedding dimension {dimension}")
         return params
+
+
+def auto_index_type(count: int) -> str:
+    """What ``--index-type auto`` builds for ``count`` passages (thresholds from benchmarks/results/scale.md)."""
+    return "flat" if count <= FLAT_UP_TO else "hnsw" if count <= HNSW_UP_TO else "ivf-pq"
 
 
 def _new_index(params: IndexParams, dimension: int):

@@ -21,6 +21,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from genq.durations import format_duration
+from genq.index import auto_index_type
 
 MAX_EPOCHS = 10  # past this, more passages beat more passes (the same cap as sizing by corpus)
 SAFETY = 0.97  # plan to this share of the budget: the stages after training are estimates, with tails
@@ -40,7 +41,7 @@ def index_build_seconds(passages: int, index_type: str, lexical: bool) -> float:
     """Seconds an index build spends past encoding: the ANN structure (``auto`` resolved by size as
     :class:`genq.index.IndexParams` does) and, unless dense-only, BM25 over the same passages."""
     if index_type == "auto":
-        index_type = "flat" if passages <= 100_000 else "hnsw" if passages <= 2_000_000 else "ivf-pq"
+        index_type = auto_index_type(passages)
     per_passage = ANN_BUILD_SECONDS_PER_PASSAGE.get(index_type, ANN_BUILD_SECONDS_PER_PASSAGE["hnsw"])
     return passages * (per_passage + (BM25_SECONDS_PER_PASSAGE if lexical else 0.0))
 
