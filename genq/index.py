@@ -136,8 +136,14 @@ def apply_search_params(index, params: dict) -> None:
         ivf.nprobe = int(params["nprobe"])
 
 
-def build_faiss_index(embeddings: np.ndarray, params: IndexParams, seed: int = 0):
-    """A trained and filled Faiss index over ``embeddings`` (already normalised)."""
+ADD_CHUNK = 65_536  # vectors per Faiss add: a float32 copy of a chunk at a time, and a progress step
+
+
+def build_faiss_index(embeddings: np.ndarray, params: IndexParams, seed: int = 0, progress: bool = False):
+    """A trained and filled Faiss index over ``embeddings`` (already normalised). With ``progress``, a bar over
+    the adds: an HNSW graph over a million passages takes many minutes after the encoding bar has ended."""
+    from tqdm.auto import tqdm
+
     index = _new_index(params, embeddings.shape[1])
     if not index.is_trained:
         rng = np.random.default_rng(seed)
@@ -145,8 +151,12 @@ def build_faiss_index(embeddings: np.ndarray, params: IndexParams, seed: int = 0
         if len(embeddings) > params.train_sample:
             sample = embeddings[np.sort(rng.choice(len(embeddings), params.train_sample, replace=False))]
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
-    for start in range(0, len(embeddings), 65536):
-        index.add(np.ascontiguousarray(embeddings[start:start + 65536], dtype=np.float32))
+    with tqdm(total=len(embeddings), desc=f"building {params.index_type}", unit=" vectors",
+              disable=not progress or len(embeddings) <= ADD_CHUNK) as bar:
+        for start in range(0, len(embeddings), ADD_CHUNK):
+            chunk = embeddings[start:start + ADD_CHUNK]
+            index.add(np.ascontiguousarray(chunk, dtype=np.float32))
+            bar.update(len(chunk))
     return index
 
 
@@ -285,7 +295,7 @@ def build_index(
             print(f"index type: {resolved.index_type}" + (" (auto, by corpus size)" if params.index_type == "auto"
                                                           else ""), file=sys.stderr)
         ann_started = time.perf_counter()
-        index = build_faiss_index(embeddings, resolved)
+        index = build_faiss_index(embeddings, resolved, progress=progress)
         ann_seconds = time.perf_counter() - ann_started
         lexical_seconds = _build_lexical(tmp, lexical, progress)
         _write_index(tmp, index, encoder, resolved, count, save_embeddings,
