@@ -67,7 +67,7 @@ class IndexParams:
     index_type: str = "auto"
     hnsw_m: int = 32
     ef_construction: int = 200
-    ef_search: int = 128
+    ef_search: int = 64  # 960k real MiniLM vectors: recall@10 0.974 at 21x flat QPS (128: 0.987 at 12x); scale.md
     nlist: int | None = None
     pq_m: int | None = None
     nprobe: int = 16

@@ -16,7 +16,7 @@ def index_options(function):
         click.option("--hnsw-m", type=click.IntRange(4), default=32, show_default=True,
                      help="HNSW: links per vector (more: better recall, more memory)."),
         click.option("--ef-construction", type=click.IntRange(8), default=200, show_default=True),
-        click.option("--ef-search", type=click.IntRange(1), default=128, show_default=True),
+        click.option("--ef-search", type=click.IntRange(1), default=64, show_default=True),
         click.option("--nlist", type=click.IntRange(1), help="IVF lists (default ~4*sqrt(N))."),
         click.option("--pq-m", type=click.IntRange(1), help="PQ sub-quantizers (must divide the dimension)."),
         click.option("--nprobe", type=click.IntRange(1), default=16, show_default=True),
