@@ -39,11 +39,12 @@ def candidate_pairs(queries: int, depth: int = 20) -> tuple[list[dict], list[str
     chosen = list(collection.queries)[:queries]
     collection.queries = {q: collection.queries[q] for q in chosen}
     ranked = bm25_run(collection, depth)
+    by_id = {passage["_id"]: passage for passage in collection.corpus}
     passages, texts, groups = [], [], []
     for query_id in chosen:
         documents = sorted(ranked[query_id].items(), key=lambda item: -item[1])[:depth]
         for document_id, _ in documents:
-            passage = collection.corpus[document_id]
+            passage = by_id[document_id]
             passages.append({"_id": document_id, "title": passage.get("title", ""), "text": passage["text"]})
             texts.append(collection.queries[query_id])
         groups.append(len(documents))
