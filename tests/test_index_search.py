@@ -58,12 +58,15 @@ def test_ids_titles_texts_come_back_right(tmp_path, tiny_encoder_dir):
 def test_add_and_unique_ids(tmp_path, tiny_encoder_dir):
     build_index(many_passages(tmp_path, n=20), str(tiny_encoder_dir), tmp_path / "index", dtype="float32",
                 save_embeddings=True, progress=False)
+    old_vectors = np.load(tmp_path / "index" / "embeddings.npy")
     more = many_passages(tmp_path, n=5, prefix="new", name="more.jsonl")
     summary = add_to_index(tmp_path / "index", more, dtype="float32", progress=False)
     assert summary.added == 5 and summary.passages == 25
     searcher = Searcher.load(tmp_path / "index", dtype="float32")
     assert len(searcher) == 25 and searcher.search("title 3 gear", k=25)
-    assert np.load(tmp_path / "index" / "embeddings.npy").shape == (25, 32)
+    joined = np.load(tmp_path / "index" / "embeddings.npy")
+    assert joined.shape == (25, 32) and np.array_equal(joined[:20], old_vectors)
+    assert np.allclose(np.linalg.norm(joined[20:], axis=1), 1.0, atol=1e-4)  # the new passages' vectors, not zeros
     before = sorted(os.listdir(tmp_path / "index"))
     with pytest.raises(DataError, match="already in the index"):
         add_to_index(tmp_path / "index", more, dtype="float32", progress=False)
