@@ -180,3 +180,15 @@ def test_a_budget_that_cannot_index_the_corpus_is_refused_before_any_slow_stage(
     assert "cannot hold this run" in result.output and "fix: --time-budget" in result.output
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert "generate" not in manifest["stages"] and not (run_dir / "pairs.jsonl").exists()
+
+
+def test_the_plan_samples_a_corpus_evenly_without_holding_it(tmp_path):
+    from genq.pipeline.probe import corpus_sample
+
+    path = tmp_path / "passages.jsonl"
+    path.write_text("".join(json.dumps({"_id": f"p{n}", "title": "", "text": f"passage {n}"}) + "\n"
+                            for n in range(100)))
+    total, sample = corpus_sample(path, size=8)
+    assert total == 100 and [p["_id"] for p in sample] == [f"p{n}" for n in (0, 12, 25, 37, 50, 62, 75, 87)]
+    total, sample = corpus_sample(path, size=500)
+    assert total == 100 and [p["_id"] for p in sample] == [f"p{n}" for n in range(100)]

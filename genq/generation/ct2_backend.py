@@ -208,7 +208,6 @@ class CTranslate2Generator(PromptedGenerator):
             queries.append(scored)
         return queries
 
-
     def _seq2seq_end_id(self) -> int | list[int] | None:
         return _generation_eos(self.folder)
 

@@ -34,15 +34,11 @@ def load_scorer(generation: GenerationConfig):
     scoring, which is not always the one faster for sampling: torch computes a few-shot prompt once per batch,
     CTranslate2's ``score_batch`` once per row). A model CTranslate2 cannot run falls back to torch."""
     from genq.generation.load import load_generator, resolved_family
-    from genq.generation.torch_backend import QueryGenerator
 
     backend = generation.backend
     if backend == "auto":
         backend = AUTO_SCORING_BACKEND[resolved_family(generation)]
-    if backend == "ctranslate2":
-        return load_generator(replace(generation, backend="ctranslate2"))
-    dtype = "auto" if generation.dtype == "int8" else generation.dtype  # int8 is CTranslate2's
-    return QueryGenerator(replace(generation, backend="torch", dtype=dtype), backend_reason="query likelihood")
+    return load_generator(replace(generation, backend=backend))
 
 
 class QueryLikelihoodReranker:

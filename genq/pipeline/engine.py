@@ -39,24 +39,21 @@ def corpus_vectors(context: RunContext, model: str):
     """The run's passages encoded by ``model`` as a Ray Data job under ``adapt --ray`` (None otherwise: the stage
     encodes them itself). The shards stay in the run's cache, so filter and mine-negatives, which encode with
     the same base model, share one encoding, and a kill loses at most the shards in flight."""
-    config = context.config
-    if config.ray is None:
-        return None
-    from genq.distributed import encode_corpus_ray
-
-    return encode_corpus_ray(context.paths.passages, model, context.paths.cache / "ray-corpus", config.ray,
-                             dtype=config.dtype, batch_size=config.encode_batch_size or 64,
-                             progress=context.progress)
+    return _ray_vectors(context, model, context.paths.cache / "ray-corpus")
 
 
 def index_vectors(context: RunContext, model: str):
     """The adapted model's vectors for the index stage under ``adapt --ray`` (None otherwise)."""
+    return _ray_vectors(context, model, index_shards(context))
+
+
+def _ray_vectors(context: RunContext, model: str, shards: Path):
     config = context.config
     if config.ray is None:
         return None
     from genq.distributed import encode_corpus_ray
 
-    return encode_corpus_ray(context.paths.passages, model, index_shards(context), config.ray, dtype=config.dtype,
+    return encode_corpus_ray(context.paths.passages, model, shards, config.ray, dtype=config.dtype,
                              batch_size=config.encode_batch_size or 64, progress=context.progress)
 
 

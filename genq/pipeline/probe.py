@@ -11,7 +11,7 @@ from genq.corpus import iter_passage_file
 from genq.encode import Encoder
 from genq.generation.load import load_generator
 from genq.generation.prompts import clean_queries
-from genq.io import write_jsonl_atomic
+from genq.io import count_records, write_jsonl_atomic
 from genq.planning import Rates
 from genq.train import TrainConfig, train_bi_encoder
 
@@ -26,10 +26,8 @@ PLAN_SAMPLE = 4096  # passages the probe draws from: more than its largest draw 
 def corpus_sample(path: Path, size: int = PLAN_SAMPLE) -> tuple[int, list[dict]]:
     """(the corpus's passage count, ``size`` passages evenly spaced across it), read as a stream: a million
     passages need not sit in memory to plan a run."""
-    total = sum(1 for _ in iter_passage_file(path))
-    if total <= size:
-        return total, list(iter_passage_file(path))
-    wanted = {int(i * total / size) for i in range(size)}
+    total = count_records(path)  # the run's own passages file: one record a line, no need to parse it twice
+    wanted = {int(i * total / size) for i in range(size)} if total > size else range(total)
     return total, [passage for number, passage in enumerate(iter_passage_file(path)) if number in wanted]
 
 
