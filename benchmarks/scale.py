@@ -288,13 +288,12 @@ def ann_sweep(size: int, queries_file: Path, work: Path, measured: Measured) -> 
         return found
 
     meta = json.loads((index_dir / "index.json").read_text())
-    if meta["index_type"] == "flat":  # auto chose exact search at this size: the flat row is its row
-        shipped = list
     auto_label = f"{meta['index_type']} (auto) M={meta['params']['hnsw_m']} efC={meta['params']['ef_construction']}"
     built = measured.values.get(f"{size}/index", {})
-    for found in measured.get(f"{size}/ann/auto", shipped):
-        rows.append({"index": f"{auto_label} {found['knob']}", "build_s": built.get("ann_seconds"),
-                     "mib": built.get("faiss_mib"), **found})
+    if meta["index_type"] != "flat":  # where auto chose exact search, the flat row is its row
+        for found in measured.get(f"{size}/ann/auto", shipped):
+            rows.append({"index": f"{auto_label} {found['knob']}", "build_s": built.get("ann_seconds"),
+                         "mib": built.get("faiss_mib"), **found})
     for label, knobs, knob, values in ANN_CONFIGS:
         def build_and_sweep(knobs=knobs, knob=knob, values=values) -> dict:
             params = IndexParams(**knobs).resolved(len(vectors), vectors.shape[1])
