@@ -48,6 +48,12 @@ def test_a_second_run_reuses_the_rates_instead_of_measuring(tmp_path, raw_corpus
     first = runner.invoke(main, budget_args(raw_corpus, tmp_path / "one", tiny_t5_dir, tiny_encoder_dir, "3m", *quick))
     assert first.exit_code == 0, first.output
     assert "measuring training (3 steps)" in first.output  # a short budget: a short probe
+    # the probe sampled 8 passages from across the corpus: the limit's 4 are taken from them, not sampled again
+    assert "4 passages' queries taken from the plan's probe" in first.output, first.output
+    probed = json.loads((tmp_path / "one" / "manifest.json").read_text())["stages"]["plan"]["summary"][
+        "probe_passages"]
+    written = {json.loads(line)["passage_id"] for line in (tmp_path / "one" / "pairs.jsonl").open()}
+    assert len(probed) == 8 and written and written <= set(probed[:4])
     kept = json.loads(rates_file.read_text())["rates"]
     assert len(kept) == 1 and next(iter(kept.values()))["rates"]["train_seconds_per_step"] > 0
 
@@ -81,3 +87,26 @@ def test_a_budget_that_buys_too_few_steps_says_what_would(tmp_path, raw_corpus, 
     assert note.startswith(f"2.0m buys {plan.steps} training step") and f"buys {USEFUL_STEPS}" in note
     bigger = float(note.split("about ")[1].split("m buys")[0]) * 60
     assert plan_run(bigger, 30.0, 500, rates, Fixed(), batch_size=8, queries_per_passage=3).steps >= USEFUL_STEPS
+
+
+def test_the_probes_samples_are_the_ones_the_generate_stage_would_draw(tiny_t5_dir):
+    from genq.generation.load import load_generator
+    from genq.generation.settings import GenerationConfig
+    from genq.pipeline.probe import PresampledGenerator
+
+    config = GenerationConfig(model=str(tiny_t5_dir), backend="torch", device="cpu", queries_per_passage=2,
+                              max_length=8)
+    generator = load_generator(config)
+    passages = [{"_id": f"p{i}", "text": f"passage number {i} about bicycle chains and gears"} for i in range(4)]
+    probed = generator.sample(passages[1:3], seed=7)
+    kept = PresampledGenerator(generator, {p["_id"]: q for p, q in zip(passages[1:3], probed)}, seed=7)
+    kept.use_settings(config)
+    assert kept.sample(passages, seed=7) == generator.sample(passages, seed=7) and kept.reused == 2
+    # sampled differently (more queries per passage), the probe's samples are not the run's: dropped
+    kept = PresampledGenerator(generator, {p["_id"]: q for p, q in zip(passages[1:3], probed)}, seed=7)
+    kept.use_settings(GenerationConfig(**{**config.__dict__, "queries_per_passage": 3}))
+    assert kept.sample(passages, seed=7) == generator.sample(passages, seed=7) and kept.reused == 0
+    assert all(len(queries) == 3 for queries in kept.sample(passages[:1], seed=7))
+    kept = PresampledGenerator(generator, {p["_id"]: q for p, q in zip(passages[1:3], probed)}, seed=7)
+    kept.sample(passages, seed=8)  # another seed draws other queries
+    assert kept.reused == 0

@@ -14,7 +14,7 @@ from genq.batch_sizing import CPU_GENERATION_BATCH
 from genq.durations import format_duration
 from genq.io import GenqError, count_records
 from genq.pipeline.config import AdaptConfig
-from genq.pipeline.probe import corpus_sample, measure_rates
+from genq.pipeline.probe import PresampledGenerator, corpus_sample, measure_rates
 from genq.pipeline.stage import RunContext, Stage, StageResult
 from genq.planning import (
     BUDGET_QUERIES_PER_PASSAGE,
@@ -48,10 +48,20 @@ def plan_stage(context: RunContext) -> Stage:
 
 
 def _run_plan(context: RunContext, _resume: bool) -> tuple[dict, str]:
-    plan, rates, generator = make_plan(context)
-    context.handed_on["generator"] = generator  # loaded to measure it: the generate stage samples with it
+    plan, rates, probe = make_plan(context)
+    summary = {"plan": plan.to_dict(), "rates": rates.to_dict()}
+    if probe is not None:  # loaded to measure it: the generate stage samples with it, and keeps what it sampled
+        context.handed_on["generator"] = PresampledGenerator(probe.generator, probe.samples,
+                                                                 context.config.generation.seed)
+        summary["probe_passages"] = list(probe.samples)
     apply_plan(context.config, plan)
-    return {"plan": plan.to_dict(), "rates": rates.to_dict()}, "ran"
+    return summary, "ran"
+
+
+def probe_passages(context: RunContext) -> list[str]:
+    """The passages the plan's probe sampled, in its order (none where the rates were reused)."""
+    stage = context.manifest.data["stages"].get("plan", {})
+    return list(stage.get("summary", {}).get("probe_passages", [])) if stage.get("status") == "done" else []
 
 
 def _restore_plan(context: RunContext) -> None:
@@ -70,12 +80,12 @@ def make_plan(context: RunContext):
     keep = FILTER_KEEP_PRIOR if config.filtering else 1.0
     key = rates_key(config, passages)
     context.manifest.data["rate_key"] = key  # the generate and train stages correct the kept rates by their own
-    rates, generator = _kept_rates(key, keep, say), None
+    rates, probe = _kept_rates(key, keep, say), None
     if rates is None:
         measured = measure_rates(passages, generation, training, work_dir=context.paths.cache / "plan",
                                  encode_batch_size=config.encode_batch_size, dtype=config.dtype,
                                  filter_keep_share=keep, say=say, short=config.time_budget < SHORT_BUDGET)
-        rates, generator = measured.rates, measured.generator
+        rates, probe = measured.rates, measured
         save_rates(key, {**rates.to_dict(), "pairs_per_passage": rates.pairs_per_passage / keep},
                    {"generator": generation.gguf_file or generation.model, "bi_encoder": training.base_model})
         rates.generator_load_seconds = 0.0  # loaded already, in the time spent; the generate stage reuses it
@@ -101,7 +111,7 @@ def make_plan(context: RunContext):
         say("  note: the reranker's training is not costed in the plan")
     if "steps" in plan.chosen and plan.steps < USEFUL_STEPS:
         say(f"  note: {too_little_note(config, plan, rates, total, time.perf_counter() - context.started)}")
-    return plan, rates, generator
+    return plan, rates, probe
 
 
 def _fixed_costs_exceed(budget: float, elapsed: float, fixed: Fixed, rates: Rates, passages: int,

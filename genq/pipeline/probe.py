@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from genq.corpus import iter_passage_file
 from genq.encode import Encoder
 from genq.generation.load import load_generator
 from genq.generation.prompts import clean_queries
+from genq.generation.settings import SAMPLING_KEYS
 from genq.io import count_records, write_jsonl_atomic
 from genq.planning import Rates
 from genq.train import TrainConfig, train_bi_encoder
@@ -43,11 +44,56 @@ def spread(passages: list[dict], count: int) -> list[dict]:
 
 @dataclass
 class Probe:
-    """The measured rates, and the generator the measurement loaded (the generate stage reuses it)."""
+    """The measured rates, the generator the measurement loaded and what it sampled (the generate stage reuses
+    both: the probe's queries are the ones that stage would draw for those passages, from the same seeds)."""
 
     rates: Rates
     generator: object | None
     seconds: float
+    samples: dict[str, list] = field(default_factory=dict)
+
+
+class PresampledGenerator:
+    """A loaded generator that answers the passages the probe already sampled from those samples.
+
+    Every passage is sampled from its own seed stream (seed + passage id), so the probe's
+    queries for a passage are exactly what the generate stage would draw for it: taking them
+    keeps the probe's work without changing the pairs file. They are dropped if the run
+    samples differently (a plan that raised the queries per passage, another seed).
+    """
+
+    def __init__(self, generator, samples: dict[str, list], seed: int):
+        self._generator = generator
+        self._samples = dict(samples)
+        self._drawn_under = {**_sampling_of(generator.config), "seed": seed}
+        self.reused = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._generator, name)
+
+    def use_settings(self, config) -> None:
+        self._generator.use_settings(config)
+        if {**_sampling_of(self._generator.config), "seed": self._drawn_under["seed"]} != self._drawn_under:
+            self._samples.clear()
+
+    def sample(self, passages: list[dict], seed: int) -> list[list[tuple[str, float]]]:
+        if seed != self._drawn_under["seed"]:
+            self._samples.clear()
+        todo = [passage for passage in passages if str(passage["_id"]) not in self._samples]
+        drawn = dict(zip((str(p["_id"]) for p in todo), self._generator.sample(todo, seed) if todo else []))
+        found = []
+        for passage in passages:
+            key = str(passage["_id"])
+            if key in drawn:
+                found.append(drawn[key])
+            else:
+                found.append(self._samples.pop(key))
+                self.reused += 1
+        return found
+
+
+def _sampling_of(config) -> dict:
+    return {key: getattr(config, key, None) for key in SAMPLING_KEYS}
 
 
 def measure_rates(passages: list[dict], generation, training, *, work_dir, encode_batch_size: int | None = None,
@@ -69,7 +115,7 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
     work_dir.mkdir(parents=True, exist_ok=True)
     steps = SHORT_PROBE_STEPS if short else PROBE_STEPS
     say("  measuring generation (two batches) ...")
-    generator, load_seconds, generate_per_passage, pairs_per_passage = _measure_generation(
+    generator, load_seconds, generate_per_passage, pairs_per_passage, samples = _measure_generation(
         passages, generation, SHORT_PROBE_BATCH if short else None)
     say(f"  measuring training ({steps} steps) ...")
     per_step, overhead = _measure_training(passages, training, work_dir, steps)
@@ -79,28 +125,30 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
                   pairs_per_passage=pairs_per_passage * filter_keep_share, train_seconds_per_step=per_step,
                   encode_seconds_per_passage=encode_per_passage, train_overhead_seconds=overhead,
                   generator_load_seconds=load_seconds)
-    return Probe(rates, generator, time.perf_counter() - started)
+    return Probe(rates, generator, time.perf_counter() - started, samples)
 
 
 def _measure_generation(passages: list[dict], generation, batch: int | None = None
-                        ) -> tuple[object, float, float, float]:
-    """(the loaded generator, its load seconds, seconds per passage, queries kept per passage) from two batches."""
+                        ) -> tuple[object, float, float, float, dict[str, list]]:
+    """(the loaded generator, its load seconds, seconds per passage, queries kept per passage, what it sampled
+    by passage id) from two batches."""
     loading = time.perf_counter()
     generator = load_generator(generation)  # the generate stage reuses it
     load_seconds = time.perf_counter() - loading
     size = max(1, min(batch or generation.batch_size or generator.auto_batch_size(), len(passages) // 2 or 1))
     drawn = spread(passages, 2 * size)  # from across the corpus: its first passages need not be typical
     kept = sampled_passages = 0
-    per_passage = []
+    per_passage, samples = [], {}
     for batch in (drawn[:size], drawn[size:2 * size] or drawn[:size]):
         sampling = time.perf_counter()
         sampled = generator.sample(batch, seed=generation.seed)
         per_passage.append((time.perf_counter() - sampling) / len(batch))
+        samples.update((str(passage["_id"]), queries) for passage, queries in zip(batch, sampled))
         kept += sum(len(clean_queries(queries, passage["text"], generator.config)[0])
                     for passage, queries in zip(batch, sampled))
         sampled_passages += len(batch)
     # the first batch also pays one-off costs (a few-shot prefix, warm-up): the second is the rate
-    return generator, load_seconds, per_passage[-1], max(kept / sampled_passages, 0.1)
+    return generator, load_seconds, per_passage[-1], max(kept / sampled_passages, 0.1), samples
 
 
 def _measure_training(passages: list[dict], training, work_dir: Path, steps: int = PROBE_STEPS

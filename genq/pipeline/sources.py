@@ -6,6 +6,7 @@ done with the pairs afterwards (:mod:`genq.pipeline.stages`), which lists these 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,7 @@ from genq.generation.family import generator_family
 from genq.generation.pairs_file import iter_pairs, merge_pairs
 from genq.generation.run import meta_path_for
 from genq.io import GenqError, atomic_write, count_records, dumps_line, iter_jsonl
-from genq.pipeline.budget import remember_actual_rate
+from genq.pipeline.budget import probe_passages, remember_actual_rate
 from genq.pipeline.config import CROPS_PER_PASSAGE, queries_per_passage_for
 from genq.pipeline.engine import corpus_vectors, run_generation
 from genq.pipeline.settings import jsonable, without
@@ -65,8 +66,16 @@ def _generate(context: RunContext, resume: bool) -> tuple[dict, str]:
     why = size_queries_per_passage(context)
     if why:
         say(f"  queries per passage: {generation.queries_per_passage} ({why}; --queries-per-passage sets it)")
-    summary = run_generation(context, paths.passages, paths.pairs, generation, resume,
-                             generator=context.handed_on.pop("generator", None))
+    passages = paths.passages
+    probed = set(probe_passages(context))
+    if probed and config.limit is not None:  # a budget's share of the corpus: the passages the probe sampled first
+        passages = paths.cache / "plan" / "passages.probe-first.jsonl"
+        if not (resume and passages.exists()):
+            write_in_order(paths.passages, passages, first=lambda passage_id: passage_id in probed)
+    generator = context.handed_on.pop("generator", None)
+    summary = run_generation(context, passages, paths.pairs, generation, resume, generator=generator)
+    if getattr(generator, "reused", 0):
+        say(f"  {generator.reused:,} passages' queries taken from the plan's probe, which had sampled them")
     if summary.passages_generated >= MEASURED_PASSAGES:
         remember_actual_rate(context, generate_seconds_per_passage=summary.seconds / summary.passages_generated)
     # the whole file's counts: after a resume this run's own are only part of it
@@ -78,6 +87,16 @@ def _generate(context: RunContext, resume: bool) -> tuple[dict, str]:
     if summary.quality:
         say(f"  quality: {summary.quality.headline()}")
     return summary.to_dict(), "resumed" if summary.passages_skipped_as_done else "ran"
+
+
+def write_in_order(passages: Path, output: Path, first: Callable[[str], bool]) -> None:
+    """``passages`` rewritten with those whose id ``first`` accepts ahead of the rest, corpus order kept within
+    each part (so a ``--limit`` reaches them first); two streaming passes, the corpus never whole in memory."""
+    with atomic_write(output) as handle:
+        for wanted in (True, False):
+            for _, passage in iter_jsonl(passages):
+                if first(str(passage["_id"])) is wanted:
+                    handle.write(dumps_line(passage))
 
 
 # -- filter: keep the pairs whose passage the base model finds again (and/or the generator scored high)
@@ -151,10 +170,7 @@ def _generate_round(context: RunContext, resume: bool, number: int, kept_so_far:
     generator_dir, ordered, pairs, _ = paths.generation_round(number)
     if not (resume and ordered.exists()):
         covered = {str(record.get("passage_id")) for path in kept_so_far for _, record in iter_pairs(path)}
-        passages = [record for _, record in iter_jsonl(paths.passages)]
-        with atomic_write(ordered) as handle:
-            for passage in sorted(passages, key=lambda p: str(p["_id"]) in covered):  # stable: corpus order kept
-                handle.write(dumps_line(passage))
+        write_in_order(paths.passages, ordered, first=lambda passage_id: passage_id not in covered)
     size_queries_per_passage(context)  # as round 1 sampled, also when its stage was skipped
     # the tuned generator samples under the prompt it learned (prompt_template None: its own)
     generation = replace(config.generation, model=str(generator_dir), gguf_file=None, prompt_template=None,
