@@ -16,7 +16,8 @@ until ``/health`` answers, resident memory after the queries, then p50/p99 laten
 
 At the largest size, ``--ann`` also sweeps the index types on the saved vectors: recall@10
 against exact search over the 1,000 held-out queries, batch QPS, build time and size, for flat,
-HNSW (M, efConstruction; efSearch swept), IVF-Flat and IVF-PQ (nprobe swept).
+HNSW over float vectors and over 8-bit codes (M, efConstruction; efSearch swept), IVF-Flat and IVF-PQ
+(nprobe swept).
 
 Every measurement is kept in ``WORK/measured.json`` as it is made: a rerun skips what is
 there, so an interrupted run resumes. ``WORK`` (default ``runs/scale``) holds the corpora and
@@ -244,6 +245,7 @@ def size_rows(size: int, corpus: Path, queries_file: Path, added: Path, work: Pa
 ANN_CONFIGS = [  # (label, how to build, the search knob and its values)
     ("hnsw M=16 efC=100", {"index_type": "hnsw", "hnsw_m": 16, "ef_construction": 100}, "ef_search",
      [16, 32, 64, 128, 256]),
+    ("hnsw-sq (8-bit codes) M=32 efC=200", {"index_type": "hnsw-sq"}, "ef_search", [16, 32, 64, 128, 256]),
     ("ivf-flat nlist=4096", {"faiss_factory": "IVF4096,Flat"}, "nprobe", [4, 8, 16, 32, 64, 128]),
     ("ivf-pq nlist=4096 m=48", {"index_type": "ivf-pq", "nlist": 4096, "pq_m": 48}, "nprobe", [8, 16, 32, 64, 128]),
     ("ivf-pq nlist=4096 m=96", {"index_type": "ivf-pq", "nlist": 4096, "pq_m": 96}, "nprobe", [16, 32, 64, 128]),
@@ -255,8 +257,8 @@ def ann_sweep(size: int, queries_file: Path, work: Path, measured: Measured) -> 
     import faiss
 
     from benchmarks.search_speed import recall_at_k, timed_search
+    from genq.ann import IndexParams, apply_search_params, build_faiss_index
     from genq.encode import Encoder
-    from genq.index import IndexParams, apply_search_params, build_faiss_index
 
     index_dir = work / f"index-{size}"
     vectors = np.load(index_dir / "embeddings.npy", mmap_mode="r")

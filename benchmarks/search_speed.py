@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import write_results  # noqa: E402
-from genq.index import IndexParams, apply_search_params, build_faiss_index  # noqa: E402
+from genq.ann import IndexParams, apply_search_params, build_faiss_index  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from genq.ann import auto_index_type
 from genq.durations import format_duration
-from genq.index import auto_index_type
 
 MAX_EPOCHS = 10  # past this, more passages beat more passes (the same cap as sizing by corpus)
 SAFETY = 0.97  # plan to this share of the budget: the stages after training are estimates, with tails
@@ -33,13 +33,13 @@ MAX_BUDGET_QUERIES_PER_PASSAGE = 10  # when the whole corpus is covered with tim
 # 2-core AMD EPYC (384-d MiniLM vectors of 960,298 real package summaries; results/scale.md): HNSW M=32
 # efC=200 761 s, bm25s 43 s (10k: 0.4 s; 100k: 3.8 s). The ANN build grows a little faster than the corpus
 # (HNSW: about N log N), so the rate at a million passages slightly overstates smaller corpora.
-ANN_BUILD_SECONDS_PER_PASSAGE = {"flat": 0.0, "hnsw": 7.9e-4, "ivf-pq": 1e-4}
+ANN_BUILD_SECONDS_PER_PASSAGE = {"flat": 0.0, "hnsw": 7.9e-4, "hnsw-sq": 5.8e-4, "ivf-pq": 1e-4}
 BM25_SECONDS_PER_PASSAGE = 4.5e-5
 
 
 def index_build_seconds(passages: int, index_type: str, lexical: bool) -> float:
     """Seconds an index build spends past encoding: the ANN structure (``auto`` resolved by size as
-    :class:`genq.index.IndexParams` does) and, unless dense-only, BM25 over the same passages."""
+    :class:`genq.ann.IndexParams` does) and, unless dense-only, BM25 over the same passages."""
     if index_type == "auto":
         index_type = auto_index_type(passages)
     per_passage = ANN_BUILD_SECONDS_PER_PASSAGE.get(index_type, ANN_BUILD_SECONDS_PER_PASSAGE["hnsw"])

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from genq.ann import apply_search_params
 from genq.encode import Encoder
 from genq.index import (
     INDEX_FILE,
     LEXICAL_DIR,
     OFFSETS_FILE,
     STORE_FILE,
-    apply_search_params,
     check_index_model,
     check_opened_index,
     index_model,

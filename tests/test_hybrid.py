@@ -182,7 +182,7 @@ def test_add_rebuilds_bm25_and_reindex_keeps_it(tmp_path, passages_file, tiny_en
     assert summary.lexical is not None
     searcher = Searcher.load(tmp_path / "index", dtype="float32")
     assert searcher.search("spoke", k=1, mode="bm25")[0].id == "spoke"
-    from genq.index import IndexParams
+    from genq.ann import IndexParams
 
     reindex(tmp_path / "index", tmp_path / "hnsw", IndexParams("hnsw", hnsw_m=8))
     assert Searcher.load(tmp_path / "hnsw", dtype="float32").search("spoke", k=1, mode="bm25")[0].id == "spoke"

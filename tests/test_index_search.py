@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from genq.ann import IndexParams
 from genq.cli import main
-from genq.index import IndexParams, add_to_index, build_index, read_index_meta, reindex
+from genq.index import add_to_index, build_index, read_index_meta, reindex
 from genq.io import DataError, GenqError
 from genq.search import Searcher, read_queries
 
@@ -21,7 +22,8 @@ def many_passages(tmp_path, n=120, prefix="p", name="passages.jsonl"):
 
 
 @pytest.mark.parametrize("params", [IndexParams("flat"), IndexParams("hnsw", hnsw_m=8),
-                                    IndexParams("ivf-pq", nlist=2, pq_m=8), IndexParams(faiss_factory="IVF2,Flat"),
+                                    IndexParams("hnsw-sq", hnsw_m=8), IndexParams("ivf-pq", nlist=2, pq_m=8),
+                                    IndexParams(faiss_factory="IVF2,Flat"),
                                     IndexParams("auto")])
 def test_build_load_round_trip(tmp_path, tiny_encoder_dir, params):
     passages = many_passages(tmp_path)
@@ -145,3 +147,11 @@ def test_cli_index_bad_inputs(tmp_path, tiny_encoder_dir):
     assert result.exit_code == 2 and "nope: does not exist" in result.output
     with pytest.raises(GenqError, match="pq-m"):
         IndexParams("ivf-pq", pq_m=5).resolved(1000, 32)
+
+
+def test_auto_follows_the_measured_thresholds():
+    from genq.ann import FLAT_UP_TO, HNSW_UP_TO, auto_index_type
+
+    assert [auto_index_type(n) for n in (FLAT_UP_TO, FLAT_UP_TO + 1, HNSW_UP_TO, HNSW_UP_TO + 1)] == \
+        ["flat", "hnsw", "hnsw", "hnsw-sq"]  # past 2M the graph over 8-bit codes, not IVF-PQ (results/scale.md)
+    assert IndexParams().resolved(HNSW_UP_TO + 1, 384).index_type == "hnsw-sq"

@@ -81,7 +81,8 @@ def test_ctranslate2_scores_what_torch_scores(model_fixture, request):
 
 @pytest.fixture()
 def bike_index(tmp_path, bike_passages, tiny_encoder_dir):
-    from genq.index import IndexParams, build_index
+    from genq.ann import IndexParams
+    from genq.index import build_index
 
     build_index(bike_passages, str(tiny_encoder_dir), tmp_path / "run" / "index", IndexParams(), dtype="float32",
                 progress=False)

@@ -8,11 +8,13 @@ from genq.cli.common import AUTO_OR_COUNT, device_options, option, ray_options, 
 
 
 def index_options(function):
-    from genq.index import INDEX_TYPES
+    from genq.ann import INDEX_TYPES
 
     for decorator in reversed([
         click.option("--index-type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
-                     help="auto: flat up to 100k passages, hnsw up to 2M, ivf-pq beyond."),
+                     help="auto: flat up to 100k passages, hnsw up to 2M, hnsw-sq (the same graph over 8-bit codes, "
+                     "a third of the memory) beyond. ivf-pq is smallest but finds fewer true neighbours "
+                     "(benchmarks/results/scale.md)."),
         click.option("--hnsw-m", type=click.IntRange(4), default=32, show_default=True,
                      help="HNSW: links per vector (more: better recall, more memory)."),
         click.option("--ef-construction", type=click.IntRange(8), default=200, show_default=True),
@@ -41,7 +43,7 @@ def lexical_settings(options: dict):
 
 
 def index_params(options: dict):
-    from genq.index import IndexParams
+    from genq.ann import IndexParams
 
     return IndexParams(index_type=options["index_type"], hnsw_m=options["hnsw_m"],
                        ef_construction=options["ef_construction"], ef_search=options["ef_search"],

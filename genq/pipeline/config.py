@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from genq.ann import IndexParams
 from genq.corpus import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP
 from genq.distributed import RayOptions
 from genq.generation.settings import GenerationConfig, QualityCheck
-from genq.index import IndexParams
 from genq.negatives import MiningConfig
 from genq.pseudo_label import PseudoLabelConfig
 from genq.retrieval import LexicalSettings
