@@ -137,12 +137,20 @@ def run_short(corpus: str, budget: str, condition: str) -> dict:
         "passages_total": plan["plan"]["passages_total"],
         "pairs_trained": stages["train"]["summary"]["train_pairs"],
         "train_steps": stages["train"]["summary"]["steps"],
+        **step_rates(manifest),
         "rates_reused": "reused" in log and "measuring generation" not in log,
         "probe_passages_kept": next((int(line.split()[0].replace(",", "")) for line in log.splitlines()
                                      if "taken from the plan's probe" in line), 0),
         "too_little_note": next((line.strip().removeprefix("note: ") for line in log.splitlines()
                                  if "training step" in line and "buys" in line), None)})
     return row
+
+
+def step_rates(manifest: dict) -> dict:
+    """The training step's seconds as planned (the probe's or the kept rate) and as the run's steps took."""
+    stages = manifest["stages"]
+    return {"step_seconds_planned": stages["plan"]["summary"]["rates"]["train_seconds_per_step"],
+            "step_seconds_actual": stages["train"]["summary"].get("seconds_per_step")}
 
 
 def short_section(rows: list[dict]) -> list[str]:
@@ -152,17 +160,20 @@ def short_section(rows: list[dict]) -> list[str]:
              "planning = the `prepare` and `plan` stages (loading, de-quantising the generator on a first run, "
              "measuring). Machine: " + ", ".join(sorted({r["machine"] for r in rows})) + ".", "",
              "| corpus | budget | run | wall time | vs budget | planning (share of budget) | passages generated | "
-             "of which the probe's | pairs trained | steps |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "of which the probe's | pairs trained | steps | s/step planned / actual |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         head = f"| {r['corpus']} | {r['budget']} | {r['condition']} | {r['wall_seconds']:.0f} s | "
         if r.get("refused") is not None:
-            lines.append(head + f"refused before any slow stage: {r['refused']} | | | | | |")
+            lines.append(head + f"refused before any slow stage: {r['refused']} | | | | | | |")
             continue
         planning = (r["stage_seconds"].get("prepare") or 0) + (r["stage_seconds"].get("plan") or 0)
         lines.append(head + f"{r['wall_seconds'] / r['budget_seconds']:.0%} | {planning:.0f} s "
                      f"({planning / r['budget_seconds']:.0%}) | {r['passages_generated']:,} of "
                      f"{r['passages_total']:,} | {r['probe_passages_kept']} | {r['pairs_trained']:,} | "
-                     f"{r['train_steps']}{' (rates reused)' if r['rates_reused'] else ''} |")
+                     f"{r['train_steps']}{' (rates reused)' if r['rates_reused'] else ''} | "
+                     f"{r.get('step_seconds_planned', float('nan')):.1f} / "
+                     f"{r.get('step_seconds_actual') or float('nan'):.1f} |")
     notes = sorted({r["too_little_note"] for r in rows if r.get("too_little_note")})
     if notes:
         lines += ["", "What genq said of the budgets that buy too little:", ""] + [f"- {note}" for note in notes]

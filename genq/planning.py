@@ -31,8 +31,8 @@ MAX_BUDGET_QUERIES_PER_PASSAGE = 10  # when the whole corpus is covered with tim
 
 # What an index costs past encoding its passages, per passage, measured by benchmarks/scale.py on this project's
 # 2-core AMD EPYC (384-d MiniLM vectors of 960,298 real package summaries; results/scale.md): HNSW M=32
-# efC=200 761 s (over 8-bit codes: 461 s), bm25s 43 s (10k: 0.4 s; 100k: 3.8 s). The ANN build grows a little faster than the corpus
-# (HNSW: about N log N), so the rate at a million passages slightly overstates smaller corpora.
+# efC=200 761 s (over 8-bit codes: 461 s), bm25s 43 s (10k: 0.4 s; 100k: 3.8 s). The ANN build grows a little
+# faster than the corpus (HNSW: about N log N), so the rate at a million passages slightly overstates smaller ones.
 ANN_BUILD_SECONDS_PER_PASSAGE = {"flat": 0.0, "hnsw": 7.9e-4, "hnsw-sq": 4.8e-4, "ivf-pq": 1e-4}
 BM25_SECONDS_PER_PASSAGE = 4.5e-5
 

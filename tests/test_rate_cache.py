@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -110,3 +111,23 @@ def test_the_probes_samples_are_the_ones_the_generate_stage_would_draw(tiny_t5_d
     kept = PresampledGenerator(generator, {p["_id"]: q for p, q in zip(passages[1:3], probed)}, seed=7)
     kept.sample(passages, seed=8)  # another seed draws other queries
     assert kept.reused == 0
+
+
+def test_a_short_probe_trains_a_quarter_batch_and_scales_the_step(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from genq.pipeline import probe
+    from genq.train import TrainConfig
+
+    trained = []
+
+    def fake_training(pairs, output, config, **kwargs):
+        trained.append((config.batch_size, config.max_steps, len(Path(pairs).read_text().splitlines())))
+        return SimpleNamespace(seconds_per_step=1.5, seconds=3 * 1.5 + 4.0, steps=3)
+
+    monkeypatch.setattr(probe, "train_bi_encoder", fake_training)
+    passages = [{"_id": str(i), "text": f"passage {i} about gears and chains"} for i in range(100)]
+    per_step, overhead = probe._measure_training(passages, TrainConfig(batch_size=64), tmp_path, 3, 0.25)
+    assert trained == [(16, 3, 48)] and per_step == pytest.approx(6.0) and overhead == pytest.approx(4.0)
+    per_step, _ = probe._measure_training(passages, TrainConfig(batch_size=64), tmp_path, 3)
+    assert trained[-1] == (64, 3, 192) and per_step == pytest.approx(1.5)

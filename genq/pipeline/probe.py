@@ -19,6 +19,11 @@ from genq.train import TrainConfig, train_bi_encoder
 PROBE_STEPS = 5  # the first two steps pay one-off costs (kernels picked for new shapes); the rest are steady
 SHORT_PROBE_STEPS = 3  # a short budget: one steady step after the two warm-up ones
 SHORT_PROBE_BATCH = 4  # passages per generation probe batch under a short budget
+# a short budget's training probe runs at this share of the batch and scales the step's time up: on a CPU a step's
+# cost is the forward and backward passes over the batch's texts, in proportion to their number (Cranfield's
+# 256-token passages: 18 s a step at 64, three of which were 30% of a 3-minute budget). The run's own steps
+# correct the kept rate, and training stops at the time left whatever the estimate.
+SHORT_PROBE_BATCH_SHARE = 0.25
 
 
 PLAN_SAMPLE = 4096  # passages the probe draws from: more than its largest draw (10 steps x batch 64 + a margin)
@@ -105,7 +110,8 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
     stage), ``PROBE_STEPS`` training steps on passage-shaped pairs (the passage's opening words
     as the query: the passage side sets a step's cost) timed by the steady ones, and one
     encoding batch of passages drawn from across the corpus. ``short`` (a budget of a few
-    minutes): smaller generation batches and ``SHORT_PROBE_STEPS`` steps, a rougher rate for a
+    minutes): smaller generation batches and ``SHORT_PROBE_STEPS`` steps at a quarter of the batch
+    (the step's time scaled up), a rougher rate for a
     run where measuring would otherwise cost most of the time. The generator's load time is
     measured too (``generator_load_seconds``): a later run that reuses these rates pays it in its
     generate stage.
@@ -118,7 +124,8 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
     generator, load_seconds, generate_per_passage, pairs_per_passage, samples = _measure_generation(
         passages, generation, SHORT_PROBE_BATCH if short else None)
     say(f"  measuring training ({steps} steps) ...")
-    per_step, overhead = _measure_training(passages, training, work_dir, steps)
+    per_step, overhead = _measure_training(passages, training, work_dir, steps,
+                                           SHORT_PROBE_BATCH_SHARE if short else 1.0)
     say("  measuring encoding (one batch) ...")
     encode_per_passage = _measure_encoding(passages, training, encode_batch_size, dtype)
     rates = Rates(generate_seconds_per_passage=generate_per_passage,
@@ -151,23 +158,26 @@ def _measure_generation(passages: list[dict], generation, batch: int | None = No
     return generator, load_seconds, per_passage[-1], max(kept / sampled_passages, 0.1), samples
 
 
-def _measure_training(passages: list[dict], training, work_dir: Path, steps: int = PROBE_STEPS
-                      ) -> tuple[float, float]:
-    """(seconds per steady step, the run's one-off seconds) from ``steps`` steps on passage-shaped pairs."""
-    rows = max(steps * training.batch_size, 8)
+def _measure_training(passages: list[dict], training, work_dir: Path, steps: int = PROBE_STEPS,
+                      batch_share: float = 1.0) -> tuple[float, float]:
+    """(seconds per steady step at the run's batch, the run's one-off seconds) from ``steps`` steps on
+    passage-shaped pairs, at ``batch_share`` of the batch (the step's time scaled up by as much)."""
+    batch = max(2, min(training.batch_size, round(training.batch_size * batch_share)))
+    rows = max(steps * batch, 8)
     sample = spread(passages, rows)
     probe_pairs = work_dir / "probe-pairs.jsonl"
     write_jsonl_atomic(probe_pairs, ({"query": " ".join(p["text"].split()[:7]) + f" {number}",
                                       "passage_id": f"{p['_id']}~{number}", "passage": p["text"],
                                       "title": p.get("title", "")} for number, p in enumerate(sample)))
     probe_model = work_dir / "probe-model"
-    config = TrainConfig(**{**asdict(training), "max_steps": steps, "eval_share": 0.0, "save_steps": 10_000})
+    config = TrainConfig(**{**asdict(training), "max_steps": steps, "eval_share": 0.0, "save_steps": 10_000,
+                            "batch_size": batch})
     try:
         summary = train_bi_encoder(probe_pairs, probe_model, config, overwrite=True, progress=False)
     finally:
         shutil.rmtree(probe_model, ignore_errors=True)
     per_step = summary.seconds_per_step or summary.seconds / max(summary.steps, 1)
-    return per_step, max(0.0, summary.seconds - summary.steps * per_step)
+    return per_step * training.batch_size / batch, max(0.0, summary.seconds - summary.steps * per_step)
 
 
 def _measure_encoding(passages: list[dict], training, batch_size: int | None, dtype: str) -> float:
