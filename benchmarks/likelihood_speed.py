@@ -6,11 +6,15 @@ rows (tests check they agree to 1e-3 in float32); this measures their speed, in 
 alternating rounds, on the pairs a reranker meets: Cranfield's first QUERIES test queries, each
 with BM25's top 20 passages. Two generators: SmolLM2-135M-Instruct as shipped (genq's few-shot
 chat prompt, whose shared prefix torch computes once per batch and CTranslate2 once per row)
-and, where ``benchmarks/generator_rounds.py`` left one, SmolLM2 tuned on Cranfield (its short
-zero-shot prompt). Agreement with torch's float32 scores (mean absolute difference, and the
+SmolLM2 as shipped under the short zero-shot prompt (no shared prefix to reuse: what a tuned
+generator's prompt costs, whatever the tuning), a seq2seq model of T5-base's shape (random
+weights, a WordPiece vocabulary trained on the passages: the speed of the hub default's
+architecture, not its scores) and, where ``benchmarks/generator_rounds.py`` left one, SmolLM2
+tuned on Cranfield (its own zero-shot prompt). ``--rows`` picks some; the others keep what the
+results file holds. Agreement with torch's float32 scores (mean absolute difference, and the
 share of queries whose top-ranked candidate stays the same) shows what a lower precision costs.
 
-    python benchmarks/likelihood_speed.py --queries 10 --rounds 2
+    python benchmarks/likelihood_speed.py --queries 3 --rounds 2
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import command_line, machine, timed, write_results  # noqa: E402
+from benchmarks.common import RESULTS, command_line, machine, merged_results, timed, write_results  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TUNED = ROOT / "runs" / "generator-rounds" / "cranfield" / "generator-round2"
 BACKENDS = (("torch", "auto"), ("ctranslate2", "auto"), ("ctranslate2", "float32"))
+COMMAND_THEN = "python benchmarks/likelihood_speed.py --queries 3 --rounds 2"  # results recorded before --rows
 
 
 def candidate_pairs(queries: int, depth: int = 20) -> tuple[list[dict], list[str], list[int]]:
@@ -51,12 +56,12 @@ def candidate_pairs(queries: int, depth: int = 20) -> tuple[list[dict], list[str
     return passages, texts, groups
 
 
-def load(model: str, backend: str, dtype: str):
+def load(model: str, backend: str, dtype: str, prompt_template: str | None = None):
     from genq.generation.ct2_backend import CTranslate2Generator
     from genq.generation.settings import GenerationConfig
     from genq.generation.torch_backend import QueryGenerator
 
-    config = GenerationConfig(model=model, device="cpu", dtype=dtype, backend=backend)
+    config = GenerationConfig(model=model, device="cpu", dtype=dtype, backend=backend, prompt_template=prompt_template)
     return QueryGenerator(config) if backend == "torch" else CTranslate2Generator(config)
 
 
@@ -70,13 +75,13 @@ def agreement(scores: list[float], reference: list[float], groups: list[int]) ->
             "same_top_candidate": round(same_top / len(groups), 3)}
 
 
-def measure(label: str, model: str, args) -> dict:
+def measure(label: str, model: str, args, prompt_template: str | None = None) -> dict:
     from genq.models import packaged_model_path
 
     model = str(packaged_model_path(model) or model)
     passages, queries, groups = candidate_pairs(args.queries)
-    reference = load(model, "torch", "float32").score_queries(passages, queries, 8)
-    generators = {f"{backend} {dtype}": load(model, backend, dtype) for backend, dtype in BACKENDS}
+    reference = load(model, "torch", "float32", prompt_template).score_queries(passages, queries, 8)
+    generators = {f"{backend} {dtype}": load(model, backend, dtype, prompt_template) for backend, dtype in BACKENDS}
     names = {name: f"{name.split()[0]} {generator.dtype_label}" for name, generator in generators.items()}
     seconds: dict[str, list[float]] = {name: [] for name in generators}
     scores: dict[str, list[float]] = {}
@@ -96,27 +101,53 @@ def measure(label: str, model: str, args) -> dict:
     return {"generator": label, "pairs": len(passages), "queries": len(groups), "rows": rows}
 
 
+def seq2seq_model() -> Path:
+    """A T5-base-shaped model with random weights, built once under runs/ (no hub here)."""
+    from benchmarks.generate_speed import build_model
+    from genq.evaluate import load_collection
+
+    directory = ROOT / "runs" / "likelihood-speed" / "t5-base-shaped"
+    if not (directory / "config.json").exists():
+        build_model(directory, load_collection(SHARED / "cranfield").corpus)
+    return directory
+
+
+ROWS = {
+    "shipped": ("SmolLM2-135M-Instruct as shipped (few-shot chat prompt)", lambda: SMOLLM2, None),
+    "zero-shot": ("SmolLM2-135M-Instruct as shipped, zero-shot prompt", lambda: SMOLLM2, "zero-shot"),
+    "seq2seq": ("T5-base-shaped seq2seq (random weights; speed only)", lambda: str(seq2seq_model()), None),
+    "tuned": ("SmolLM2 tuned on Cranfield (zero-shot prompt)", lambda: str(TUNED), None),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     args = parser.parse_args()
-    results = [measure("SmolLM2-135M-Instruct as shipped (few-shot chat prompt)", SMOLLM2, args)]
-    if (TUNED / "config.json").exists():
-        results.append(measure("SmolLM2 tuned on Cranfield (zero-shot prompt)", str(TUNED), args))
+    new = []
+    for row in args.rows:
+        if row == "tuned" and not (TUNED / "config.json").exists():
+            print(f"no tuned generator at {TUNED} (benchmarks/generator_rounds.py makes it): row skipped",
+                  file=sys.stderr)
+            continue
+        label, model, template = ROWS[row]
+        new.append({**measure(label, model(), args, template), "command": command_line()})
+    results = merged_results(RESULTS / "likelihood_speed.json", new, key="generator")
     lines = ["# Query-likelihood scoring: torch against CTranslate2 score_batch", "",
-             f"Command: `{command_line()}`  ", f"Machine: {machine()}, alone. Rounds alternate the order; the "
+             f"Machine: {machine()}, alone. Rounds alternate the order; the "
              "speed-up is torch's seconds over the system's in the same round (median). Agreement is against "
              "torch float32.", ""]
     for result in results:
         lines += [f"## {result['generator']}: {result['queries']} Cranfield queries x BM25 top 20 = "
-                  f"{result['pairs']} pairs", "",
+                  f"{result['pairs']} pairs", "", f"Command: `{result.get('command', COMMAND_THEN)}`", "",
                   "| backend | best s | s per pair | speed-up vs torch | mean abs diff | same top candidate |",
                   "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['system']} | {r['seconds_best']} | {r['seconds_per_pair']} | {r['speedup_vs_torch_median']}x "
                   f"| {r['mean_abs_diff']} | {r['same_top_candidate']} |" for r in result["rows"]]
         lines.append("")
-    write_results("likelihood_speed", {"machine": machine(), "command": command_line(), "results": results}, lines)
+    write_results("likelihood_speed", {"machine": machine(), "results": results}, lines)
     print("\n".join(lines))
 
 

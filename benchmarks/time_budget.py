@@ -147,10 +147,23 @@ def run_short(corpus: str, budget: str, condition: str) -> dict:
 
 
 def step_rates(manifest: dict) -> dict:
-    """The training step's seconds as planned (the probe's or the kept rate) and as the run's steps took."""
+    """The training step's seconds as planned and as the run's steps took.
+
+    Planned is the re-plan's per-step estimate where training was re-planned (it costs the batch the pairs
+    fill), else the plan's full-batch rate.
+    """
     stages = manifest["stages"]
-    return {"step_seconds_planned": stages["plan"]["summary"]["rates"]["train_seconds_per_step"],
+    planned = stages["plan"]["summary"]["rates"]["train_seconds_per_step"]
+    replanned = manifest.get("replanned_training") or {}
+    if replanned.get("step_seconds"):
+        planned = replanned["step_seconds"]
+    return {"step_seconds_planned": round(planned, 2),
             "step_seconds_actual": stages["train"]["summary"].get("seconds_per_step")}
+
+
+def seconds(value: float | None) -> str:
+    """A rate to one decimal, or a dash where an older row did not record it."""
+    return "–" if value is None else f"{value:.1f}"
 
 
 def short_section(rows: list[dict]) -> list[str]:
@@ -172,9 +185,9 @@ def short_section(rows: list[dict]) -> list[str]:
                      f"({planning / r['budget_seconds']:.0%}) | {r['passages_generated']:,} of "
                      f"{r['passages_total']:,} | {r['probe_passages_kept']} | {r['pairs_trained']:,} | "
                      f"{r['train_steps']}{' (rates reused)' if r['rates_reused'] else ''} | "
-                     f"{r.get('step_seconds_planned', float('nan')):.1f} / "
-                     f"{r.get('step_seconds_actual') or float('nan'):.1f} |")
-    notes = sorted({r["too_little_note"] for r in rows if r.get("too_little_note")})
+                     f"{seconds(r.get('step_seconds_planned'))} / {seconds(r.get('step_seconds_actual'))} |")
+    notes = [f"{r['corpus']} {r['budget']} {r['condition']}: {r['too_little_note']}"
+             for r in rows if r.get("too_little_note")]
     if notes:
         lines += ["", "What genq said of the budgets that buy too little:", ""] + [f"- {note}" for note in notes]
     return lines + [""]

@@ -15,6 +15,7 @@ from genq.planning import (
     Fixed,
     Rates,
     plan_run,
+    step_cost,
 )
 
 from .test_pipeline import adapt_args, stage_status
@@ -61,6 +62,16 @@ def test_a_covered_corpus_with_time_to_spare_buys_more_queries_per_passage_when_
     # a user's --queries-per-passage is theirs: the corpus is covered and the rest of the budget left
     kept = plan_run(36000, 60, 1500, RATES, fixed, batch_size=64, queries_per_passage=3, size_queries=False)
     assert kept.queries_per_passage == 3 and kept.estimated_total < roomy.estimated_total
+
+
+def test_fewer_pairs_than_a_batch_are_costed_as_the_smaller_steps_they_are():
+    # 10 passages x 3 pairs = 30 pairs, under half a batch of 64: each step costs 30/64 of a full one
+    plan = plan_run(100, 0, 10, RATES, Fixed(), batch_size=64, queries_per_passage=3)
+    assert plan.passages == 10
+    full_batch_steps = int((100 * SAFETY - RATES.train_overhead_seconds - 10 * 2.0) / 10.0)
+    assert plan.steps > full_batch_steps  # more steps than full batches would allow
+    assert plan.estimates["train"] == pytest.approx(plan.steps * 10.0 * 30 / 64 + 5.0, abs=0.1)
+    assert step_cost(10.0, 30, 64) == pytest.approx(10.0 * 30 / 64) and step_cost(10.0, 640, 64) == 10.0
 
 
 def test_one_epoch_must_fit_so_fewer_passages_are_generated_for():

@@ -26,6 +26,7 @@ from genq.planning import (
     index_build_seconds,
     plan_run,
     smallest_budget,
+    step_cost,
 )
 from genq.rate_cache import correct_rates, length_bucket, load_rates, machine_facts, rate_key, rates_path, save_rates
 from genq.train import TrainConfig
@@ -245,13 +246,15 @@ def replan_training(context: RunContext, pairs_path: Path, training: TrainConfig
         return
     pairs = count_records(pairs_path)
     per_epoch = max(1, -(-pairs // training.batch_size))
-    per_step = rates["train_seconds_per_step"] * STEP_HEADROOM
+    step_seconds = step_cost(rates["train_seconds_per_step"], pairs, training.batch_size)
+    per_step = step_seconds * STEP_HEADROOM
     steps = int(left / per_step) if per_step > 0 else per_epoch
     steps = max(min(steps, MAX_EPOCHS * per_epoch), per_epoch)
     training.max_steps = steps
     manifest.data["replanned_training"] = {"steps": steps, "planned_steps": plan["steps"], "pairs": pairs,
                                            "seconds_left": round(left, 1), "seconds_after": round(after, 1),
-                                           "estimate": round(min(steps * rates["train_seconds_per_step"], left), 1)}
+                                           "step_seconds": round(step_seconds, 2),
+                                           "estimate": round(min(steps * step_seconds, left), 1)}
     manifest.save()
     context.say(f"  training re-planned: up to {steps:,} steps for the {pairs:,} pairs there are, stopping at "
                 f"{format_duration(left)} (the budget left for training; the plan said {plan['steps']:,} steps)")

@@ -182,8 +182,9 @@ def _train(context: RunContext, resume: bool, pairs_in: Path) -> tuple[dict, str
         replan_training(context, pairs_in, training, can_resume)
     summary = train_bi_encoder(pairs_in, model_dir, training, resume=can_resume, overwrite=not can_resume,
                                progress=context.progress)
-    if summary.steps >= 4 and summary.seconds_per_step:
-        remember_actual_rate(context, train_seconds_per_step=summary.seconds_per_step)
+    if summary.steps >= 4 and summary.seconds_per_step:  # kept for a full batch: fewer pairs make cheaper steps
+        full = training.batch_size / max(1, min(summary.train_pairs or training.batch_size, training.batch_size))
+        remember_actual_rate(context, train_seconds_per_step=summary.seconds_per_step * full)
     for note in summary.notes:
         say(f"  note: {note}")
     if summary.verdict():
