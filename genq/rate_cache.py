@@ -20,6 +20,7 @@ import os
 import time
 from pathlib import Path
 
+from genq.hardware import cpu_flags
 from genq.io import cache_root, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 RATES_FILE = "rates.json"
 MAX_AGE_DAYS = 30  # a driver, library or BIOS update changes rates; a month-old measurement is taken again
 FORMAT = 1
+# the instruction sets that decide which kernels torch and CTranslate2 run, so what a step costs
+KERNEL_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8"})
 
 
 def rates_path() -> Path:
@@ -34,17 +37,33 @@ def rates_path() -> Path:
 
 
 def machine_facts() -> dict:
-    """What makes one machine's rates differ from another's: CPU model, threads torch uses, GPU name."""
+    """What makes one machine's rates differ from another's: CPU, the instruction sets that pick its
+    kernels, threads torch uses, GPU name.
+
+    The model name alone does not tell CPUs apart: this project's machines all call themselves
+    "AMD EPYC", some with AVX512-BF16 (bf16 native, chosen by --dtype auto) and some without
+    (float32 then, and every rate differs).
+    """
     import torch
 
-    cpu = ""
+    cpu, family, model = "", "", ""
     try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            name, _, value = line.partition(":")
+            name = name.strip()
+            if name == "model name" and not cpu:
+                cpu = value.strip()
+            elif name == "cpu family" and not family:
+                family = value.strip()
+            elif name == "model" and not model:
+                model = value.strip()
+            elif not line.strip() and cpu:
+                break  # the first processor's block is enough
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu or os.uname().machine, "threads": torch.get_num_threads(), "gpu": gpu}
+    return {"cpu": cpu or os.uname().machine, "cpu_family_model": f"{family}/{model}" if family else "",
+            "isa": sorted(cpu_flags() & KERNEL_FLAGS), "threads": torch.get_num_threads(), "gpu": gpu}
 
 
 def length_bucket(passages: list[dict]) -> int:

@@ -24,6 +24,17 @@ def test_rates_are_kept_reused_and_corrected(rates_file):
     assert load_rates("missing") is None
 
 
+def test_two_cpus_with_one_name_but_other_instruction_sets_keep_rates_apart(monkeypatch):
+    from genq import rate_cache
+
+    monkeypatch.setattr(rate_cache, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16", "sse2"}))
+    with_bf16 = rate_cache.machine_facts()
+    monkeypatch.setattr(rate_cache, "cpu_flags", lambda: frozenset({"avx2", "sse2"}))
+    without = rate_cache.machine_facts()
+    assert with_bf16["isa"] == ["avx2", "avx512_bf16", "avx512f"] and without["isa"] == ["avx2"]
+    assert rate_cache.rate_key({"machine": with_bf16}) != rate_cache.rate_key({"machine": without})
+
+
 def test_stale_rates_are_measured_again(rates_file):
     save_rates("k", {"train_seconds_per_step": 2.0})
     stored = json.loads(rates_file.read_text())

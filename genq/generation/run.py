@@ -212,6 +212,7 @@ def generate_pairs(
                 bar.write(f"first batch: {rate:.2f} passages/s, so about {format_duration(left / rate)} for the "
                           f"{left:,} passages left (--limit N tries a sample first)", file=sys.stderr)
     bar.close()
+    summary.sampling_seconds = round(time.perf_counter() - loop_started, 3)
     summary.batch_size = batching.size  # smaller than chosen if an out-of-memory halved it
     # the meta describes the finished file before it takes OUT's place: a kill between the two steps is
     # seen on the next run (OUT does not match the description) and the finished partial is renamed again

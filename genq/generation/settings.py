@@ -111,6 +111,7 @@ class GenerationSummary:
     passages_without_text: int = 0  # skipped: nothing to ask about
     torn_bytes_dropped: int = 0
     seconds: float = 0.0
+    sampling_seconds: float = 0.0  # the batches alone: no loading, no quality check
     already_complete: bool = False
     device: str = ""
     dtype: str = ""

@@ -28,7 +28,7 @@ from genq.training_run import last_checkpoint
 
 # -- generate: passages -> pairs.jsonl
 
-MEASURED_PASSAGES = 32  # a generate stage that sampled this many is a better rate than the plan's probe
+MEASURED_PASSAGES = 8  # a generate stage that sampled this many (in run-sized batches) is a better rate than a probe
 
 def generate_stage(context: RunContext) -> Stage:
     config, paths = context.config, context.paths
@@ -76,8 +76,9 @@ def _generate(context: RunContext, resume: bool) -> tuple[dict, str]:
     summary = run_generation(context, passages, paths.pairs, generation, resume, generator=generator)
     if getattr(generator, "reused", 0):
         say(f"  {generator.reused:,} passages' queries taken from the plan's probe, which had sampled them")
-    if summary.passages_generated >= MEASURED_PASSAGES:
-        remember_actual_rate(context, generate_seconds_per_passage=summary.seconds / summary.passages_generated)
+    sampled_here = summary.passages_generated - getattr(generator, "reused", 0)  # the probe's cost nothing here
+    if sampled_here >= MEASURED_PASSAGES and summary.sampling_seconds > 0:
+        remember_actual_rate(context, generate_seconds_per_passage=summary.sampling_seconds / sampled_here)
     # the whole file's counts: after a resume this run's own are only part of it
     counts = summary.file_counts or summary.to_dict()
     runaway = f" ({counts['filtered_runaway']:,} runaway)" if counts.get("filtered_runaway") else ""
