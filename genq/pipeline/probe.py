@@ -18,7 +18,7 @@ from genq.train import TrainConfig, train_bi_encoder
 
 PROBE_STEPS = 5  # the first two steps pay one-off costs (kernels picked for new shapes); the rest are steady
 SHORT_PROBE_STEPS = 3  # a short budget: one steady step after the two warm-up ones
-SHORT_PROBE_BATCH = 4  # passages in the untimed warm-up generation batch under a short budget
+SHORT_PROBE_BATCH = 4  # passages per generation probe batch under a short budget
 # a short budget's training probe runs at this share of the batch and scales the step's time up: on a CPU a step's
 # cost is the forward and backward passes over the batch's texts, in proportion to their number (Cranfield's
 # 256-token passages: 18 s a step at 64, three of which were 30% of a 3-minute budget). The run's own steps
@@ -135,21 +135,22 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
     return Probe(rates, generator, time.perf_counter() - started, samples)
 
 
-def _measure_generation(passages: list[dict], generation, warm_up_batch: int | None = None
+def _measure_generation(passages: list[dict], generation, batch: int | None = None
                         ) -> tuple[object, float, float, float, dict[str, list]]:
     """(the loaded generator, its load seconds, seconds per passage, queries kept per passage, what it sampled
-    by passage id) from two batches: the second is timed, at the run's batch size (a smaller batch costs more per
-    passage: SmolLM2 sampled 0.6 passages/s in batches of 4 where the run's batches of 16 took 1.6). The first,
-    of ``warm_up_batch`` passages, pays the one-off costs. Nothing sampled is lost: the generate stage takes it."""
+    by passage id) from two batches, the second timed; the generate stage takes what they sampled.
+
+    A short budget's batches of 4 overstate the run's per-passage cost a little (SmolLM2 in float32 on a 2-core
+    EPYC: 0.61 passages/s in batches of 4, 0.83 in the run's batches of 16), but timing a run-sized batch after
+    a warm-up cost 101 s of planning on a 3-minute budget where two batches of 4 had cost 84 s."""
     loading = time.perf_counter()
     generator = load_generator(generation)  # the generate stage reuses it
     load_seconds = time.perf_counter() - loading
-    size = max(1, min(generation.batch_size or generator.auto_batch_size(), len(passages) // 2 or 1))
-    warm_up = min(warm_up_batch or size, size)
-    drawn = spread(passages, warm_up + size)  # from across the corpus: its first passages need not be typical
+    size = max(1, min(batch or generation.batch_size or generator.auto_batch_size(), len(passages) // 2 or 1))
+    drawn = spread(passages, 2 * size)  # from across the corpus: its first passages need not be typical
     kept = sampled_passages = 0
     per_passage, samples = [], {}
-    for batch in (drawn[:warm_up], drawn[warm_up:warm_up + size] or drawn[:size]):
+    for batch in (drawn[:size], drawn[size:2 * size] or drawn[:size]):
         sampling = time.perf_counter()
         sampled = generator.sample(batch, seed=generation.seed)
         per_passage.append((time.perf_counter() - sampling) / len(batch))
