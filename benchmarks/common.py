@@ -26,11 +26,16 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def machine() -> str:
-    """The CPU's model name and core count, as /proc/cpuinfo gives them (platform.processor() is empty on Linux)."""
+    """The CPU's model name, core count and whether it does bf16 natively, as /proc/cpuinfo gives them
+    (platform.processor() is empty on Linux). Virtual CPUs with and without AVX512-BF16 both call
+    themselves "AMD EPYC" here, and every speed differs between them (--dtype auto picks bf16 on one)."""
+    from genq.hardware import cpu_flags
+
     cpuinfo = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
              if line.startswith("model name")] if cpuinfo.exists() else []
-    return f"{names[0] if names else platform.machine()}, {len(names) or os.cpu_count() or '?'} cores"
+    bf16 = "AVX512-BF16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "no AVX512-BF16"
+    return f"{names[0] if names else platform.machine()}, {len(names) or os.cpu_count() or '?'} cores, {bf16}"
 
 
 def command_line(script: str | None = None) -> str:

@@ -171,14 +171,16 @@ def short_section(rows: list[dict]) -> list[str]:
              "Command: `python benchmarks/time_budget.py --short --corpora sample cranfield300 --budgets 2m 3m 4m "
              "10m --conditions first second loaded` (the conditions: see the script's docstring). No evaluation; "
              "planning = the `prepare` and `plan` stages (loading, de-quantising the generator on a first run, "
-             "measuring). Machine: " + ", ".join(sorted({r["machine"] for r in rows})) + ".", "",
-             "| corpus | budget | run | wall time | vs budget | planning (share of budget) | passages generated | "
-             "of which the probe's | pairs trained | steps | s/step planned / actual |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "measuring). Machines: " + "; ".join(sorted({r["machine"] for r in rows})) + " (the CPU column: "
+             "which one ran the row; float32 where there is no AVX512-BF16).", "",
+             "| corpus | budget | run | CPU | wall time | vs budget | planning (share of budget) | "
+             "passages generated | of which the probe's | pairs trained | steps | s/step planned / actual |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        head = f"| {r['corpus']} | {r['budget']} | {r['condition']} | {r['wall_seconds']:.0f} s | "
+        cpu = r["machine"].rsplit(", ", 1)[-1]
+        head = f"| {r['corpus']} | {r['budget']} | {r['condition']} | {cpu} | {r['wall_seconds']:.0f} s | "
         if r.get("refused") is not None:
-            lines.append(head + f"refused before any slow stage: {r['refused']} | | | | | | |")
+            lines.append(head + f"refused before any slow stage: {r['refused']} | | | | | | | |")
             continue
         planning = (r["stage_seconds"].get("prepare") or 0) + (r["stage_seconds"].get("plan") or 0)
         lines.append(head + f"{r['wall_seconds'] / r['budget_seconds']:.0%} | {planning:.0f} s "
@@ -186,7 +188,8 @@ def short_section(rows: list[dict]) -> list[str]:
                      f"{r['passages_total']:,} | {r['probe_passages_kept']} | {r['pairs_trained']:,} | "
                      f"{r['train_steps']}{' (rates reused)' if r['rates_reused'] else ''} | "
                      f"{seconds(r.get('step_seconds_planned'))} / {seconds(r.get('step_seconds_actual'))} |")
-    notes = [f"{r['corpus']} {r['budget']} {r['condition']}: {r['too_little_note']}"
+    notes = [f"{r['corpus']} {r['budget']} {r['condition']} ({r['machine'].rsplit(', ', 1)[-1]}): "
+             f"{r['too_little_note']}"
              for r in rows if r.get("too_little_note")]
     if notes:
         lines += ["", "What genq said of the budgets that buy too little:", ""] + [f"- {note}" for note in notes]
