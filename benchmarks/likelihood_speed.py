@@ -34,6 +34,7 @@ SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TUNED = ROOT / "runs" / "generator-rounds" / "cranfield" / "generator-round2"
 BACKENDS = (("torch", "auto"), ("ctranslate2", "auto"), ("ctranslate2", "float32"))
 COMMAND_THEN = "python benchmarks/likelihood_speed.py --queries 3 --rounds 2"  # results recorded before --rows
+MACHINE_THEN = "AMD EPYC, 2 cores, AVX512-BF16"  # the same; torch's auto precision was bfloat16 there
 
 
 def candidate_pairs(queries: int, depth: int = 20) -> tuple[list[dict], list[str], list[int]]:
@@ -133,15 +134,16 @@ def main() -> None:
                   file=sys.stderr)
             continue
         label, model, template = ROWS[row]
-        new.append({**measure(label, model(), args, template), "command": command_line()})
+        new.append({**measure(label, model(), args, template), "command": command_line(), "machine": machine()})
     results = merged_results(RESULTS / "likelihood_speed.json", new, key="generator")
     lines = ["# Query-likelihood scoring: torch against CTranslate2 score_batch", "",
-             f"Machine: {machine()}, alone. Rounds alternate the order; the "
+             "Each alone on its machine. Rounds alternate the order; the "
              "speed-up is torch's seconds over the system's in the same round (median). Agreement is against "
              "torch float32.", ""]
     for result in results:
         lines += [f"## {result['generator']}: {result['queries']} Cranfield queries x BM25 top 20 = "
-                  f"{result['pairs']} pairs", "", f"Command: `{result.get('command', COMMAND_THEN)}`", "",
+                  f"{result['pairs']} pairs", "", f"Command: `{result.get('command', COMMAND_THEN)}`  ",
+                  f"Machine: {result.get('machine', MACHINE_THEN)}", "",
                   "| backend | best s | s per pair | speed-up vs torch | mean abs diff | same top candidate |",
                   "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['system']} | {r['seconds_best']} | {r['seconds_per_pair']} | {r['speedup_vs_torch_median']}x "

@@ -23,10 +23,13 @@ from genq.generation.settings import GenerationConfig
 from genq.retrieval import reorder
 
 QUERY_LIKELIHOOD = "query-likelihood"  # what --rerank names to get this reranker instead of a cross-encoder
-# --backend auto for scoring, per generator family. Causal, from benchmarks/results/likelihood_speed.md (2-core
-# EPYC, SmolLM2 few-shot, 60 Cranfield pairs): torch bfloat16 0.25 s a pair, CTranslate2 int8 0.45 s (torch
-# computes the shared prompt once per batch, score_batch once per row). Seq2seq is not measured yet: torch.
-AUTO_SCORING_BACKEND = {"causal": "torch", "seq2seq": "torch"}
+# --backend auto for scoring, per generator family, from benchmarks/results/likelihood_speed.md (2-core EPYCs,
+# 60 Cranfield pairs). Causal: torch (SmolLM2's few-shot prompt: torch bfloat16 0.25 s a pair, CTranslate2 int8
+# 0.45 s, as torch computes the shared prompt once per batch and score_batch once per row; zero-shot in float32
+# on a CPU without bf16 they tie). Seq2seq: the generation rule ("auto": CTranslate2 on a CPU, torch on a GPU),
+# as a T5-base-shaped model scored 1.85x faster on CTranslate2 int8 than on torch float32, with the same top
+# candidates.
+AUTO_SCORING_BACKEND = {"causal": "torch", "seq2seq": "auto"}
 
 
 def load_scorer(generation: GenerationConfig):
