@@ -212,9 +212,11 @@ def summarise(collection: Collection, reports: dict[str, dict[int, dict]]) -> di
             "funnel": {row: funnel(collection, row) for row in reports}, "stage_seconds": collection.times}
 
 
-def markdown(results: list[dict], command: str, costs: list[dict] | None = None) -> list[str]:
+def markdown(results: list[dict], command: str, costs: list[dict] | None = None,
+             ran_on: str | None = None) -> list[str]:
     lines = ["# The generator learns the corpus: rounds of self-training, cropping, a cross-domain generator", "",
-             f"Command: `{command}`  ", f"Machine: {machine()}. No hub access: generator SmolLM2-135M-Instruct "
+             f"Command: `{command}`  ",
+             f"Machine: {ran_on or machine()}. No hub access: generator SmolLM2-135M-Instruct "
              "(3 queries per passage, round-trip filter top 3; rounds 2 and 3 sample with the generator tuned by "
              "`genq train-generator` on the kept pairs so far: zero-shot prompt, batch 8, 5e-5, epochs by pair "
              "count, at least 100 steps); "
@@ -248,7 +250,8 @@ def markdown(results: list[dict], command: str, costs: list[dict] | None = None)
                   ""]
     if costs:
         lines += ["## What a tuning step costs: zero-shot against few-shot prompt", "",
-                  "`python benchmarks/generator_rounds.py --tuning-cost`: SmolLM2 tuned for "
+                  f"`{costs[0].get('command', 'python benchmarks/generator_rounds.py --tuning-cost')}` "
+                  f"({costs[0].get('machine', 'the machine above')}): SmolLM2 tuned for "
                   f"{costs[0]['steps_per_run']} steps at batch 8 on {costs[0].get('pairs', ROUND1_PAIRS)}, "
                   "the two prompts in "
                   "alternating rounds; seconds per steady step.", "",
@@ -308,9 +311,9 @@ def main() -> None:
         costs = [tuning_cost(Collection(name, args.runs_dir), 2) for name in args.collections]
         results = merged_results(RESULTS_FILE, [], key="collection")
         previous = read_json(RESULTS_FILE) or {}
-        write_results(NAME, {**previous, "machine": machine(), "results": results, "tuning_cost": costs,
-                             "tuning_cost_command": command},
-                      markdown(results, previous.get("command", command), costs))
+        costs = [{**cost, "machine": machine(), "command": command} for cost in costs]
+        write_results(NAME, {**previous, "results": results, "tuning_cost": costs},
+                      markdown(results, previous.get("command", command), costs, previous.get("machine")))
         return
     for name in args.collections:
         collection = Collection(name, args.runs_dir)
