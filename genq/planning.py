@@ -205,8 +205,9 @@ def plan_run(budget_seconds: float, elapsed_seconds: float, passages_total: int,
             per_passage *= scale
             pairs_planned *= scale
             per_epoch = max(1, math.ceil(pairs_planned / batch_size))
-            steps = max(min(int((available - passages * per_passage) / per_step) if per_step > 0 else per_epoch,
-                            MAX_EPOCHS * per_epoch), per_epoch)
+            per_pairs_step = step_cost(per_step, pairs_planned, batch_size)
+            steps = max(min(int((available - passages * per_passage) / per_pairs_step) if per_step > 0
+                            else per_epoch, MAX_EPOCHS * per_epoch), per_epoch)
             queries_per_passage = more
             chosen.append("queries per passage")
     estimates = {"generate": passages * per_passage + rates.generator_load_seconds,

@@ -126,8 +126,9 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
     say(f"  measuring training ({steps} steps) ...")
     per_step, overhead = _measure_training(passages, training, work_dir, steps,
                                            SHORT_PROBE_BATCH_SHARE if short else 1.0)
-    say("  measuring encoding (one batch) ...")
-    encode_per_passage = _measure_encoding(passages, training, encode_batch_size, dtype, 1 if short else 4)
+    encode_batches = 1 if short else 4
+    say(f"  measuring encoding ({'one batch' if encode_batches == 1 else f'{encode_batches} batches'}) ...")
+    encode_per_passage = _measure_encoding(passages, training, encode_batch_size, dtype, encode_batches)
     rates = Rates(generate_seconds_per_passage=generate_per_passage,
                   pairs_per_passage=pairs_per_passage * filter_keep_share, train_seconds_per_step=per_step,
                   encode_seconds_per_passage=encode_per_passage, train_overhead_seconds=overhead,

@@ -29,6 +29,7 @@ from genq.pipeline.sources import (
     generation_round_stages,
 )
 from genq.pipeline.stage import RunContext, Stage
+from genq.planning import step_cost
 from genq.pseudo_label import pseudo_label
 from genq.train import RUN_RECORD, train_bi_encoder
 from genq.train_reranker import train_reranker
@@ -183,8 +184,8 @@ def _train(context: RunContext, resume: bool, pairs_in: Path) -> tuple[dict, str
     summary = train_bi_encoder(pairs_in, model_dir, training, resume=can_resume, overwrite=not can_resume,
                                progress=context.progress)
     if summary.steps >= 4 and summary.seconds_per_step:  # kept for a full batch: fewer pairs make cheaper steps
-        full = training.batch_size / max(1, min(summary.train_pairs or training.batch_size, training.batch_size))
-        remember_actual_rate(context, train_seconds_per_step=summary.seconds_per_step * full)
+        share = step_cost(1.0, summary.train_pairs or training.batch_size, training.batch_size)
+        remember_actual_rate(context, train_seconds_per_step=summary.seconds_per_step / share)
     for note in summary.notes:
         say(f"  note: {note}")
     if summary.verdict():
