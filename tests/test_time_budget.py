@@ -72,6 +72,7 @@ def test_fewer_pairs_than_a_batch_are_costed_as_the_smaller_steps_they_are():
     assert plan.steps > full_batch_steps  # more steps than full batches would allow
     assert plan.estimates["train"] == pytest.approx(plan.steps * 10.0 * 30 / 64 + 5.0, abs=0.1)
     assert step_cost(10.0, 30, 64) == pytest.approx(10.0 * 30 / 64) and step_cost(10.0, 640, 64) == 10.0
+    assert step_cost(10.0, 133, 64) == pytest.approx(10.0 * (133 / 3) / 64)  # steps of 64, 64 and 5
 
 
 def test_one_epoch_must_fit_so_fewer_passages_are_generated_for():
