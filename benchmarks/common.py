@@ -29,13 +29,12 @@ def machine() -> str:
     """The CPU's model name, core count and whether it does bf16 natively, as /proc/cpuinfo gives them
     (platform.processor() is empty on Linux). Virtual CPUs with and without AVX512-BF16 both call
     themselves "AMD EPYC" here, and every speed differs between them (--dtype auto picks bf16 on one)."""
-    from genq.hardware import cpu_flags
+    from genq.hardware import NATIVE_BF16_FLAGS, cpu_description, cpu_flags
 
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
-    bf16 = "AVX512-BF16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "no AVX512-BF16"
-    return f"{names[0] if names else platform.machine()}, {len(names) or os.cpu_count() or '?'} cores, {bf16}"
+    cpu = cpu_description()
+    bf16 = "AVX512-BF16" if cpu_flags() & NATIVE_BF16_FLAGS else "no AVX512-BF16"
+    return (f"{cpu.get('model name') or platform.machine()}, {cpu.get('processors') or os.cpu_count() or '?'} cores, "
+            f"{bf16}")
 
 
 def command_line(script: str | None = None) -> str:

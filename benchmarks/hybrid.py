@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -36,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import machine, write_results  # noqa: E402
 from genq.encode import Encoder  # noqa: E402
 from genq.evaluate import (  # noqa: E402
     bm25_candidates,
@@ -200,12 +199,8 @@ def main() -> None:
     adapted = dict(item.split("=", 1) for item in args.adapted)
     collections = [c for c in args.collections.split(",") if c]
     args.work.mkdir(parents=True, exist_ok=True)
-    import platform
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "cpu")
-    report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{cpu} ({platform.machine()}), {os.cpu_count()} cores, "
-              "no GPU", "command": " ".join(sys.argv[1:]), "quality": [], "latency": [], "notes": []}
+    report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{machine()}, no GPU", "command": " ".join(sys.argv[1:]),
+              "quality": [], "latency": [], "notes": []}
     if not args.skip_quality:
         for name in collections:
             models = {"base (MiniLM)": BASE}

@@ -161,6 +161,11 @@ def step_rates(manifest: dict) -> dict:
             "step_seconds_actual": stages["train"]["summary"].get("seconds_per_step")}
 
 
+def cpu_of(row: dict) -> str:
+    """Whether the row's CPU does bf16 natively: the last part of its machine label."""
+    return row["machine"].rsplit(", ", 1)[-1]
+
+
 def seconds(value: float | None) -> str:
     """A rate to one decimal, or a dash where an older row did not record it."""
     return "–" if value is None else f"{value:.1f}"
@@ -177,8 +182,7 @@ def short_section(rows: list[dict]) -> list[str]:
              "passages generated | of which the probe's | pairs trained | steps | s/step planned / actual |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        cpu = r["machine"].rsplit(", ", 1)[-1]
-        head = f"| {r['corpus']} | {r['budget']} | {r['condition']} | {cpu} | {r['wall_seconds']:.0f} s | "
+        head = f"| {r['corpus']} | {r['budget']} | {r['condition']} | {cpu_of(r)} | {r['wall_seconds']:.0f} s | "
         if r.get("refused") is not None:
             lines.append(head + f"refused before any slow stage: {r['refused']} | | | | | | | |")
             continue
@@ -188,8 +192,7 @@ def short_section(rows: list[dict]) -> list[str]:
                      f"{r['passages_total']:,} | {r['probe_passages_kept']} | {r['pairs_trained']:,} | "
                      f"{r['train_steps']}{' (rates reused)' if r['rates_reused'] else ''} | "
                      f"{seconds(r.get('step_seconds_planned'))} / {seconds(r.get('step_seconds_actual'))} |")
-    notes = [f"{r['corpus']} {r['budget']} {r['condition']} ({r['machine'].rsplit(', ', 1)[-1]}): "
-             f"{r['too_little_note']}"
+    notes = [f"{r['corpus']} {r['budget']} {r['condition']} ({cpu_of(r)}): {r['too_little_note']}"
              for r in rows if r.get("too_little_note")]
     if notes:
         lines += ["", "What genq said of the budgets that buy too little:", ""] + [f"- {note}" for note in notes]

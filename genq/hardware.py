@@ -17,24 +17,38 @@ from genq.io import GenqError
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
 
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # the CPU does bf16 matrix products in hardware
+
+
 @functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
+def cpu_description() -> dict[str, str | int]:
+    """The first processor's /proc/cpuinfo fields ("model name", "cpu family", "model", "flags"...) and
+    ``processors``, their count; empty where the file does not exist (not Linux)."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
-        return frozenset()
+        return {}
+    fields: dict[str, str | int] = {}
+    processors = 0
     for line in cpuinfo.read_text(errors="replace").splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+        name, _, value = line.partition(":")
+        name = name.strip()
+        if name == "processor":
+            processors += 1
+        elif processors == 1 and name:
+            fields[name] = value.strip()
+    return {**fields, "processors": processors}
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
+    return frozenset(str(cpu_description().get("flags", "")).split())
 
 
 def cpu_has_fast_bf16() -> bool:
     """True where the CPU does bf16 matrix products natively (AMX or AVX512-BF16)."""
     if os.environ.get("GENQ_NO_BF16"):
         return False
-    flags = cpu_flags()
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return bool(cpu_flags() & NATIVE_BF16_FLAGS)
 
 
 def resolve_device(device: str | None = None) -> str:

@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from genq.hardware import cpu_flags
+from genq.hardware import cpu_description, cpu_flags
 from genq.io import cache_root, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -46,23 +46,10 @@ def machine_facts() -> dict:
     """
     import torch
 
-    cpu, family, model = "", "", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            name, _, value = line.partition(":")
-            name = name.strip()
-            if name == "model name" and not cpu:
-                cpu = value.strip()
-            elif name == "cpu family" and not family:
-                family = value.strip()
-            elif name == "model" and not model:
-                model = value.strip()
-            elif not line.strip() and cpu:
-                break  # the first processor's block is enough
-    except OSError:
-        pass
+    cpu = cpu_description()
+    family_model = f"{cpu['cpu family']}/{cpu.get('model', '')}" if "cpu family" in cpu else ""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu or os.uname().machine, "cpu_family_model": f"{family}/{model}" if family else "",
+    return {"cpu": cpu.get("model name") or os.uname().machine, "cpu_family_model": family_model,
             "isa": sorted(cpu_flags() & KERNEL_FLAGS), "threads": torch.get_num_threads(), "gpu": gpu}
 
 

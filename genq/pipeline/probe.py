@@ -108,10 +108,10 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
 
     Two generation batches, timed by the second (the generator stays loaded for the generate
     stage), ``PROBE_STEPS`` training steps on passage-shaped pairs (the passage's opening words
-    as the query: the passage side sets a step's cost) timed by the steady ones, and one
-    encoding batch of passages drawn from across the corpus. ``short`` (a budget of a few
-    minutes): smaller generation batches and ``SHORT_PROBE_STEPS`` steps at a quarter of the batch
-    (the step's time scaled up), a rougher rate for a
+    as the query: the passage side sets a step's cost) timed by the steady ones, and four
+    encoding batches of passages drawn from across the corpus. ``short`` (a budget of a few
+    minutes): smaller generation batches, ``SHORT_PROBE_STEPS`` steps at a quarter of the batch
+    (the step's time scaled up) and one encoding batch, a rougher rate for a
     run where measuring would otherwise cost most of the time. The generator's load time is
     measured too (``generator_load_seconds``): a later run that reuses these rates pays it in its
     generate stage.
