@@ -237,17 +237,20 @@ def _ndcg(score_run, collection, run) -> dict[str, float]:
     return {q: m["ndcg@10"] for q, m in table.items()}
 
 
-def markdown(results: list[dict]) -> list[str]:
+def markdown(results: list[dict], ran_on: str) -> list[str]:
+    """``ran_on``: the machine of results that predate each result naming its own."""
     lines = ["# Query-likelihood reranking (UPR) with the generator genq runs", "",
-             f"Machine: {machine()}, no GPU. Generators: SmolLM2-135M-Instruct as shipped (the offline default; "
-             "genq's chat prompt, msmarco few-shot) and Gemma-3-270M base (Q4_K_M GGUF de-quantised; no chat "
+             "No GPU; each section names its CPU. Generators: SmolLM2-135M-Instruct as shipped (the offline default; "
+             "genq's chat prompt, msmarco few-shot), SmolLM2 tuned on the collection's own kept queries by "
+             "`benchmarks/generator_rounds.py` (generator-round2: its zero-shot prompt, passage in, query out) "
+             "and Gemma-3-270M base (Q4_K_M GGUF de-quantised; no chat "
              "template, so the same few-shot prompt as plain text); mean log p(query | passage) over the "
              "query's tokens and its end; first stages BM25 and hybrid(base) (all-MiniLM-L6-v2 + BM25, minmax 0.5). "
              "Deterministic: no seeds to vary.", ""]
     for result in results:
         ndcg, tests = result["ndcg@10"], result["tests"]
         heading = f"## {result['collection']} ({result['queries']} queries), {Path(result['generator']).name}"
-        lines += [heading, "", f"Command: `{result['command']}`", "",
+        lines += [heading, "", f"Command: `{result['command']}`  ", f"Machine: {result.get('machine', ran_on)}", "",
                   "| system | nDCG@10 | vs first stage | p | vs hybrid(base) | p |", "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {stage} | {ndcg[stage]:.4f} | | | | |" for stage in STAGES]
         for label in result["rows"]:
@@ -265,7 +268,9 @@ def markdown(results: list[dict]) -> list[str]:
                              f"{o.get('P@1 likelihood', 0):.4f} |")
         per_pair = result["seconds_per_pair"]
         lines += ["", f"Cost while scoring the table: {per_pair} s per (query, passage) in {result['dtype']} on 2 "
-                  f"cores (a candidate both stages return is scored once; generator load {result['load_seconds']} s)."]
+                  f"cores (a candidate both stages return is scored once; generator load {result['load_seconds']} s)."
+                  if per_pair else "Cost while scoring the table: not timed (every score was kept from an earlier "
+                  "run, which did not record it)."]
         if result.get("latency"):
             lines += ["", "Latency of reranking one query (hybrid(base)'s top D scored afresh, the depths taking "
                       "turns within each query, machine otherwise idle):", "",
@@ -296,11 +301,21 @@ def main() -> None:
     if args.limit_queries:
         print(json.dumps(results, indent=1))
         return
+    results_file = ROOT / "benchmarks" / "results" / "query_likelihood.json"
+    earlier = json.loads(results_file.read_text()) if results_file.exists() else {}
+    earlier_by_key = {r["key"]: r for r in earlier.get("results", [])}
     for result in results:
         result["command"] = command
         result["key"] = f"{result['collection']} / {Path(result['generator']).name}"
-    merged = merged_results(ROOT / "benchmarks" / "results" / "query_likelihood.json", results, key="key")
-    path = write_results("query_likelihood", {"machine": machine(), "results": merged}, markdown(merged))
+        result["machine"] = machine()
+        before = earlier_by_key.get(result["key"], {})
+        if result["seconds_per_pair"] is None and before.get("seconds_per_pair"):
+            # every score came from the kept score file: the cost is the one the run that scored them measured
+            result["seconds_per_pair"], result["dtype"] = before["seconds_per_pair"], before["dtype"]
+            result["machine"] = before.get("machine", earlier.get("machine"))
+    merged = merged_results(results_file, results, key="key")
+    ran_on = earlier.get("machine") or machine()
+    path = write_results("query_likelihood", {"machine": ran_on, "results": merged}, markdown(merged, ran_on))
     print(path.read_text())
 
 
