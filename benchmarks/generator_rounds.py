@@ -212,6 +212,22 @@ def summarise(collection: Collection, reports: dict[str, dict[int, dict]]) -> di
             "funnel": {row: funnel(collection, row) for row in reports}, "stage_seconds": collection.times}
 
 
+def with_provenance(result: dict, ran_on: str, command: str) -> dict:
+    """``result`` with each of its rows naming the machine and command that measured it."""
+    rows = {name.split(": ")[0] for name in result["rows"] if ": " in name}
+    return {**result, "measured_by": {row: {"machine": ran_on, "command": command} for row in rows}}
+
+
+def merge_rows(kept: dict, measured: dict) -> dict:
+    """A collection's results with the rows just measured replacing theirs and the others kept, so that
+    ``--rows supervised`` adds a row to the table instead of leaving it with one (a row's tests against
+    round 1 need round 1 in the same run: its reports are per query, and the results keep only means)."""
+    merged = {"collection": measured["collection"]}
+    for part in ("rows", "tests", "funnel", "stage_seconds", "measured_by"):
+        merged[part] = {**(kept.get(part) or {}), **(measured.get(part) or {})}
+    return merged
+
+
 def markdown(results: list[dict], command: str, costs: list[dict] | None = None,
              ran_on: str | None = None) -> list[str]:
     lines = ["# The generator learns the corpus: rounds of self-training, cropping, a cross-domain generator", "",
@@ -248,6 +264,10 @@ def markdown(results: list[dict], command: str, costs: list[dict] | None = None,
                          f"{f['distinct_queries']} | {opening} | {f['bi_encoder_steps']} |")
         lines += ["", "Stage wall seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result["stage_seconds"].items()),
                   ""]
+        elsewhere = {row: by for row, by in (result.get("measured_by") or {}).items()
+                     if by["machine"] != (ran_on or machine()) or by["command"] != command}
+        lines += [f"Row {row} measured on {by['machine']}: `{by['command']}`" for row, by in elsewhere.items()]
+        lines += [""] if elsewhere else []
     if costs:
         lines += ["## What a tuning step costs: zero-shot against few-shot prompt", "",
                   f"`{costs[0].get('command', 'python benchmarks/generator_rounds.py --tuning-cost')}` "
@@ -322,10 +342,15 @@ def main() -> None:
         for seed in args.seeds:
             for row in args.rows:
                 reports.setdefault(row, {})[seed] = collection.evaluation(row, seed)
-                results = merged_results(RESULTS_FILE, [summarise(collection, reports)])
-                costs = (read_json(RESULTS_FILE) or {}).get("tuning_cost")
-                write_results(NAME, {"machine": machine(), "command": command, "results": results,
-                                     "tuning_cost": costs}, markdown(results, command, costs))
+                previous = read_json(RESULTS_FILE) or {}
+                kept = next((r for r in previous.get("results", []) if r["collection"] == name), None)
+                measured = with_provenance(summarise(collection, reports), machine(), command)
+                results = merged_results(RESULTS_FILE, [merge_rows(kept, measured) if kept else measured])
+                write_results(NAME, {"machine": previous.get("machine", machine()),
+                                     "command": previous.get("command", command), "results": results,
+                                     "tuning_cost": previous.get("tuning_cost")},
+                              markdown(results, previous.get("command", command), previous.get("tuning_cost"),
+                                       previous.get("machine")))
 
 
 if __name__ == "__main__":
