@@ -9,6 +9,11 @@ many passages to generate for, and how many optimizer steps to train. The rest o
 pipeline (indexing, filtering, evaluating) is costed from the same encoding rate and taken off
 the top.
 
+With ``--generator-rounds N`` every round samples the same passages (round k with the generator
+tuned on the kept pairs before it), so a passage costs N samplings and yields about N times the
+pairs; tuning the generator before each later round is a fixed cost (``BUDGET_TUNING_STEPS`` steps
+at the probe's rate), taken off the top with the other fixed stages.
+
 The split: generation and training share what is left equally, within two bounds. Training
 runs at least one epoch over the pairs it has (fewer passages are generated for if one epoch
 would not fit) and at most ``MAX_EPOCHS`` (more passages are generated for instead, while
@@ -18,7 +23,7 @@ any are left): queries for new passages teach more than another pass over the sa
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from genq.ann import auto_index_type
 from genq.durations import format_duration
@@ -27,6 +32,10 @@ MAX_EPOCHS = 10  # past this, more passages beat more passes (the same cap as si
 SAFETY = 0.97  # plan to this share of the budget: the stages after training are estimates, with tails
 BUDGET_QUERIES_PER_PASSAGE = 3  # GenQ's: under a budget, breadth (passages covered) beats depth
 MAX_BUDGET_QUERIES_PER_PASSAGE = 10  # when the whole corpus is covered with time to spare, up to this many
+# steps a generator is tuned before each later round under a budget: train-generator's own floor (MIN_AUTO_STEPS),
+# which measured enough to cut SmolLM2's runaways from 58% to 6% on Cranfield (results/generator_rounds.md)
+BUDGET_TUNING_STEPS = 100
+ROUND_STAGES = ("tune generator", "generate round")  # the stages of rounds 2..N, as the pipeline names them
 
 
 # What an index costs past encoding its passages, per passage, measured by benchmarks/scale.py on this project's
@@ -46,11 +55,19 @@ def index_build_seconds(passages: int, index_type: str, lexical: bool) -> float:
     return passages * (per_passage + (BM25_SECONDS_PER_PASSAGE if lexical else 0.0))
 
 
-def smallest_budget(elapsed_seconds: float, rates: Rates, fixed: Fixed, min_passages: int) -> float:
-    """The budget that holds the fixed stages and the smallest adaptation (one batch generated, one step)."""
+def smallest_budget(elapsed_seconds: float, rates: Rates, fixed: Fixed, min_passages: int, rounds: int = 1,
+                    tune_steps: int = 0) -> float:
+    """The budget that holds the fixed stages and the smallest adaptation (one batch generated in each round,
+    the generator's tuning between rounds, one step)."""
     smallest = (elapsed_seconds + fixed.total + rates.generator_load_seconds + rates.train_overhead_seconds
-                + min_passages * rates.generate_seconds_per_passage + rates.train_seconds_per_step)
+                + rounds * min_passages * rates.generate_seconds_per_passage + rates.train_seconds_per_step
+                + tuning_seconds(rates, rounds, tune_steps))
     return smallest / SAFETY
+
+
+def tuning_seconds(rates: Rates, rounds: int, tune_steps: int) -> float:
+    """Seconds spent tuning the generator before rounds 2..``rounds``, ``tune_steps`` steps each."""
+    return max(rounds - 1, 0) * (rates.tune_overhead_seconds + tune_steps * rates.tune_seconds_per_step)
 
 
 @dataclass
@@ -63,6 +80,8 @@ class Rates:
     encode_seconds_per_passage: float
     generator_load_seconds: float = 0.0
     train_overhead_seconds: float = 0.0  # model load, save, card: once per training run
+    tune_seconds_per_step: float = 0.0  # a generator tuning step (measured only for --generator-rounds)
+    tune_overhead_seconds: float = 0.0  # the tuned model's load and save: once per tuning
 
     def to_dict(self) -> dict:
         return {k: round(v, 5) for k, v in asdict(self).items()}
@@ -91,6 +110,8 @@ class Plan:
     estimates: dict[str, float]  # seconds per stage still to run
     chosen: list[str]  # what the plan sized (the user set the rest)
     notes: list[str] = field(default_factory=list)
+    rounds: int = 1  # generation rounds, each over the same passages
+    tune_steps: int = 0  # generator tuning steps before each later round
 
     @property
     def estimated_total(self) -> float:
@@ -98,10 +119,15 @@ class Plan:
 
     def describe(self) -> str:
         parts = [f"generate for {self.passages:,} of {self.passages_total:,} passages x {self.queries_per_passage} "
-                 f"(est. {format_duration(self.estimates.get('generate', 0))})",
-                 f"train {self.steps:,} steps (est. {format_duration(self.estimates.get('train', 0))})"]
+                 f"(est. {format_duration(self.estimates.get('generate', 0))})"]
+        later = [name for name in self.estimates if name.startswith(ROUND_STAGES)]
+        if later:
+            parts.append(f"{self.rounds - 1} more round{'s' * (self.rounds > 2)}, each tuning the generator "
+                         f"{self.tune_steps:,} steps and sampling the same passages again (est. "
+                         f"{format_duration(sum(self.estimates[name] for name in later))})")
+        parts.append(f"train {self.steps:,} steps (est. {format_duration(self.estimates.get('train', 0))})")
         parts += [f"{name} (est. {format_duration(seconds)})" for name, seconds in self.estimates.items()
-                  if name not in ("generate", "train")]
+                  if name not in ("generate", "train") and not name.startswith(ROUND_STAGES)]
         return (f"budget {format_duration(self.budget_seconds)}: " + ", ".join(parts)
                 + f"; about {format_duration(self.estimated_total)} in all "
                   f"({format_duration(self.elapsed_seconds)} already spent preparing and measuring)")
@@ -132,7 +158,8 @@ def step_cost(full_batch_seconds: float, pairs: float, batch_size: int) -> float
 
 def plan_run(budget_seconds: float, elapsed_seconds: float, passages_total: int, rates: Rates, fixed: Fixed, *,
              batch_size: int, queries_per_passage: int, limit: int | None = None, epochs: float | None = None,
-             max_steps: int | None = None, min_passages: int = 1, size_queries: bool = False) -> Plan:
+             max_steps: int | None = None, min_passages: int = 1, size_queries: bool = False, rounds: int = 1,
+             tune_steps: int = 0) -> Plan:
     """Size the passages to generate for and the training steps so the whole run fits the budget.
 
     ``limit``, ``epochs`` and ``max_steps`` are what the user set (None: genq sizes it);
@@ -141,9 +168,17 @@ def plan_run(budget_seconds: float, elapsed_seconds: float, passages_total: int,
     unset; ``rates`` were measured at ``queries_per_passage``) a budget that covers every
     passage and the epoch cap with time to spare buys more queries per passage, up to
     ``MAX_BUDGET_QUERIES_PER_PASSAGE``, as GPL generates more per passage for small corpora.
+    ``rounds`` > 1: each passage is sampled once per round and trains on the pairs of every round
+    (costed at round 1's rates: a tuned generator's samples end sooner and are kept more often, so
+    this errs long), with ``tune_steps`` generator steps before each later round.
     """
+    tuning = tuning_seconds(rates, rounds, tune_steps)
+    one_round = rates
+    if rounds > 1:
+        rates = replace(rates, generate_seconds_per_passage=rates.generate_seconds_per_passage * rounds,
+                        pairs_per_passage=rates.pairs_per_passage * rounds)
     available = budget_seconds * SAFETY - elapsed_seconds - fixed.total - rates.generator_load_seconds \
-        - rates.train_overhead_seconds
+        - rates.train_overhead_seconds - tuning
     notes: list[str] = []
     if available <= 0:
         notes.append(f"the budget leaves no time after the fixed costs ({format_duration(fixed.total)} for "
@@ -213,11 +248,15 @@ def plan_run(budget_seconds: float, elapsed_seconds: float, passages_total: int,
                             else per_epoch, MAX_EPOCHS * per_epoch), per_epoch)
             queries_per_passage = more
             chosen.append("queries per passage")
-    estimates = {"generate": passages * per_passage + rates.generator_load_seconds,
-                 "train": steps * step_cost(per_step, pairs_planned, batch_size) + rates.train_overhead_seconds,
-                 **fixed.stages}
+    each_round = passages * per_passage / rounds
+    estimates = {"generate": each_round + rates.generator_load_seconds}
+    for number in range(2, rounds + 1):
+        estimates[f"tune generator {number}"] = tuning_seconds(one_round, 2, tune_steps)
+        estimates[f"generate round {number}"] = each_round
+    estimates.update({"train": steps * step_cost(per_step, pairs_planned, batch_size) + rates.train_overhead_seconds,
+                      **fixed.stages})
     plan = Plan(budget_seconds, elapsed_seconds, passages_total, passages, queries_per_passage, steps, batch_size,
-                {k: round(v, 1) for k, v in estimates.items()}, chosen, notes)
+                {k: round(v, 1) for k, v in estimates.items()}, chosen, notes, rounds, tune_steps)
     if plan.estimated_total > budget_seconds:
         plan.notes.append(f"this plan is estimated at {format_duration(plan.estimated_total)}, over the budget: "
                           + ("the options you set need more time" if limit or epochs or max_steps else

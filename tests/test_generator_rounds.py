@@ -107,10 +107,55 @@ def test_generated_and_cropped_pairs_train_together(tmp_path, raw_corpus, tiny_t
     assert "cropped" in sources and None in sources
 
 
+def test_a_time_budget_plans_the_rounds_and_their_tuning(tmp_path, raw_corpus, tiny_t5_dir, tiny_encoder_dir,
+                                                          monkeypatch):
+    from genq.pipeline import budget
+
+    monkeypatch.setattr(budget, "BUDGET_TUNING_STEPS", 6)  # 100 in earnest: the same plan, quicker to run
+    run_dir = tmp_path / "run"
+    args = adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, "--filter-min-score", "-1",
+                      "--generator-rounds", "2", "--backend", "torch", "--time-budget", "10m", "--quality-sample",
+                      "0", "--gen-batch-size", "4", "--max-steps", "4")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "measuring the generator's tuning" in result.output and "s per generator tuning step" in result.output
+    assert "1 more round, each tuning the generator 6 steps" in result.output
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    plan = manifest["stages"]["plan"]["summary"]["plan"]
+    rates = manifest["stages"]["plan"]["summary"]["rates"]
+    assert plan["rounds"] == 2 and plan["tune_steps"] == 6 and "tuning steps" in plan["chosen"]
+    assert rates["tune_seconds_per_step"] > 0
+    assert {"tune generator 2", "generate round 2"} <= set(plan["estimates"])
+    assert {"tune generator 2", "generate round 2"} <= set(manifest["plan_vs_actual"]["stages"])  # estimate vs actual
+    # the tuning ran the steps the plan gave it (not its own rule's: at least 100)
+    tuned = json.loads((run_dir / "generators" / "round2" / "genq_training.json").read_text())
+    assert tuned["summary"]["steps"] == 6
+    assert manifest["stages"]["tune generator 2"]["params"]["max_steps"] == "by time budget"
+    assert manifest["stages"]["generate round 2"]["params"]["limit"] == "by time budget"
+    assert manifest["stages"]["train"]["summary"]["steps"] == 4
+    result = CliRunner().invoke(main, args)  # the same budget again: the plan and every stage skipped
+    assert result.exit_code == 0, result.output
+    assert set(stage_status(result.output).values()) == {"skipped"}
+
+
+def test_rounds_whose_tuning_cannot_fit_the_budget_are_refused_before_generating(tmp_path, raw_corpus, tiny_t5_dir,
+                                                                                 tiny_encoder_dir, monkeypatch):
+    from genq.pipeline import probe
+
+    monkeypatch.setattr(probe, "_measure_tuning", lambda *args: (30.0, 10.0))  # a CPU's SmolLM2: 100 steps ~ 50 min
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir,
+                                                 "--generator-rounds", "3", "--backend", "torch", "--time-budget",
+                                                 "20m", "--quality-sample", "0"))
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "cannot hold 3 generation rounds" in result.output and "fix: --time-budget 1.7h" in result.output
+    assert not (run_dir / "pairs.jsonl").exists() and not (run_dir / "pairs.jsonl.partial").exists()
+
+
 def test_combinations_that_cannot_work_are_refused_before_any_stage(tmp_path, raw_corpus, tiny_t5_dir,
                                                                    tiny_encoder_dir):
     for extra, says in ((["--queries", "cropped", "--generator-rounds", "2"], "--queries cropped has none"),
-                        (["--generator-rounds", "2", "--time-budget", "5m"], "--time-budget")):
+                        (["--queries", "generated+cropped", "--time-budget", "5m"], "--time-budget")):
         run_dir = tmp_path / f"run-{len(says)}"
         result = CliRunner().invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, *extra))
         assert result.exit_code != 0 and says in result.output and "Traceback" not in result.output

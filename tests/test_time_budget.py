@@ -204,3 +204,20 @@ def test_the_plan_samples_a_corpus_evenly_without_holding_it(tmp_path):
     assert total == 100 and [p["_id"] for p in sample] == [f"p{n}" for n in (0, 12, 25, 37, 50, 62, 75, 87)]
     total, sample = corpus_sample(path, size=500)
     assert total == 100 and [p["_id"] for p in sample] == [f"p{n}" for n in range(100)]
+
+
+def test_rounds_cost_one_sampling_per_round_and_a_tuning_before_each_later_one():
+    tuning = Rates(**{**RATES.to_dict(), "tune_seconds_per_step": 2.0, "tune_overhead_seconds": 20.0})
+    one = plan_run(7200, 60, 5000, tuning, Fixed({"index": 40.0}), batch_size=64, queries_per_passage=3)
+    three = plan_run(7200, 60, 5000, tuning, Fixed({"index": 40.0}), batch_size=64, queries_per_passage=3, rounds=3,
+                     tune_steps=100)
+    assert three.estimates["tune generator 2"] == three.estimates["tune generator 3"] == 20.0 + 100 * 2.0
+    each = three.passages * 2.0
+    assert three.estimates["generate round 2"] == three.estimates["generate round 3"] == pytest.approx(each, abs=0.1)
+    assert three.estimates["generate"] == pytest.approx(each, abs=0.1)
+    assert three.passages < one.passages  # every passage is sampled three times, and tuning comes off the top
+    assert three.estimated_total <= 7200 * SAFETY + 1 and three.estimated_total >= 7200 * SAFETY * 0.9
+    # training is planned over every round's pairs (round 1's yield, three times)
+    assert three.steps >= -(-three.passages * 3 * 3 // 64)
+    assert "2 more rounds, each tuning the generator 100 steps" in three.describe()
+    assert "more round" not in one.describe() and "tune generator 2" not in one.estimates

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from genq.batch_sizing import CPU_GENERATION_BATCH
@@ -18,6 +19,7 @@ from genq.pipeline.probe import PresampledGenerator, corpus_sample, measure_rate
 from genq.pipeline.stage import RunContext, Stage, StageResult
 from genq.planning import (
     BUDGET_QUERIES_PER_PASSAGE,
+    BUDGET_TUNING_STEPS,
     MAX_EPOCHS,
     SAFETY,
     Fixed,
@@ -45,6 +47,9 @@ def plan_stage(context: RunContext) -> Stage:
                 "epochs": None if config.auto_epochs else training.epochs,
                 "max_steps": training.max_steps if training.max_steps > 0 else None,
                 "eval_data": config.eval_data, "batch_size": training.batch_size}
+    if rounds_of(config) > 1:
+        settings.update(generator_rounds=config.generator_rounds, tuning_steps=user_tuning_steps(config),
+                        tuning_epochs=config.generator_tuning.epochs)
     return Stage("plan", settings, _run_plan, outputs=[], inputs=[context.paths.passages], restore=_restore_plan)
 
 
@@ -71,21 +76,44 @@ def _restore_plan(context: RunContext) -> None:
     context.say(f"  the plan recorded for this budget: {plan.describe()}")
 
 
+def rounds_of(config: AdaptConfig) -> int:
+    return config.generator_rounds if config.generates else 1
+
+
+def user_tuning_steps(config: AdaptConfig) -> int | None:
+    """The generator tuning steps the user set (``GeneratorTrainingConfig.max_steps``), or None."""
+    return config.generator_tuning.max_steps if config.generator_tuning.max_steps > 0 else None
+
+
+def tuning_steps(config: AdaptConfig) -> int:
+    """Steps costed per tuning: the user's, else ``BUDGET_TUNING_STEPS`` (a user's ``--generator-epochs`` run
+    as set, and are costed at that many steps: how many pairs they pass over is known only after round 1)."""
+    return user_tuning_steps(config) or BUDGET_TUNING_STEPS
+
+
+def plan_sizes_tuning(config: AdaptConfig) -> bool:
+    return rounds_of(config) > 1 and user_tuning_steps(config) is None and config.generator_tuning.epochs is None
+
+
 def make_plan(context: RunContext):
     """Measure, then size the run to ``config.time_budget``; prints the plan before the slow stages."""
     config, say = context.config, context.say
     generation, training = config.generation, config.training
+    rounds = rounds_of(config)
     if config.auto_queries_per_passage:
         generation.queries_per_passage = BUDGET_QUERIES_PER_PASSAGE
     total, passages = corpus_sample(context.paths.passages)
     keep = FILTER_KEEP_PRIOR if config.filtering else 1.0
     key = rates_key(config, passages)
     context.manifest.data["rate_key"] = key  # the generate and train stages correct the kept rates by their own
-    rates, probe = _kept_rates(key, keep, say), None
+    rates, probe = _kept_rates(key, keep, say, needs_tuning=rounds > 1), None
     if rates is None:
+        tuning = replace(config.generator_tuning, generator=generation.model, gguf_file=generation.gguf_file) \
+            if rounds > 1 else None
         measured = measure_rates(passages, generation, training, work_dir=context.paths.cache / "plan",
                                  encode_batch_size=config.encode_batch_size, dtype=config.dtype,
-                                 filter_keep_share=keep, say=say, short=config.time_budget < SHORT_BUDGET)
+                                 filter_keep_share=keep, say=say, short=config.time_budget < SHORT_BUDGET,
+                                 tuning=tuning)
         rates, probe = measured.rates, measured
         save_rates(key, {**rates.to_dict(), "pairs_per_passage": rates.pairs_per_passage / keep},
                    {"generator": generation.gguf_file or generation.model, "bi_encoder": training.base_model})
@@ -94,15 +122,24 @@ def make_plan(context: RunContext):
     elapsed, min_passages = time.perf_counter() - context.started, generation.batch_size or CPU_GENERATION_BATCH
     if elapsed + fixed.total > config.time_budget:
         raise GenqError(_fixed_costs_exceed(config.time_budget, elapsed, fixed, rates, total, min_passages))
+    if rounds > 1:
+        _refuse_rounds_that_cannot_fit(config, elapsed, fixed, rates, min_passages)
     plan = plan_run(config.time_budget, elapsed, total, rates, fixed,
                     batch_size=training.batch_size, queries_per_passage=generation.queries_per_passage,
                     limit=config.limit, epochs=None if config.auto_epochs else training.epochs,
                     max_steps=training.max_steps if training.max_steps > 0 else None,
-                    min_passages=min_passages, size_queries=config.auto_queries_per_passage)
+                    min_passages=min_passages, size_queries=config.auto_queries_per_passage, rounds=rounds,
+                    tune_steps=tuning_steps(config) if rounds > 1 else 0)
+    if plan_sizes_tuning(config):
+        plan.chosen.append("tuning steps")
+    elif rounds > 1 and user_tuning_steps(config) is None:
+        plan.notes.append(f"the generator is tuned for the --generator-epochs you set; the plan costs each tuning "
+                          f"at {plan.tune_steps:,} steps")
     say(f"  rates here: {1 / max(rates.generate_seconds_per_passage, 1e-9):.2f} passages/s generating "
         f"({rates.pairs_per_passage:.1f} pairs kept per passage{', after the filter (assumed 50%)' if keep < 1 else ''}"
         f"), {rates.train_seconds_per_step:.1f} s per training step, "
-        f"{1 / max(rates.encode_seconds_per_passage, 1e-9):.0f} passages/s encoding")
+        f"{1 / max(rates.encode_seconds_per_passage, 1e-9):.0f} passages/s encoding"
+        + (f", {rates.tune_seconds_per_step:.1f} s per generator tuning step" if rounds > 1 else ""))
     say(f"  {plan.describe()}")
     for note in plan.notes:
         say(f"  note: {note}")
@@ -113,6 +150,24 @@ def make_plan(context: RunContext):
     if "steps" in plan.chosen and plan.steps < USEFUL_STEPS:
         say(f"  note: {too_little_note(config, plan, rates, total, time.perf_counter() - context.started)}")
     return plan, rates, probe
+
+
+def _refuse_rounds_that_cannot_fit(config: AdaptConfig, elapsed: float, fixed: Fixed, rates: Rates,
+                                   min_passages: int) -> None:
+    """Rounds whose tuning alone leaves no time for the rest are refused before any slow stage, with the budget
+    that holds them: tuning is a fixed cost per round, and a plan cannot shrink it without leaving it useless."""
+    rounds, steps = rounds_of(config), tuning_steps(config)
+    needed = smallest_budget(elapsed, rates, fixed, min_passages, rounds, steps)
+    if needed <= config.time_budget:
+        return
+    tuning = (rates.tune_overhead_seconds + steps * rates.tune_seconds_per_step) * (rounds - 1)
+    raise GenqError(
+        f"a {format_duration(config.time_budget)} budget cannot hold {rounds} generation rounds here: tuning the "
+        f"generator {steps:,} steps before each later round takes about {format_duration(tuning)} "
+        f"({rates.tune_seconds_per_step:.1f} s a step on this machine), besides the fixed stages "
+        f"({format_duration(fixed.total)}) and one round of generation\n  fix: --time-budget "
+        f"{format_duration(math.ceil(needed / 60) * 60)} or more, or --generator-rounds 1 (the default; on a CPU "
+        "a second round measured no retrieval gain, see the README)")
 
 
 def _fixed_costs_exceed(budget: float, elapsed: float, fixed: Fixed, rates: Rates, passages: int,
@@ -134,7 +189,8 @@ SHORT_BUDGET = 600.0  # seconds; under this the probe is shortened (probe.SHORT_
 
 
 def rates_key(config: AdaptConfig, passages: list[dict]) -> str:
-    """What the rates of this run depend on: machine, models (by their files), the work per item, passage length."""
+    """What the rates of this run depend on: machine, models (by their files), the work per item, passage length;
+    with ``--generator-rounds`` also how the generator is tuned (a run of one round never measured it)."""
     from genq.models import model_files_fingerprint, resolve_model
 
     generation, training = config.generation, config.training
@@ -153,10 +209,12 @@ def rates_key(config: AdaptConfig, passages: list[dict]) -> str:
         "prompt": [generation.prompt_template, generation.prompt_style], "gen_batch": generation.batch_size,
         "bi_encoder": files(training.base_model), "train_batch": training.batch_size,
         "max_seq_length": training.max_seq_length, "loss": training.loss, "bf16": training.bf16,
-        "encode_batch": config.encode_batch_size, "passage_length": length_bucket(passages)})
+        "encode_batch": config.encode_batch_size, "passage_length": length_bucket(passages),
+        **({"tuning": [config.generator_tuning.batch_size, config.generator_tuning.prompt_template,
+                       config.generator_tuning.bf16]} if rounds_of(config) > 1 else {})})
 
 
-def _kept_rates(key: str, keep: float, say) -> Rates | None:
+def _kept_rates(key: str, keep: float, say, needs_tuning: bool = False) -> Rates | None:
     """The rates an earlier run measured here under the same key, or None."""
     entry = load_rates(key)
     if entry is None:
@@ -165,6 +223,8 @@ def _kept_rates(key: str, keep: float, say) -> Rates | None:
     try:
         rates = Rates(**{name: float(stored[name]) for name in Rates.__dataclass_fields__ if name in stored})
     except (KeyError, TypeError, ValueError):
+        return None
+    if needs_tuning and rates.tune_seconds_per_step <= 0:
         return None
     rates.pairs_per_passage *= keep
     age = format_duration(max(time.time() - entry["measured_at"], 1))
@@ -180,7 +240,8 @@ def too_little_note(config: AdaptConfig, plan: Plan, rates: Rates, passages: int
         bigger = plan_run(budget, elapsed, passages, rates, Fixed(_fixed_costs(
             config, passages, rates.encode_seconds_per_passage)), batch_size=config.training.batch_size,
             queries_per_passage=plan.queries_per_passage, limit=config.limit,
-            min_passages=config.generation.batch_size or CPU_GENERATION_BATCH)
+            min_passages=config.generation.batch_size or CPU_GENERATION_BATCH, rounds=plan.rounds,
+            tune_steps=plan.tune_steps)
         if bigger.steps >= USEFUL_STEPS:
             break
     return (f"{format_duration(config.time_budget)} buys {plan.steps} training step{'s' * (plan.steps != 1)} here, "
@@ -218,6 +279,8 @@ def apply_plan(config: AdaptConfig, plan: Plan) -> None:
     config.generation.queries_per_passage = plan.queries_per_passage
     if "steps" in plan.chosen:
         config.training.max_steps = plan.steps
+    if "tuning steps" in plan.chosen:
+        config.generator_tuning.max_steps = plan.tune_steps
 
 
 def replan_training(context: RunContext, pairs_path: Path, training: TrainConfig, resuming: bool) -> None:
@@ -258,6 +321,22 @@ def replan_training(context: RunContext, pairs_path: Path, training: TrainConfig
     manifest.save()
     context.say(f"  training re-planned: up to {steps:,} steps for the {pairs:,} pairs there are, stopping at "
                 f"{format_duration(left)} (the budget left for training; the plan said {plan['steps']:,} steps)")
+
+
+def budget_time_left(context: RunContext, name: str) -> float | None:
+    """Seconds stage ``name`` may take without pushing the rest of the plan past the budget (None: no plan):
+    the budget, less what the finished stages took and what the plan expects of those still to come."""
+    stages = context.manifest.data["stages"]
+    if not context.config.time_budget or stages.get("plan", {}).get("status") != "done":
+        return None
+    stored = context.manifest.summary("plan")
+    plan = stored["plan"]
+    done = {stage for stage, entry in stages.items() if entry.get("status") == "done"}
+    if "generate" in done:
+        done.add("quality check")  # part of the generate stage
+    spent = sum(stages[stage].get("seconds") or 0 for stage in done if stage in stages)
+    later = sum(seconds for stage, seconds in plan["estimates"].items() if stage != name and stage not in done)
+    return plan["budget_seconds"] * SAFETY - spent - later
 
 
 def _training_time_left(stages: dict, plan: dict, rates: dict) -> tuple[float, float]:

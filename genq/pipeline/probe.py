@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from genq.corpus import iter_passage_file
@@ -24,6 +24,7 @@ SHORT_PROBE_BATCH = 4  # passages per generation probe batch under a short budge
 # 256-token passages: 18 s a step at 64, three of which were 30% of a 3-minute budget). The run's own steps
 # correct the kept rate, and training stops at the time left whatever the estimate.
 SHORT_PROBE_BATCH_SHARE = 0.25
+TUNING_PROBE_STEPS = 3  # generator tuning steps timed for --generator-rounds: one warm-up, two steady
 
 
 PLAN_SAMPLE = 4096  # passages the probe draws from: more than its largest draw (10 steps x batch 64 + a margin)
@@ -103,7 +104,7 @@ def _sampling_of(config) -> dict:
 
 def measure_rates(passages: list[dict], generation, training, *, work_dir, encode_batch_size: int | None = None,
                   dtype: str = "auto", filter_keep_share: float = 1.0, say=lambda message: None,
-                  short: bool = False) -> Probe:
+                  short: bool = False, tuning=None) -> Probe:
     """Measure generation, training and encoding on this run's own passages.
 
     Two generation batches, timed by the second (the generator stays loaded for the generate
@@ -114,7 +115,8 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
     (the step's time scaled up) and one encoding batch, a rougher rate for a
     run where measuring would otherwise cost most of the time. The generator's load time is
     measured too (``generator_load_seconds``): a later run that reuses these rates pays it in its
-    generate stage.
+    generate stage. ``tuning`` (a :class:`~genq.train_generator.GeneratorTrainingConfig`, for
+    ``--generator-rounds``): ``TUNING_PROBE_STEPS`` generator tuning steps too, timed by the steady ones.
     """
     started = time.perf_counter()
     work_dir = Path(work_dir)
@@ -129,10 +131,15 @@ def measure_rates(passages: list[dict], generation, training, *, work_dir, encod
     encode_batches = 1 if short else 4
     say(f"  measuring encoding ({'one batch' if encode_batches == 1 else f'{encode_batches} batches'}) ...")
     encode_per_passage = _measure_encoding(passages, training, encode_batch_size, dtype, encode_batches)
+    tune_per_step = tune_overhead = 0.0
+    if tuning is not None:
+        say(f"  measuring the generator's tuning ({TUNING_PROBE_STEPS} steps) ...")
+        tune_per_step, tune_overhead = _measure_tuning(passages, tuning, work_dir)
     rates = Rates(generate_seconds_per_passage=generate_per_passage,
                   pairs_per_passage=pairs_per_passage * filter_keep_share, train_seconds_per_step=per_step,
                   encode_seconds_per_passage=encode_per_passage, train_overhead_seconds=overhead,
-                  generator_load_seconds=load_seconds)
+                  generator_load_seconds=load_seconds, tune_seconds_per_step=tune_per_step,
+                  tune_overhead_seconds=tune_overhead)
     return Probe(rates, generator, time.perf_counter() - started, samples)
 
 
@@ -163,17 +170,37 @@ def _measure_generation(passages: list[dict], generation, batch: int | None = No
     return generator, load_seconds, per_passage[-1], max(kept / sampled_passages, 0.1), samples
 
 
+def opening_pairs(passages: list[dict], rows: int) -> list[dict]:
+    """``rows`` passage-shaped pairs spread across the corpus, each passage's opening words as its query: a step's
+    cost is set by the passage side (and a prompt), and a query is a dozen tokens whoever wrote it."""
+    return [{"query": " ".join(p["text"].split()[:7]) + f" {number}", "passage_id": f"{p['_id']}~{number}",
+             "passage": p["text"], "title": p.get("title", "")} for number, p in enumerate(spread(passages, rows))]
+
+
+def _measure_tuning(passages: list[dict], tuning, work_dir: Path) -> tuple[float, float]:
+    """(seconds per steady generator tuning step, the tuning's one-off seconds: load, save) from
+    ``TUNING_PROBE_STEPS`` steps at the run's tuning batch, on the model and prompt the rounds tune."""
+    from genq.train_generator import train_generator
+
+    probe_model = work_dir / "probe-generator"
+    config = replace(tuning, max_steps=TUNING_PROBE_STEPS, epochs=None, save_steps=10_000, save_minutes=0.0,
+                     time_limit=None)
+    try:
+        summary = train_generator(opening_pairs(passages, TUNING_PROBE_STEPS * tuning.batch_size), probe_model,
+                                  config, overwrite=True, progress=False)
+    finally:
+        shutil.rmtree(probe_model, ignore_errors=True)
+    per_step = summary.seconds_per_step or summary.seconds / max(summary.steps, 1)
+    return per_step, max(0.0, summary.seconds - summary.steps * per_step)
+
+
 def _measure_training(passages: list[dict], training, work_dir: Path, steps: int = PROBE_STEPS,
                       batch_share: float = 1.0) -> tuple[float, float]:
     """(seconds per steady step at the run's batch, the run's one-off seconds) from ``steps`` steps on
     passage-shaped pairs, at ``batch_share`` of the batch (the step's time scaled up by as much)."""
     batch = max(2, min(training.batch_size, round(training.batch_size * batch_share)))
-    rows = max(steps * batch, 8)
-    sample = spread(passages, rows)
     probe_pairs = work_dir / "probe-pairs.jsonl"
-    write_jsonl_atomic(probe_pairs, ({"query": " ".join(p["text"].split()[:7]) + f" {number}",
-                                      "passage_id": f"{p['_id']}~{number}", "passage": p["text"],
-                                      "title": p.get("title", "")} for number, p in enumerate(sample)))
+    write_jsonl_atomic(probe_pairs, opening_pairs(passages, max(steps * batch, 8)))
     probe_model = work_dir / "probe-model"
     config = TrainConfig(**{**asdict(training), "max_steps": steps, "eval_share": 0.0, "save_steps": 10_000,
                             "batch_size": batch})

@@ -17,7 +17,7 @@ from genq.generation.family import generator_family
 from genq.generation.pairs_file import iter_pairs, merge_pairs
 from genq.generation.run import meta_path_for
 from genq.io import GenqError, atomic_write, count_records, dumps_line, iter_jsonl
-from genq.pipeline.budget import probe_passages, remember_actual_rate
+from genq.pipeline.budget import budget_time_left, plan_sizes_tuning, probe_passages, remember_actual_rate
 from genq.pipeline.config import CROPS_PER_PASSAGE, queries_per_passage_for
 from genq.pipeline.engine import corpus_vectors, run_generation
 from genq.pipeline.settings import jsonable, without
@@ -138,10 +138,16 @@ def generation_round_stages(context: RunContext, number: int, kept_so_far: list[
               "pairs": [path.name for path in kept_so_far]}
     sampling = {**without(jsonable(generation), "batch_size", "device", "model", "gguf_file", "prompt_template",
                           "prompt_style"), "generator": f"tuned before round {number}", "limit": config.limit}
+    if config.time_budget:  # as round 1's: sized by the plan, which runs after the stages are listed
+        sampling["limit"] = "by time budget" if config.limit is None else config.limit
+        if config.auto_queries_per_passage:
+            sampling["queries_per_passage"] = "by time budget"
+        if plan_sizes_tuning(config):
+            tuning["max_steps"] = "by time budget"
     if config.ray is not None:
         sampling["engine"] = "ray"
-    stages = [Stage(f"tune generator {number}", tuning, partial(_tune_generator, pairs_in=kept_so_far,
-                                                                output=generator_dir),
+    tune = f"tune generator {number}"
+    stages = [Stage(tune, tuning, partial(_tune_generator, pairs_in=kept_so_far, output=generator_dir, name=tune),
                     outputs=[generator_dir / "config.json"], inputs=kept_so_far),
               Stage(f"generate round {number}", sampling, partial(_generate_round, number=number,
                                                                   kept_so_far=kept_so_far),
@@ -152,14 +158,20 @@ def generation_round_stages(context: RunContext, number: int, kept_so_far: list[
     return stages
 
 
-def _tune_generator(context: RunContext, resume: bool, pairs_in: list[Path], output: Path) -> tuple[dict, str]:
+def _tune_generator(context: RunContext, resume: bool, pairs_in: list[Path], output: Path,
+                    name: str) -> tuple[dict, str]:
     config = context.config
     rows = [row for path in pairs_in for row in pairs_from_file(path)]
     tuning = replace(config.generator_tuning, generator=config.generation.model,
                      gguf_file=config.generation.gguf_file)
     can_resume = bool(resume and (output / RUN_RECORD).exists() and last_checkpoint(output))
+    left = budget_time_left(context, name)
+    if left is not None:  # a slower tuning than the probe's stops where the rest of the plan still fits
+        tuning = replace(tuning, time_limit=max(left, 1.0))
     summary = train_generator(rows, output, tuning, resume=can_resume, overwrite=not can_resume,
                               progress=context.progress)
+    if summary.steps >= 4 and summary.seconds_per_step:
+        remember_actual_rate(context, tune_seconds_per_step=summary.seconds_per_step)
     context.say(f"  tuned the generator {summary.steps:,} steps on {summary.pairs:,} kept pairs; loss "
                 f"{summary.first_loss} -> {summary.final_loss}")
     return summary.to_dict(), "resumed" if summary.resumed_from else "ran"

@@ -99,10 +99,10 @@ def check_combination(config: AdaptConfig) -> None:
         raise GenqError("--time-budget plans from rates measured on this machine; Ray workers run elsewhere and in "
                         "parallel, so it cannot plan a --ray run yet\n  fix: leave one of them out (size a Ray run "
                         "with --limit, --queries-per-passage and --epochs)")
-    if config.time_budget and (config.generator_rounds > 1 or config.queries != "generated"):
-        raise GenqError("--time-budget plans one round of generated queries; it does not plan --generator-rounds or "
-                        "--queries cropped yet\n  fix: leave --time-budget out (size the run with --limit, "
-                        "--queries-per-passage and --epochs), or run one generated round")
+    if config.time_budget and config.queries != "generated":
+        raise GenqError(f"--time-budget plans generated queries; it does not plan --queries {config.queries} yet\n"
+                        "  fix: leave --time-budget out (size the run with --limit, --queries-per-passage and "
+                        "--epochs), or use --queries generated")
 
 
 # -- prepare: raw documents -> passages.jsonl
