@@ -88,7 +88,8 @@ def _load_config_file(ctx: click.Context, _param, value):
                    "themselves (`genq crop`: no generator, seconds), or both in one training file.")
 @click.option("--generator-rounds", type=click.IntRange(1), default=1, show_default=True,
               help="Self-training: after each round the generator is tuned on the pairs kept so far "
-                   "(`genq train-generator`) and samples again; the bi-encoder trains on every round's kept pairs.")
+                   "(`genq train-generator`) and samples again; the bi-encoder trains on every round's kept pairs. "
+                   "With --time-budget each tuning is planned at 100 steps.")
 @generator_tuning_options(in_adapt=True)
 @filter_options
 @negatives_options(in_adapt=True)
