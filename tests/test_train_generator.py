@@ -154,3 +154,11 @@ def test_a_tuned_generator_runs_on_the_ctranslate2_backend(tiny_gpt2_dir, pairs_
     assert summary.backend == "ctranslate2" and summary.queries_sampled == 3 * 8
     meta = json.loads((tmp_path / "ct2.meta.json").read_text())
     assert meta["generator"]["prompt_template"] == "zero-shot"
+
+
+def test_epochs_by_pair_count_reach_the_step_floor_without_rounding_up_to_a_whole_epoch():
+    from genq.train_generator import MAX_AUTO_EPOCHS, MIN_AUTO_STEPS, tuning_epochs
+
+    assert tuning_epochs(776, 8) == pytest.approx(MIN_AUTO_STEPS / 97)  # 97 steps an epoch: 100 steps, not 194
+    assert tuning_epochs(5000, 8) == 1.0  # a large set: one pass
+    assert tuning_epochs(40, 8) == MAX_AUTO_EPOCHS  # a tiny one: at most three passes, not a hundred steps
