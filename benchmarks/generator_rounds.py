@@ -325,8 +325,16 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "generator-rounds")
     parser.add_argument("--tuning-cost", action="store_true",
                         help="Only measure a tuning step under the zero-shot and the few-shot prompt (2 rounds).")
+    parser.add_argument("--round2-generator", action="store_true",
+                        help="Only make round 1's kept pairs and the generator tuned on them (generator-round2, what "
+                             "query_likelihood.py's tuned row scores with), no round-2 sampling or training.")
     args = parser.parse_args()
     command = command_line()
+    if args.round2_generator:
+        for name in args.collections:
+            collection = Collection(name, args.runs_dir)
+            print(collection.tuned("round2", str(collection.kept("round1", collection.generated("round1", None)))))
+        return
     if args.tuning_cost:
         costs = [tuning_cost(Collection(name, args.runs_dir), 2) for name in args.collections]
         results = merged_results(RESULTS_FILE, [], key="collection")
