@@ -329,8 +329,7 @@ def budget_time_left(context: RunContext, name: str) -> float | None:
     stages = context.manifest.data["stages"]
     if not context.config.time_budget or stages.get("plan", {}).get("status") != "done":
         return None
-    stored = context.manifest.summary("plan")
-    plan = stored["plan"]
+    plan = context.manifest.summary("plan")["plan"]
     done = {stage for stage, entry in stages.items() if entry.get("status") == "done"}
     if "generate" in done:
         done.add("quality check")  # part of the generate stage
