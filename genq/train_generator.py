@@ -36,6 +36,7 @@ from genq.models import RUN_RECORD
 from genq.training_run import (
     Processes,
     check_training_output,
+    floor_fraction,
     length_grouping_arguments,
     plot_loss,
     shared_arguments,
@@ -121,7 +122,7 @@ def tuning_epochs(pairs: int, batch_size: int) -> float:
     two epochs would have doubled a 30-minute tuning for three more steps' worth.
     """
     per_epoch = max(1, -(-pairs // batch_size))
-    return max(1.0, min(float(MAX_AUTO_EPOCHS), MIN_AUTO_STEPS / per_epoch))
+    return max(1.0, min(float(MAX_AUTO_EPOCHS), floor_fraction(MIN_AUTO_STEPS / per_epoch)))
 
 
 @dataclass

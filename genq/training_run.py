@@ -209,6 +209,12 @@ class StepTimer:
         return round(sum(steady) / len(steady), 4) if steady else None
 
 
+def floor_fraction(epochs: float) -> float:
+    """``epochs`` rounded down to a millionth, so that the trainer's ceil(epochs x steps per epoch) is the
+    step count wanted (1000 / 313 x 313 is 1000.0000000000001 in floating point: 1,001 steps)."""
+    return math.floor(epochs * 1e6) / 1e6
+
+
 def logging_steps_for(config, train_pairs: int, batch_size: int, epochs: float | None = None) -> int:
     """Log often enough that even a short run draws a loss curve (about ten points at least)."""
     epochs = config.epochs if epochs is None else epochs

@@ -286,8 +286,10 @@ def test_sizing_rules():
     assert queries_per_passage_for(250_000)[0] == 1 and queries_per_passage_for(3_000_000)[0] == 1
     epochs, warmup, why = training_length_for(500, 64)  # 8 steps an epoch: capped at 10 epochs
     assert epochs == 10 and warmup == 0.1 and "80 steps" in why
-    epochs, warmup, _ = training_length_for(20_000, 64)  # 313 steps an epoch: 4 epochs reach 1,000 steps
-    assert epochs == 4 and warmup == 0.1
+    epochs, warmup, why = training_length_for(20_000, 64)  # 313 steps an epoch: 3.19 epochs reach 1,000 steps
+    assert epochs == pytest.approx(1_000 / 313, abs=1e-5) and warmup == 0.1 and "1,000 steps" in why
+    epochs, _, why = training_length_for(63_000, 64)  # 985 steps an epoch: a little more than one, not two
+    assert epochs == pytest.approx(1_000 / 985, abs=1e-5) and "1,000 steps" in why
     epochs, warmup, _ = training_length_for(1_000_000, 32)  # one epoch is plenty; warm-up capped at 1,000 steps
     assert epochs == 1 and warmup == round(1_000 / 31_250, 4)
 

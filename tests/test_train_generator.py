@@ -1,6 +1,7 @@
 """genq train-generator: a query generator tuned on (passage, query) pairs, under the prompt it samples with."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -159,6 +160,7 @@ def test_a_tuned_generator_runs_on_the_ctranslate2_backend(tiny_gpt2_dir, pairs_
 def test_epochs_by_pair_count_reach_the_step_floor_without_rounding_up_to_a_whole_epoch():
     from genq.train_generator import MAX_AUTO_EPOCHS, MIN_AUTO_STEPS, tuning_epochs
 
-    assert tuning_epochs(776, 8) == pytest.approx(MIN_AUTO_STEPS / 97)  # 97 steps an epoch: 100 steps, not 194
+    assert tuning_epochs(776, 8) == pytest.approx(MIN_AUTO_STEPS / 97, abs=1e-5)  # 100 steps, not 194
+    assert math.ceil(tuning_epochs(776, 8) * 97) == MIN_AUTO_STEPS  # as the trainer counts them
     assert tuning_epochs(5000, 8) == 1.0  # a large set: one pass
     assert tuning_epochs(40, 8) == MAX_AUTO_EPOCHS  # a tiny one: at most three passes, not a hundred steps

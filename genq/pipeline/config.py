@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from genq.ann import IndexParams
@@ -14,6 +15,7 @@ from genq.retrieval import LexicalSettings
 from genq.train import TrainConfig
 from genq.train_generator import GeneratorTrainingConfig
 from genq.train_reranker import RerankerConfig
+from genq.training_run import floor_fraction
 
 # Sizing by corpus, where the user leaves it to genq. GPL (Wang et al. 2022) generates about 250k queries
 # whatever the corpus (at least one per passage) and trains 140k steps of batch 32 over them: many
@@ -44,15 +46,18 @@ def queries_per_passage_for(passages: int) -> tuple[int, str]:
 
 
 def training_length_for(pairs: int, batch_size: int) -> tuple[float, float, str]:
-    """(epochs, warm-up ratio, reason): at least ``MIN_AUTO_STEPS`` optimizer steps, at most ``MAX_AUTO_EPOCHS``."""
+    """(epochs, warm-up ratio, reason): at least ``MIN_AUTO_STEPS`` optimizer steps, at most ``MAX_AUTO_EPOCHS``.
+
+    The floor is reached with a fraction of an epoch where one is enough: 990 steps an epoch is 1.01
+    epochs, not two (which would double the training for ten more steps' worth)."""
     per_epoch = max(1, -(-pairs // batch_size))
-    epochs = max(1, min(MAX_AUTO_EPOCHS, -(-MIN_AUTO_STEPS // per_epoch)))
-    steps = per_epoch * epochs
+    epochs = max(1.0, min(float(MAX_AUTO_EPOCHS), floor_fraction(MIN_AUTO_STEPS / per_epoch)))
+    steps = math.ceil(per_epoch * epochs)  # as the trainer counts them
     warmup = round(min(0.1, MAX_WARMUP_STEPS / steps), 4)
-    why = (f"{pairs:,} pairs / batch {batch_size} = {per_epoch:,} steps per epoch, so {epochs} epoch(s) = "
+    why = (f"{pairs:,} pairs / batch {batch_size} = {per_epoch:,} steps per epoch, so {epochs:.3g} epoch(s) = "
            f"{steps:,} steps" + (f" (at least {MIN_AUTO_STEPS:,} wanted; capped at {MAX_AUTO_EPOCHS} epochs)"
                                  if epochs > 1 else "") + f", warm-up {warmup:.0%} of them")
-    return float(epochs), warmup, why
+    return epochs, warmup, why
 
 
 @dataclass
