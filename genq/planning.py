@@ -27,14 +27,15 @@ from dataclasses import asdict, dataclass, field, replace
 
 from genq.ann import auto_index_type
 from genq.durations import format_duration
+from genq.train_generator import MIN_AUTO_STEPS
 
 MAX_EPOCHS = 10  # past this, more passages beat more passes (the same cap as sizing by corpus)
 SAFETY = 0.97  # plan to this share of the budget: the stages after training are estimates, with tails
 BUDGET_QUERIES_PER_PASSAGE = 3  # GenQ's: under a budget, breadth (passages covered) beats depth
 MAX_BUDGET_QUERIES_PER_PASSAGE = 10  # when the whole corpus is covered with time to spare, up to this many
-# steps a generator is tuned before each later round under a budget: train-generator's own floor (MIN_AUTO_STEPS),
-# which measured enough to cut SmolLM2's runaways from 58% to 6% on Cranfield (results/generator_rounds.md)
-BUDGET_TUNING_STEPS = 100
+# steps a generator is tuned before each later round under a budget: train-generator's own floor, which measured
+# enough to cut SmolLM2's runaways from 58% to 6% on Cranfield (results/generator_rounds.md)
+BUDGET_TUNING_STEPS = MIN_AUTO_STEPS
 ROUND_STAGES = ("tune generator", "generate round")  # the stages of rounds 2..N, as the pipeline names them
 
 

@@ -29,6 +29,7 @@ from genq.planning import (
     plan_run,
     smallest_budget,
     step_cost,
+    tuning_seconds,
 )
 from genq.rate_cache import correct_rates, length_bucket, load_rates, machine_facts, rate_key, rates_path, save_rates
 from genq.train import TrainConfig
@@ -160,7 +161,7 @@ def _refuse_rounds_that_cannot_fit(config: AdaptConfig, elapsed: float, fixed: F
     needed = smallest_budget(elapsed, rates, fixed, min_passages, rounds, steps)
     if needed <= config.time_budget:
         return
-    tuning = (rates.tune_overhead_seconds + steps * rates.tune_seconds_per_step) * (rounds - 1)
+    tuning = tuning_seconds(rates, rounds, steps)
     raise GenqError(
         f"a {format_duration(config.time_budget)} budget cannot hold {rounds} generation rounds here: tuning the "
         f"generator {steps:,} steps before each later round takes about {format_duration(tuning)} "

@@ -41,12 +41,18 @@ def generate_stage(context: RunContext) -> Stage:
         settings["queries_per_passage"] = "by corpus size"
     if config.ray is not None:  # a single-process partial and a Ray job's shards do not finish each other
         settings["engine"] = "ray"
-    if config.time_budget:
-        settings["limit"] = "by time budget" if config.limit is None else config.limit
-        if config.auto_queries_per_passage:
-            settings["queries_per_passage"] = "by time budget"
+    budget_sized(config, settings)
     return Stage("generate", settings, _generate, outputs=[paths.pairs, meta_path_for(paths.pairs)],
                  inputs=[paths.passages], resumes_unrecorded=True)
+
+
+def budget_sized(config, sampling: dict) -> None:
+    """A generation stage's settings where the plan sizes them: the plan runs after the stages are listed, so what
+    it will choose is recorded as chosen by it (a rerun with the same budget is the same stage)."""
+    if config.time_budget:
+        sampling["limit"] = "by time budget" if config.limit is None else config.limit
+        if config.auto_queries_per_passage:
+            sampling["queries_per_passage"] = "by time budget"
 
 
 def size_queries_per_passage(context: RunContext) -> str | None:
@@ -138,12 +144,9 @@ def generation_round_stages(context: RunContext, number: int, kept_so_far: list[
               "pairs": [path.name for path in kept_so_far]}
     sampling = {**without(jsonable(generation), "batch_size", "device", "model", "gguf_file", "prompt_template",
                           "prompt_style"), "generator": f"tuned before round {number}", "limit": config.limit}
-    if config.time_budget:  # as round 1's: sized by the plan, which runs after the stages are listed
-        sampling["limit"] = "by time budget" if config.limit is None else config.limit
-        if config.auto_queries_per_passage:
-            sampling["queries_per_passage"] = "by time budget"
-        if plan_sizes_tuning(config):
-            tuning["max_steps"] = "by time budget"
+    budget_sized(config, sampling)
+    if config.time_budget and plan_sizes_tuning(config):
+        tuning["max_steps"] = "by time budget"
     if config.ray is not None:
         sampling["engine"] = "ray"
     tune = f"tune generator {number}"
