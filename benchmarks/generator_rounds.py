@@ -186,14 +186,30 @@ def funnel(collection: Collection, row: str) -> dict:
             "bi_encoder_steps": (training.get("summary") or {}).get("steps")}
 
 
-def summarise(collection: Collection, reports: dict[str, dict[int, dict]]) -> dict:
+SYSTEMS = ("base", "hybrid(base)", "adapted", "hybrid(adapted)")
+
+
+def per_query_means(seeds: dict[int, dict]) -> dict[str, dict[str, float]]:
+    """Each system's nDCG@10 per query, averaged over the seeds: what a paired test needs, kept in the
+    results so that a row measured in a later run is tested against round 1 without measuring it again."""
+    first = next(iter(seeds.values()))["per_query"]
+    return {name: {query: round(statistics.mean(r["per_query"][name][query]["ndcg@10"] for r in seeds.values()), 6)
+                   for query in sorted(first[name])} for name in SYSTEMS}
+
+
+def summarise(collection: Collection, reports: dict[str, dict[int, dict]],
+              earlier_per_query: dict[str, dict] | None = None) -> dict:
+    """The rows of ``reports`` (row -> seed -> evaluation report); round 1's per-query scores come from
+    ``earlier_per_query`` (an earlier run's results) where this run did not measure round 1."""
     def ndcg(report: dict, name: str) -> float:
         return next(s["metrics"]["ndcg@10"] for s in report["systems"] if s["name"] == name)
 
-    def per_query(row: str, name: str) -> list[float]:
-        seeds = reports[row]
-        queries = sorted(next(iter(seeds.values()))["per_query"][name])
-        return [statistics.mean(r["per_query"][name][q]["ndcg@10"] for r in seeds.values()) for q in queries]
+    per_query = {**(earlier_per_query or {}), **{row: per_query_means(seeds) for row, seeds in reports.items()}}
+
+    def test(row: str, name: str, against_row: str, against_name: str) -> dict:
+        scores, baseline = per_query[row][name], per_query[against_row][against_name]
+        queries = sorted(set(scores) & set(baseline))
+        return paired_t([scores[q] for q in queries], [baseline[q] for q in queries])
 
     rows, tests = {}, {}
     any_report = next(iter(next(iter(reports.values())).values()))
@@ -202,14 +218,14 @@ def summarise(collection: Collection, reports: dict[str, dict[int, dict]]) -> di
     for row, seeds in reports.items():
         for name in ("adapted", "hybrid(adapted)"):
             rows[f"{row}: {name}"] = {**over_seeds([ndcg(r, name) for r in seeds.values()]), "seeds": list(seeds)}
-        tests[f"{row}: adapted vs base"] = paired_t(per_query(row, "adapted"), per_query(row, "base"))
-        tests[f"{row}: hybrid(adapted) vs hybrid(base)"] = paired_t(per_query(row, "hybrid(adapted)"),
-                                                                    per_query(row, "hybrid(base)"))
-        if row != "round1" and "round1" in reports:
+        tests[f"{row}: adapted vs base"] = test(row, "adapted", row, "base")
+        tests[f"{row}: hybrid(adapted) vs hybrid(base)"] = test(row, "hybrid(adapted)", row, "hybrid(base)")
+        if row != "round1" and "round1" in per_query:
             for name in ("adapted", "hybrid(adapted)"):
-                tests[f"{row} vs round1: {name}"] = paired_t(per_query(row, name), per_query("round1", name))
+                tests[f"{row} vs round1: {name}"] = test(row, name, "round1", name)
     return {"collection": collection.name, "rows": rows, "tests": tests,
-            "funnel": {row: funnel(collection, row) for row in reports}, "stage_seconds": collection.times}
+            "funnel": {row: funnel(collection, row) for row in reports}, "stage_seconds": collection.times,
+            "per_query": {row: per_query[row] for row in reports}}
 
 
 def with_provenance(result: dict, ran_on: str, command: str) -> dict:
@@ -220,10 +236,10 @@ def with_provenance(result: dict, ran_on: str, command: str) -> dict:
 
 def merge_rows(kept: dict, measured: dict) -> dict:
     """A collection's results with the rows just measured replacing theirs and the others kept, so that
-    ``--rows supervised`` adds a row to the table instead of leaving it with one (a row's tests against
-    round 1 need round 1 in the same run: its reports are per query, and the results keep only means)."""
+    ``--rows supervised`` adds a row to the table instead of leaving it with one (its tests against round 1
+    use the per-query scores the results keep)."""
     merged = {"collection": measured["collection"]}
-    for part in ("rows", "tests", "funnel", "stage_seconds", "measured_by"):
+    for part in ("rows", "tests", "funnel", "stage_seconds", "measured_by", "per_query"):
         merged[part] = {**(kept.get(part) or {}), **(measured.get(part) or {})}
     return merged
 
@@ -352,7 +368,8 @@ def main() -> None:
                 reports.setdefault(row, {})[seed] = collection.evaluation(row, seed)
                 previous = read_json(RESULTS_FILE) or {}
                 kept = next((r for r in previous.get("results", []) if r["collection"] == name), None)
-                measured = with_provenance(summarise(collection, reports), machine(), command)
+                measured = with_provenance(summarise(collection, reports, (kept or {}).get("per_query")),
+                                           machine(), command)
                 results = merged_results(RESULTS_FILE, [merge_rows(kept, measured) if kept else measured])
                 write_results(NAME, {"machine": previous.get("machine", machine()),
                                      "command": previous.get("command", command), "results": results,

@@ -160,3 +160,31 @@ def test_combinations_that_cannot_work_are_refused_before_any_stage(tmp_path, ra
         result = CliRunner().invoke(main, adapt_args(raw_corpus, run_dir, tiny_t5_dir, tiny_encoder_dir, *extra))
         assert result.exit_code != 0 and says in result.output and "Traceback" not in result.output
         assert not (run_dir / "passages.jsonl").exists()
+
+
+def test_the_rounds_benchmark_tests_a_later_row_against_round_one_scores_kept_from_an_earlier_run(tmp_path,
+                                                                                                monkeypatch):
+    """A row measured in a later run (``--rows supervised``) is paired with round 1 per query from the results."""
+    from benchmarks import generator_rounds as bench
+
+    monkeypatch.setattr(bench, "SHARED", tmp_path)
+    monkeypatch.setattr(bench, "funnel", lambda collection, row: {})
+
+    def report(adapted: dict[str, float]) -> dict:
+        base = {"q1": 0.2, "q2": 0.4, "q3": 0.6}
+        scores = {"base": base, "hybrid(base)": base, "adapted": adapted, "hybrid(adapted)": adapted,
+                  "BM25": base}
+        return {"systems": [{"name": name, "metrics": {"ndcg@10": sum(s.values()) / 3}} for name, s in scores.items()],
+                "per_query": {name: {q: {"ndcg@10": v} for q, v in s.items()} for name, s in scores.items()}}
+
+    collection = bench.Collection("cranfield", tmp_path / "runs")
+    first = bench.summarise(collection, {"round1": {42: report({"q1": 0.3, "q2": 0.4, "q3": 0.5})}})
+    later = bench.summarise(collection, {"supervised": {42: report({"q1": 0.5, "q2": 0.7, "q3": 0.6}),
+                                                        43: report({"q1": 0.3, "q2": 0.5, "q3": 0.6})}},
+                            first["per_query"])
+    assert later["per_query"]["supervised"]["adapted"] == {"q1": 0.4, "q2": 0.6, "q3": 0.6}
+    assert later["tests"]["supervised vs round1: adapted"]["difference"] == 0.1333
+    assert later["tests"]["supervised vs round1: adapted"]["queries"] == 3
+    merged = bench.merge_rows(first, later)
+    assert set(merged["per_query"]) == {"round1", "supervised"}
+    assert "supervised vs round1: hybrid(adapted)" in merged["tests"] and "round1: adapted" in merged["rows"]
