@@ -130,6 +130,7 @@ class GeneratorTrainingSummary:
     output: str
     pairs: int = 0
     passages: int = 0
+    distinct_queries: int = 0  # a labelled set's few queries over many passages teach those queries, not the task
     source: str = ""  # "pairs" or "qrels"
     family: str = ""
     prompt_style: str = ""
@@ -217,6 +218,7 @@ def train_generator(
     generator = QueryGenerator(config.generation(), backend_reason="training")
     summary = GeneratorTrainingSummary(str(output), pairs=len(rows), source=source, family=generator.family,
                                        passages=len({row["passage_id"] or row["passage"] for row in rows}),
+                                       distinct_queries=len({row["query"] for row in rows}),
                                        prompt_style=generator.prompt_style if generator.family == "causal" else "")
     summary.bf16 = training_bf16(config.bf16, config.device)
     examples = generator.training_rows([{"text": row["passage"], "title": row["title"]} for row in rows],
@@ -310,7 +312,8 @@ def _write_model_card(output: Path, config: GeneratorTrainingConfig, summary: Ge
         "| setting | value |", "|---|---|",
         f"| base generator | `{config.generator}`" + (f" (`{config.gguf_file}`)" if config.gguf_file else "") + " |",
         f"| family / prompt | {summary.family} / {prompt} |",
-        f"| pairs / passages | {summary.pairs:,} / {summary.passages:,} |",
+        f"| pairs / passages / distinct queries | {summary.pairs:,} / {summary.passages:,} / "
+        f"{summary.distinct_queries:,} |",
         f"| epochs / batch / lr / warmup / schedule | {summary.epochs} / {config.batch_size} / {config.lr} / "
         f"{config.warmup_ratio} / {config.schedule} |",
         f"| steps / first loss / final loss | {summary.steps} / {summary.first_loss} / {summary.final_loss} |",

@@ -311,3 +311,13 @@ def test_adapt_sizes_by_corpus_and_says_why(tmp_path, tiny_t5_dir, tiny_encoder_
     assert json.loads((run_dir / "pairs.meta.json").read_text())["parameters"]["queries_per_passage"] == 5
     training = json.loads((run_dir / "model" / "genq_training.json").read_text())
     assert training["settings"]["epochs"] == 10.0
+
+
+def test_queries_that_ignore_their_passages_are_warned_of_with_the_fix():
+    from genq.quality import QualityReport
+
+    ignoring = QualityReport(queries=200, round_trip={"top1": 0.0, "top3": 0.01})
+    assert "1% of the queries find their own passage" in ignoring.warning() and "fix:" in ignoring.warning()
+    assert QualityReport(queries=200, round_trip={"top1": 0.4, "top3": 0.55}).warning() == ""
+    assert QualityReport(queries=10, round_trip={"top1": 0.0, "top3": 0.0}).warning() == ""  # too few to tell
+    assert QualityReport().warning() == ""  # no round trip measured

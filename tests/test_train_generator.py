@@ -129,7 +129,7 @@ def test_cli_tunes_from_pairs_and_generate_uses_the_tuned_prompt(tiny_gpt2_dir, 
     result = runner.invoke(main, ["train-generator", str(pairs_file), "-o", str(output), "--generator",
                                   str(tiny_gpt2_dir), "--epochs", "1", "--train-batch-size", "2", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "4 pairs" in result.output and str(output) in result.output
+    assert "4 pairs (4 distinct queries" in result.output and str(output) in result.output
     pairs = tmp_path / "new.jsonl"
     result = runner.invoke(main, ["generate", str(bike_passages), "-o", str(pairs), "--generator", str(output),
                                   "--device", "cpu", "--quality-sample", "0", "--backend", "torch"])

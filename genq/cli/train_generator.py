@@ -93,9 +93,10 @@ def train_generator_command(pairs, output, from_beir, split, generator, gguf_fil
     rows = pairs_from_file(pairs) if pairs else pairs_from_qrels(from_beir, split)
     summary = train_generator(rows, output, config, source="pairs" if pairs else "qrels", resume=resume,
                               overwrite=overwrite, progress=show_progress())
-    say(f"tuned the generator {summary.steps:,} steps on {summary.pairs:,} pairs ({summary.passages:,} passages, "
-        f"{summary.input_tokens_mean:.0f} tokens a row) in {summary.seconds:.0f}s; loss {summary.first_loss} -> "
-        f"{summary.final_loss}" + (" (stopped at the time limit)" if summary.stopped_at_time_limit else ""))
+    say(f"tuned the generator {summary.steps:,} steps on {summary.pairs:,} pairs ({summary.distinct_queries:,} "
+        f"distinct queries, {summary.passages:,} passages, {summary.input_tokens_mean:.0f} tokens a row) in "
+        f"{summary.seconds:.0f}s; loss {summary.first_loss} -> {summary.final_loss}"
+        + (" (stopped at the time limit)" if summary.stopped_at_time_limit else ""))
     for note in summary.notes:
         say(f"  note: {note}")
     say(f"  generator saved to {output}: `genq generate PASSAGES -o pairs.jsonl --generator {output}`")
