@@ -91,6 +91,12 @@ def is_long(query: str, max_words: int = LONG_QUERY_WORDS) -> bool:
     return len(query.split()) > max_words
 
 
+# The round trip's top-3 under which the queries are not about their passages (SmolLM2 as shipped: 46-58%
+# on Cranfield and CISI; a generator repeating another collection's queries: 1%), over enough queries to tell.
+IGNORED_PASSAGES_TOP3 = 0.1
+MIN_QUERIES_TO_WARN = 50
+
+
 @dataclass
 class QualityReport:
     """The label-free quality of a set of (query, passage) pairs."""
@@ -134,12 +140,6 @@ class QualityReport:
                 "queries that ignore their passages (one tuned on another collection's labelled pairs repeats "
                 "that collection's queries)\n  fix: read a few pairs; generate with the generator as shipped or one "
                 "tuned on this corpus's own pairs")
-
-
-# The round trip's top-3 under which the queries are not about their passages (SmolLM2 as shipped: 46-58%
-# on Cranfield and CISI; a generator repeating another collection's queries: 1%), over enough queries to tell.
-IGNORED_PASSAGES_TOP3 = 0.1
-MIN_QUERIES_TO_WARN = 50
 
 
 class QualityTally:

@@ -155,8 +155,8 @@ def generate(passages, output, device, dtype, overwrite, limit, export_, use_ray
                 "'Answer:' or a few-shot example's query)")
         if summary.quality:
             say(f"  quality: {summary.quality.headline()}")
-            if summary.quality.warning():
-                say(summary.quality.warning())
+            if warning := summary.quality.warning():
+                say(warning)
             for kind in ("round_trip_miss", "echo", "copy"):
                 for query in summary.quality.examples.get(kind, [])[:2]:
                     say(f"    {kind.replace('_', ' ')}: {query!r}")

@@ -143,8 +143,8 @@ def filter_command(pairs, corpus, model, output, filter_top_k, filter_min_score,
     say(f"  passages with a query: {summary.passages_with_query_before:,} before, "
         f"{summary.passages_with_query_after:,} after (corpus: {summary.passages_in_corpus:,})")
     say(f"  quality before: {summary.quality_before.headline()}")
-    if summary.quality_before.warning():
-        say(summary.quality_before.warning())
+    if warning := summary.quality_before.warning():
+        say(warning)
     say(f"  quality after:  {summary.quality_after.headline()}")
     for example in summary.dropped_examples[:5]:
         say(f"  dropped: {example['query']!r} (passage {example['passage_id']}, score {example['own_score']})")

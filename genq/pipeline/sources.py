@@ -93,8 +93,8 @@ def _generate(context: RunContext, resume: bool) -> tuple[dict, str]:
         "passages left without a query")
     if summary.quality:
         say(f"  quality: {summary.quality.headline()}")
-        if summary.quality.warning():
-            say(summary.quality.warning())
+        if warning := summary.quality.warning():
+            say(warning)
     return summary.to_dict(), "resumed" if summary.passages_skipped_as_done else "ran"
 
 
