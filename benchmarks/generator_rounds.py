@@ -8,6 +8,9 @@ bi-encoder all-MiniLM-L6-v2 trained 1 epoch per seed), with the pairs coming fro
 - ``round2``: round 1's kept pairs tune the generator (`genq train-generator`, zero-shot prompt),
   which generates for every passage again; trained on round 1's and round 2's kept pairs;
 - ``round3``: the same again, the generator tuned on both rounds' kept pairs;
+  every round's tuning is 100 steps, the fixed cost ``adapt --time-budget`` plans per round (one epoch
+  of round 3's ~3,300 pairs would be ~415 steps, ~50 minutes on Cranfield here; rows measured before
+  this cap tuned one epoch of their pairs: Cranfield's round 2 100 steps, CISI's 155);
 - ``cropped``: `genq crop`, no generator at all; ``generated+cropped``: round 1's kept pairs and the crops;
 - ``supervised``: a generator tuned 100 steps on the *other* collection's labelled pairs (`--from-beir`)
   generating for this one, filtered the same way (what a user with a related labelled set gets).
@@ -45,10 +48,12 @@ SHARED = ROOT.parent / "shared" / "data" / "ir"
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
 ROWS = ("round1", "round2", "round3", "cropped", "generated+cropped", "supervised")
 OTHER = {"cranfield": "cisi", "cisi": "cranfield"}
-# The tuning a self-training round gets (train-generator's floor), not an epoch of the other collection's
-# labelled pairs: CISI's 3,114 (76 queries, 53 words on average) would be 390 steps at 14 s here, 90 minutes,
-# and 100 steps already show each of its 76 queries to the generator ten times.
-SUPERVISED_TUNING_STEPS = 100
+# Every tuned generator (each self-training round, the supervised row) gets the same 100 steps: the fixed
+# cost adapt's --time-budget plans before each round and train-generator's floor, so that rows differ in
+# what the generator learns from, not in how long. One epoch instead grows with the pairs: round 3's union
+# (~3,300 pairs) is ~415 steps, CISI's 3,114 labelled pairs (76 queries, 53 words on average) 390 steps at
+# 14 s here, 90 minutes, while 100 steps already show each of those 76 queries to the generator ten times.
+TUNING_STEPS = 100
 NAME = "generator_rounds"
 RESULTS_FILE = ROOT / "benchmarks" / "results" / f"{NAME}.json"
 
@@ -102,7 +107,8 @@ class Collection:
         record = read_json(output / "genq_training.json")
         if not (record and record.get("complete")):
             self.times[f"tune {label}"] = self.times.get(f"tune {label}", 0) + genq(
-                "train-generator", *source, "-o", str(output), *(["--resume"] if record else []))
+                "train-generator", *source, "-o", str(output), "--max-steps", str(TUNING_STEPS),
+                *(["--resume"] if record else []))
             self.times_file.write_text(json.dumps(self.times, indent=1))
         return output
 
@@ -122,8 +128,7 @@ class Collection:
         if row == "round1":
             return self.kept("round1", self.generated("round1", None))
         if row == "supervised":
-            generator = self.tuned("supervised", "--from-beir", str(SHARED / OTHER[self.name]),
-                                   "--max-steps", str(SUPERVISED_TUNING_STEPS))
+            generator = self.tuned("supervised", "--from-beir", str(SHARED / OTHER[self.name]))
             return self.kept("supervised", self.generated("supervised", str(generator)))
         rounds = int(row.removeprefix("round"))
         earlier = [self.kept("round1", self.generated("round1", None))]
@@ -255,9 +260,10 @@ def markdown(results: list[dict], command: str, costs: list[dict] | None = None,
              f"Command: `{command}`  ",
              f"Machine: {ran_on or machine()}. No hub access: generator SmolLM2-135M-Instruct "
              "(3 queries per passage, round-trip filter top 3; rounds 2 and 3 sample with the generator tuned by "
-             "`genq train-generator` on the kept pairs so far: zero-shot prompt, batch 8, 5e-5, epochs by pair "
-             "count, at least 100 steps; the supervised row's generator: the same, "
-             f"{SUPERVISED_TUNING_STEPS} steps on the other collection's labelled pairs); "
+             "`genq train-generator` on the kept pairs so far: zero-shot prompt, batch 8, 5e-5, "
+             f"{TUNING_STEPS} steps, as `adapt --time-budget` plans a round (round 2 rows measured before that "
+             "cap: one epoch, Cranfield 100 steps, CISI 155); the supervised row's generator: the same, "
+             f"{TUNING_STEPS} steps on the other collection's labelled pairs); "
              "bi-encoder all-MiniLM-L6-v2, 1 epoch per seed. Stage seconds are wall times; a machine that was "
              "shared at the time makes them longer.", ""]
     for result in results:
