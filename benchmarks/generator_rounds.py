@@ -43,17 +43,18 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import command_line, machine, merged_results, over_seeds, paired_t, write_results  # noqa: E402
 from genq.generation.pairs_file import merge_pairs  # noqa: E402
+from genq.planning import BUDGET_TUNING_STEPS  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ir"
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
 ROWS = ("round1", "round2", "round3", "cropped", "generated+cropped", "supervised")
 OTHER = {"cranfield": "cisi", "cisi": "cranfield"}
-# Every tuned generator (each self-training round, the supervised row) gets the same 100 steps: the fixed
+# Every tuned generator (each self-training round, the supervised row) gets the same steps (100): the fixed
 # cost adapt's --time-budget plans before each round and train-generator's floor, so that rows differ in
 # what the generator learns from, not in how long. One epoch instead grows with the pairs: round 3's union
 # (~3,300 pairs) is ~415 steps, CISI's 3,114 labelled pairs (76 queries, 53 words on average) 390 steps at
 # 14 s here, 90 minutes, while 100 steps already show each of those 76 queries to the generator ten times.
-ROUND_TUNING_STEPS = 100
+ROUND_TUNING_STEPS = BUDGET_TUNING_STEPS
 NAME = "generator_rounds"
 RESULTS_FILE = ROOT / "benchmarks" / "results" / f"{NAME}.json"
 

@@ -188,3 +188,17 @@ def test_the_rounds_benchmark_tests_a_later_row_against_round_one_scores_kept_fr
     merged = bench.merge_rows(first, later)
     assert set(merged["per_query"]) == {"round1", "supervised"}
     assert "supervised vs round1: hybrid(adapted)" in merged["tests"] and "round1: adapted" in merged["rows"]
+
+
+def test_the_rounds_benchmark_tunes_every_generator_as_long_as_adapt_plans_a_round(tmp_path, monkeypatch):
+    """Rows differ in what the generator learns from, never in how long it is tuned."""
+    from benchmarks import generator_rounds as bench
+    from genq.planning import BUDGET_TUNING_STEPS
+
+    commands = []
+    monkeypatch.setattr(bench, "genq", lambda *args: commands.append(args) or 1.0)
+    collection = bench.Collection("cranfield", tmp_path / "runs")
+    collection.tuned("round3", str(tmp_path / "round2.union.jsonl"))
+    collection.tuned("supervised", "--from-beir", str(tmp_path / "cisi"))
+    assert [c[0] for c in commands] == ["train-generator", "train-generator"]
+    assert all(c[c.index("--max-steps") + 1] == str(BUDGET_TUNING_STEPS) for c in commands)
