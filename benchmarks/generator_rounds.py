@@ -54,7 +54,7 @@ OTHER = {"cranfield": "cisi", "cisi": "cranfield"}
 # what the generator learns from, not in how long. One epoch instead grows with the pairs: round 3's union
 # (~3,300 pairs) is ~415 steps, CISI's 3,114 labelled pairs (76 queries, 53 words on average) 390 steps at
 # 14 s here, 90 minutes, while 100 steps already show each of those 76 queries to the generator ten times.
-ROUND_TUNING_STEPS = BUDGET_TUNING_STEPS
+GENERATOR_TUNING_STEPS = BUDGET_TUNING_STEPS
 NAME = "generator_rounds"
 RESULTS_FILE = ROOT / "benchmarks" / "results" / f"{NAME}.json"
 
@@ -108,7 +108,7 @@ class Collection:
         record = read_json(output / "genq_training.json")
         if not (record and record.get("complete")):
             self.times[f"tune {label}"] = self.times.get(f"tune {label}", 0) + genq(
-                "train-generator", *source, "-o", str(output), "--max-steps", str(ROUND_TUNING_STEPS),
+                "train-generator", *source, "-o", str(output), "--max-steps", str(GENERATOR_TUNING_STEPS),
                 *(["--resume"] if record else []))
             self.times_file.write_text(json.dumps(self.times, indent=1))
         return output
@@ -262,9 +262,9 @@ def markdown(results: list[dict], command: str, costs: list[dict] | None = None,
              f"Machine: {ran_on or machine()}. No hub access: generator SmolLM2-135M-Instruct "
              "(3 queries per passage, round-trip filter top 3; rounds 2 and 3 sample with the generator tuned by "
              "`genq train-generator` on the kept pairs so far: zero-shot prompt, batch 8, 5e-5, "
-             f"{ROUND_TUNING_STEPS} steps, as `adapt --time-budget` plans a round (round 2 rows measured before that "
-             "cap: one epoch, Cranfield 100 steps, CISI 155); the supervised row's generator: the same, "
-             f"{ROUND_TUNING_STEPS} steps on the other collection's labelled pairs); "
+             f"{GENERATOR_TUNING_STEPS} steps, as `adapt --time-budget` plans a round (round 2 rows measured before "
+             "that cap: one epoch, Cranfield 100 steps, CISI 155); the supervised row's generator: the same, "
+             f"{GENERATOR_TUNING_STEPS} steps on the other collection's labelled pairs); "
              "bi-encoder all-MiniLM-L6-v2, 1 epoch per seed. Stage seconds are wall times; a machine that was "
              "shared at the time makes them longer.", ""]
     for result in results:
